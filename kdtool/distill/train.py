@@ -1,0 +1,559 @@
+"""The distillation pipeline: fine-tune teachers, distil students, rank everything.
+
+Per teacher: fine-tune it, cache its logits on the train and val images, distil
+a fresh student. Always also train the student alone with the same budget and
+the same initial weights (the baseline); with ``ensemble`` one more student
+learns from the mean of all teachers' soft targets.
+
+Everything lands in ``out``: ``run.json`` (config, versions, data fingerprint,
+timings, status), ``summary.csv`` (ranked by validation accuracy) and per model
+``<name>.keras`` plus ``<name>/`` with ``history.csv``, ``metrics.json``,
+``curves.png`` and ``confusion.png``. Model files are written atomically and
+reloaded with ``safe_mode=True`` before they count as done; re-running the same
+command skips models already done (``fresh=True`` retrains them).
+
+Example:
+    >>> cfg = DistillConfig(data="FData", out="models", teachers=["efficientnet_lite0"], epochs=2)  # doctest: +SKIP
+    >>> run_distill(cfg)                                                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from kdtool import __version__
+from kdtool.data import FData, atomic_write_text, load_fdata
+from kdtool.errors import InputError, RuntimeFailure
+
+SUMMARY_COLUMNS = [
+    "rank", "name", "role", "teacher", "params", "size_bytes", "val_accuracy", "test_accuracy",
+    "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "melanoma_sensitivity",
+    "test_balanced_accuracy", "test_macro_f1", "test_melanoma_sensitivity", "train_seconds",
+]
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (stored in run.json).
+
+    Args:
+        data: FData folder.
+        out: output folder.
+        teachers: registered teacher names.
+        weights: ``auto``, ``imagenet`` or ``none``.
+        image_size: side teachers resize to (raised to each one's minimum).
+        epochs: student epochs (distilled and alone).
+        teacher_epochs: teacher fine-tuning epochs.
+        batch_size: batch size for every model.
+        learning_rate: student Adam learning rate.
+        teacher_learning_rate: teacher Adam learning rate (None: 1e-4 pretrained, 1e-3 from scratch).
+        alpha: CE weight in the KD loss.
+        temperature: KD temperature.
+        teacher_logits: ``cached`` or ``online``.
+        ensemble: also distil one student from the mean of all teachers' soft targets.
+        student_filters, student_dense, student_dropout: student architecture.
+        seed: random seed (same student initialisation for every student).
+        strategy: ``auto``, ``mirrored`` or ``multiworker``.
+    """
+
+    data: str = "FData"
+    out: str = "models"
+    teachers: list = field(default_factory=lambda: ["efficientnet_lite0"])
+    weights: str = "auto"
+    image_size: int = 32
+    epochs: int = 20
+    teacher_epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    teacher_learning_rate: float | None = None
+    alpha: float = 0.3
+    temperature: float = 4.0
+    teacher_logits: str = "cached"
+    ensemble: bool = False
+    student_filters: tuple = (32, 64, 128)
+    student_dense: int = 256
+    student_dropout: float = 0.3
+    seed: int = 42
+    strategy: str = "auto"
+
+    def check(self) -> None:
+        """Refuse impossible settings with one line (exit code 2)."""
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"--alpha must lie in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise InputError(f"--temperature must be > 0, got {self.temperature}")
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.teacher_epochs < 0:
+            raise InputError(f"--teacher-epochs must be >= 0, got {self.teacher_epochs}")
+        if self.learning_rate <= 0 or (self.teacher_learning_rate is not None and self.teacher_learning_rate <= 0):
+            raise InputError("learning rates must be > 0")
+        if self.teacher_logits not in ("cached", "online"):
+            raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
+        if self.ensemble and len(self.teachers) < 2:
+            raise InputError("--ensemble needs at least two teachers")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"kdtool": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _device() -> dict:
+    import tensorflow as tf
+
+    return {"machine": platform.machine(), "node": platform.node(), "cpus": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def make_strategy(name: str):
+    """A tf.distribute strategy: ``auto`` (mirrored on >1 GPU, else default), ``mirrored``, ``multiworker``.
+
+    ``mirrored`` without GPUs mirrors across the logical CPU devices (useful to test).
+    ``multiworker`` reads the cluster from ``TF_CONFIG``.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise InputError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise InputError(f"unknown --strategy {name!r}; choose auto, mirrored or multiworker")
+
+
+def save_model_atomic(model, path: Path) -> str:
+    """Save a Keras model to ``path`` atomically, reload it with safe_mode=True, return its SHA-256."""
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401 - registers teachers' preprocessing layer
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    # an uncompiled copy: no optimizer state in the file (clone_model keeps the compile state)
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    try:
+        clean.save(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        keras.saving.load_model(tmp, safe_mode=True, compile=False)
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RuntimeFailure(f"{path}: cannot write model ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def _write_history(history: dict, path: Path) -> None:
+    keys = list(history)
+    n = len(history[keys[0]]) if keys else 0
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["epoch", *keys])
+    for i in range(n):
+        writer.writerow([i + 1, *[f"{history[k][i]:.6g}" for k in keys]])
+    atomic_write_text(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Run:
+    """State of one run folder: run.json, model records, summary."""
+
+    def __init__(self, cfg: DistillConfig, fd: FData, fresh: bool):
+        self.cfg, self.fd = cfg, fd
+        self.out = Path(cfg.out)
+        self.path = self.out / "run.json"
+        self.records: dict[str, dict] = {}
+        self.doc: dict = {}
+        self._open(fresh)
+
+    def _config_doc(self) -> dict:
+        cfg = dataclasses.asdict(self.cfg)
+        cfg["student_filters"] = list(cfg["student_filters"])
+        return cfg
+
+    def _open(self, fresh: bool) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeFailure(f"{self.out}: cannot create output folder ({exc.strerror})") from None
+        if self.path.exists() and not fresh:
+            try:
+                old = json.loads(self.path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.path}: unreadable run.json ({exc}); use --fresh or another --out") from None
+            same_cfg = {k: v for k, v in old.get("config", {}).items() if k not in ("out",)} == {
+                k: v for k, v in self._config_doc().items() if k not in ("out",)}
+            same_data = old.get("data", {}).get("fingerprint") == self.fd.fingerprint()
+            if not (same_cfg and same_data):
+                what = "configuration" if not same_cfg else "data"
+                raise InputError(
+                    f"{self.path}: this folder holds a run with a different {what}; "
+                    "use another --out, or --fresh to retrain here"
+                )
+            for rec in old.get("models", []):
+                f = self.out / rec.get("file", "")
+                if rec.get("sha256") and f.is_file() and sha256_file(f) == rec["sha256"]:
+                    self.records[rec["name"]] = rec
+        self.doc = {
+            "kdtool_version": __version__,
+            "status": "RUNNING",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv),
+            "config": self._config_doc(),
+            "data": {"path": str(self.fd.root), "fingerprint": self.fd.fingerprint(),
+                     "class_names": self.fd.class_names, "image_shape": list(self.fd.image_shape),
+                     "counts": {s: self.fd.class_counts(s).tolist() for s in self.fd.splits},
+                     "synthetic": _is_synthetic(self.fd)},
+            "versions": _versions(),
+            "device": _device(),
+            "warnings": [],
+            "models": [],
+        }
+        self.save()
+
+    def done(self, name: str) -> dict | None:
+        return self.records.get(name)
+
+    def add(self, rec: dict) -> None:
+        self.records[rec["name"]] = rec
+        self.save()
+
+    def warn(self, message: str) -> None:
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+        self.doc["warnings"].append(message)
+        self.save()
+
+    def save(self, status: str | None = None, error: str | None = None) -> None:
+        if status:
+            self.doc["status"] = status
+            self.doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if error:
+            self.doc["error"] = error
+        self.doc["models"] = list(self.records.values())
+        atomic_write_text(self.path, json.dumps(self.doc, indent=1, default=str) + "\n")
+
+
+def _is_synthetic(fd: FData) -> bool:
+    info = fd.root / "dataset_info.json"
+    try:
+        return bool(json.loads(info.read_text()).get("synthetic")) if info.exists() else False
+    except (OSError, ValueError):
+        return False
+
+
+def _compile_classifier(model, lr: float):
+    import keras
+
+    from kdtool.distill.distiller import student_metrics
+
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=student_metrics())
+
+
+def _verbose() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _finish_model(run: Run, name: str, role: str, teacher: str | None, model, history: dict,
+                  seconds: float, extra: dict | None = None) -> dict:
+    """Save model, history, metrics and plots; record it in run.json."""
+    from kdtool.distill.evaluate import evaluate_model
+    from kdtool.distill.plots import plot_confusion, plot_curves
+
+    fd, out = run.fd, run.out
+    folder = out / name
+    folder.mkdir(exist_ok=True)
+    metrics = {split: evaluate_model(model, fd, split) for split in ("val", "test") if split in fd.splits}
+    _write_history(history, folder / "history.csv")
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    plot_curves(history, folder / "curves.png", name)
+    plot_confusion(metrics["val"]["confusion_matrix"], fd.class_names, folder / "confusion.png", f"{name} (val)")
+    path = out / f"{name}.keras"
+    digest = save_model_atomic(model, path)
+    rec = {
+        "name": name, "role": role, "teacher": teacher, "file": path.name, "sha256": digest,
+        "params": int(model.count_params()), "size_bytes": path.stat().st_size,
+        "train_seconds": round(seconds, 2), "epochs": len(next(iter(history.values()), [])),
+        "val": _headline(metrics["val"]), "test": _headline(metrics.get("test", metrics["val"])),
+        **(extra or {}),
+    }
+    run.add(rec)
+    return rec
+
+
+def _headline(report: dict) -> dict:
+    return {
+        "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
+        "macro_precision": report["macro"]["precision"], "macro_recall": report["macro"]["recall"],
+        "macro_f1": report["macro"]["f1"], "melanoma_sensitivity": report.get("melanoma_sensitivity"),
+    }
+
+
+def _student(cfg: DistillConfig, fd: FData, name: str):
+    import keras
+
+    from kdtool.distill.student import build_student
+
+    keras.utils.set_random_seed(cfg.seed)  # every student starts from the same weights
+    return build_student(fd.image_shape, fd.num_classes, cfg.student_filters, cfg.student_dense,
+                         cfg.student_dropout, name=name)
+
+
+def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
+    import keras
+
+    from kdtool.distill.teachers import create_teacher
+
+    cfg, fd = run.cfg, run.fd
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        model, info = create_teacher(name, fd.num_classes, fd.image_shape, cfg.image_size, cfg.weights)
+        lr = cfg.teacher_learning_rate or (1e-4 if info["weights"] == "imagenet" else 1e-3)
+        _compile_classifier(model, lr)
+    if info["warning"]:
+        run.warn(info["warning"])
+    click.echo(f"  teacher {name}: {model.count_params():,} params, {info['image_size']}px, "
+               f"weights={info['weights']}, {cfg.teacher_epochs} epoch(s), lr={lr:g}")
+    t0 = time.perf_counter()
+    history = {}
+    if cfg.teacher_epochs:
+        h = model.fit(fd.x("train"), fd.onehot("train"), validation_data=(fd.x("val"), fd.onehot("val")),
+                      epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, shuffle=True, verbose=_verbose())
+        history = h.history
+    seconds = time.perf_counter() - t0
+    return model, {"history": history, "seconds": seconds, "weights": info["weights"],
+                   "image_size": info["image_size"], "learning_rate": lr}
+
+
+def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
+            teacher_models: list, cached: tuple[np.ndarray, np.ndarray] | None):
+    """Train one student: alone (no teacher), from cached logits, or online."""
+    import keras
+
+    from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
+
+    cfg, fd = run.cfg, run.fd
+    x_tr, y_tr, x_va, y_va = fd.x("train"), fd.onehot("train"), fd.x("val"), fd.onehot("val")
+    t0 = time.perf_counter()
+    with strategy.scope():
+        student = _student(cfg, fd, name)
+        if role == "baseline":
+            _compile_classifier(student, cfg.learning_rate)
+            trainer, y_fit, y_val = student, y_tr, y_va
+        else:
+            online = cfg.teacher_logits == "online"
+            trainer = Distiller(student, fd.num_classes, cfg.alpha, cfg.temperature,
+                                teachers=teacher_models if online else None)
+            trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
+            if online:
+                y_fit, y_val = y_tr, y_va
+            else:
+                y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
+    click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
+               + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
+                  f"alpha={cfg.alpha:g}, T={cfg.temperature:g}"))
+    h = trainer.fit(x_tr, y_fit, validation_data=(x_va, y_val), epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, shuffle=True, verbose=_verbose())
+    seconds = time.perf_counter() - t0
+    return _finish_model(run, name, role, teacher_label, student, h.history, seconds,
+                         {"teacher_logits": None if role == "baseline" else cfg.teacher_logits})
+
+
+def _teacher_logits(model, fd: FData, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    from kdtool.distill.evaluate import predict_logits
+
+    return predict_logits(model, fd.x("train"), batch), predict_logits(model, fd.x("val"), batch)
+
+
+def _load(run: Run, name: str):
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401
+
+    return keras.saving.load_model(run.out / run.records[name]["file"], safe_mode=True, compile=False)
+
+
+def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
+    """Run the whole pipeline; returns the summary rows (ranked).
+
+    Args:
+        cfg: the run configuration.
+        fresh: retrain models even if a previous identical run finished them.
+
+    Returns:
+        Summary rows, best validation accuracy first.
+    """
+    cfg.check()
+    fd = load_fdata(cfg.data)  # validate before any TensorFlow work
+    from kdtool.errors import require_train_extra
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    require_train_extra("kdtool distill")
+    run = Run(cfg, fd, fresh)
+    if run.doc["data"]["synthetic"]:
+        run.warn(f"{fd.root} is SYNTHETIC data: use it to try the pipeline, never quote its accuracy")
+    stop = _install_signal_handlers()
+    try:
+        strategy = make_strategy(cfg.strategy)
+        t_start = time.perf_counter()
+        total = 1 + 2 * len(cfg.teachers) + int(cfg.ensemble)
+        step = 0
+
+        def stage(label: str) -> None:
+            nonlocal step
+            step += 1
+            click.secho(f"[{step}/{total}] {label}", bold=True)
+
+        stage("student_alone (baseline, no teacher)")
+        if not run.done("student_alone"):
+            _distil(run, strategy, "student_alone", "baseline", None, [], None)
+        else:
+            click.echo("  already done, skipped")
+        teacher_models, cached_all = [], []
+        for name in cfg.teachers:
+            tname, sname = f"teacher_{name}", f"student_{name}"
+            stage(f"{tname}: fine-tune")
+            if run.done(tname):
+                click.echo("  already done, skipped")
+                teacher = _load(run, tname)
+            else:
+                teacher, info = _train_teacher(run, strategy, name)
+                _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
+                              info["seconds"], {"weights": info["weights"], "image_size": info["image_size"],
+                                                "learning_rate": info["learning_rate"]})
+            teacher.trainable = False
+            need_cached = cfg.teacher_logits == "cached" and (not run.done(sname) or cfg.ensemble)
+            cached = _teacher_logits(teacher, fd) if need_cached else None
+            teacher_models.append(teacher)
+            cached_all.append(cached)
+            stage(f"{sname}: distil from {tname}")
+            if run.done(sname):
+                click.echo("  already done, skipped")
+            else:
+                _distil(run, strategy, sname, "student", tname, [teacher], cached)
+        if cfg.ensemble:
+            label = "+".join(f"teacher_{n}" for n in cfg.teachers)
+            stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teachers")
+            if run.done("student_ensemble"):
+                click.echo("  already done, skipped")
+            else:
+                cached = None
+                if cfg.teacher_logits == "cached":
+                    from kdtool.distill.losses import ensemble_logits
+
+                    cached = tuple(np.asarray(ensemble_logits([c[i] for c in cached_all], cfg.temperature))
+                                   for i in (0, 1))
+                _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
+        rows = write_summary(run)
+        run.doc["total_seconds"] = round(time.perf_counter() - t_start, 2)
+        run.save("FINISHED")
+    except KeyboardInterrupt:
+        run.save("KILLED", error=f"interrupted by {stop.get('signal', 'SIGINT')}")
+        click.secho(f"interrupted: run.json marked KILLED; re-run the same command to continue", fg="red", err=True)
+        sys.exit(143 if stop.get("signal") == "SIGTERM" else 130)
+    except click.ClickException as exc:
+        run.save("FAILED", error=exc.format_message())
+        raise
+    except Exception as exc:
+        run.save("FAILED", error=f"{type(exc).__name__}: {exc}")
+        raise
+    print_summary(rows)
+    click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
+    return rows
+
+
+def _install_signal_handlers() -> dict:
+    state: dict = {}
+
+    def on_term(signum, frame):  # noqa: ARG001
+        state["signal"] = "SIGTERM"
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (e.g. some test runners)
+        pass
+    return state
+
+
+def write_summary(run: Run) -> list[dict]:
+    """Rank every model by validation accuracy and write summary.csv."""
+    rows = []
+    for rec in run.records.values():
+        val, test = rec["val"], rec["test"]
+        rows.append({
+            "name": rec["name"], "role": rec["role"], "teacher": rec["teacher"] or "",
+            "params": rec["params"], "size_bytes": rec["size_bytes"],
+            "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
+            "balanced_accuracy": val["balanced_accuracy"], "macro_precision": val["macro_precision"],
+            "macro_recall": val["macro_recall"], "macro_f1": val["macro_f1"],
+            "melanoma_sensitivity": val["melanoma_sensitivity"],
+            "test_balanced_accuracy": test["balanced_accuracy"], "test_macro_f1": test["macro_f1"],
+            "test_melanoma_sensitivity": test["melanoma_sensitivity"], "train_seconds": rec["train_seconds"],
+        })
+    rows.sort(key=lambda r: (-r["val_accuracy"], -r["balanced_accuracy"], r["name"]))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v))
+                         for k, v in r.items()})
+    atomic_write_text(run.out / "summary.csv", buf.getvalue())
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    """The ranking table on the console."""
+    def pct(v):
+        return "   -" if v is None else f"{100 * v:5.1f}"
+
+    head = f"{'#':>2} {'name':<28} {'role':<9} {'params':>11} {'KB':>8} {'val acc':>7} {'bal acc':>7} " \
+           f"{'mF1':>5} {'mel sens':>8} {'test acc':>8} {'time s':>7}"
+    click.echo("\n" + head)
+    click.echo("-" * len(head))
+    for r in rows:
+        click.echo(f"{r['rank']:>2} {r['name']:<28} {r['role']:<9} {r['params']:>11,} {r['size_bytes'] / 1024:>8.1f} "
+                   f"{pct(r['val_accuracy']):>7} {pct(r['balanced_accuracy']):>7} {pct(r['macro_f1']):>5} "
+                   f"{pct(r['melanoma_sensitivity']):>8} {pct(r['test_accuracy']):>8} {r['train_seconds']:>7.1f}")
+    click.echo("(val = validation split; balanced accuracy, macro-F1 and melanoma sensitivity matter more "
+               "than accuracy on imbalanced data)")
