@@ -108,10 +108,11 @@ def convert_medmnist_npz(npz_path: Path, out: Path, size: int = 32, info: dict |
     arrays = {}
     with archive:
         for split in SPLITS:
+            for key in (f"{split}_images", f"{split}_labels"):
+                if key not in archive.files:
+                    raise InputError(f"{npz_path}: missing array {key!r} (expected MedMNIST's layout)")
             try:
                 images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
-            except KeyError as exc:
-                raise InputError(f"{npz_path}: missing array {exc.args[0]!r}") from None
             except ValueError as exc:
                 raise InputError(f"{npz_path}: unreadable array in {split} ({exc})") from None
             if images.dtype != np.uint8 or images.ndim not in (3, 4):

@@ -1,0 +1,168 @@
+"""`kdtool distill` end to end through click's CliRunner on tiny data, plus data commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, write_fdata
+from kdtool.cli import main
+
+pytest.importorskip("tensorflow")
+
+TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none",
+        "--student-filters", "8,16", "--student-dense", "16"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distill")
+    data = write_fdata(tmp / "FData", n=(48, 15, 15), class_names=["nv", "mel", "bcc"])
+    out = tmp / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16,resnet50",
+            "--ensemble", *TINY]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return data, out, args, result.output
+
+
+def test_run_writes_everything(finished_run):
+    _, out, _, output = finished_run
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "FINISHED"
+    assert doc["config"]["alpha"] == 0.3 and doc["config"]["teachers"] == ["vgg16", "resnet50"]
+    assert len(doc["data"]["fingerprint"]) == 64 and doc["versions"]["tensorflow"]
+    names = {m["name"]: m for m in doc["models"]}
+    assert set(names) == {"student_alone", "teacher_vgg16", "student_vgg16", "teacher_resnet50",
+                          "student_resnet50", "student_ensemble"}
+    assert names["student_ensemble"]["teacher"] == "teacher_vgg16+teacher_resnet50"
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for col in ("name", "role", "teacher", "params", "size_bytes", "val_accuracy", "test_accuracy",
+                "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "train_seconds"):
+        assert col in rows[0]
+    vals = [float(r["val_accuracy"]) for r in rows]
+    assert vals == sorted(vals, reverse=True) and [r["rank"] for r in rows] == [str(i) for i in range(1, 7)]
+    assert "student_alone" in output and "rank" not in output.splitlines()[-1]
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401
+
+    for name, rec in names.items():
+        folder = out / name
+        for f in ("history.csv", "metrics.json", "curves.png", "confusion.png"):
+            assert (folder / f).stat().st_size > 0, f"{name}/{f}"
+        with open(folder / "history.csv") as fh:
+            hist = list(csv.DictReader(fh))
+        assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(hist[0])
+        assert len(hist) == (1 if rec["role"] == "teacher" else 2)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert set(metrics["val"]["per_class"]) == {"nv", "mel", "bcc"}
+        assert "melanoma_sensitivity" in metrics["test"]
+        model = keras.saving.load_model(out / rec["file"], safe_mode=True)
+        assert model.count_params() == rec["params"]
+        assert getattr(model, "optimizer", None) is None  # only weights, no optimizer state
+
+
+def test_students_share_initial_weights_and_baseline_is_independent(finished_run):
+    _, out, _, _ = finished_run
+    doc = json.loads((out / "run.json").read_text())
+    students = [m for m in doc["models"] if m["role"] != "teacher"]
+    assert {m["params"] for m in students} == {students[0]["params"]}
+
+
+def test_rerun_skips_finished_models(finished_run):
+    _, out, args, _ = finished_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done, skipped") == 6
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
+
+
+def test_other_config_in_same_out_is_refused(finished_run):
+    data, out, args, _ = finished_run
+    summary = (out / "summary.csv").read_bytes()
+    result = CliRunner().invoke(main, [*args, "--alpha", "0.5"])
+    assert result.exit_code == 2
+    assert "holds a run with a different configuration" in result.output
+    assert (out / "summary.csv").read_bytes() == summary
+
+
+@pytest.mark.parametrize("opt,message", [
+    (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--teachers", "alexnet"], "unknown teacher 'alexnet'; choose from:"),
+    (["--ensemble", "--teachers", "vgg16"], "--ensemble needs at least two teachers"),
+    (["--student-filters", "8,x"], "--student-filters must be comma-separated integers"),
+])
+def test_bad_options(tiny_fdata, tmp_path, opt, message):
+    result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_online_mode_and_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
+    code = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from kdtool.cli import main
+        main({["distill", "--data", str(data), "--out", str(tmp_path / "run"), "--teachers", "vgg16",
+               "--teacher-logits", "online", "--strategy", "mirrored", *TINY]!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert doc["status"] == "FINISHED"
+    assert {m["name"]: m.get("teacher_logits") for m in doc["models"]}["student_vgg16"] == "online"
+
+
+def test_data_synthetic_command(tmp_path):
+    result = CliRunner().invoke(main, ["data", "synthetic", "--out", str(tmp_path / "F"), "--train", "70",
+                                       "--val", "14", "--test", "14"])
+    assert result.exit_code == 0, result.output
+    from kdtool.data import load_fdata
+
+    fd = load_fdata(tmp_path / "F")
+    assert fd.image_shape == (32, 32, 3) and fd.num_classes == 7 and "mel" in fd.class_names
+    assert json.loads((tmp_path / "F" / "dataset_info.json").read_text())["synthetic"] is True
+
+
+def test_dermamnist_conversion_and_checksum(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 14), ("val", 7), ("test", 7)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 7).reshape(-1, 1).astype(np.uint8)
+    npz = tmp_path / "dermamnist.npz"
+    np.savez(npz, **arrays)
+    result = CliRunner().invoke(main, ["data", "dermamnist", "--npz", str(npz), "--out", str(tmp_path / "F")])
+    assert result.exit_code == 0, result.output
+    from kdtool.data import load_fdata
+
+    fd = load_fdata(tmp_path / "F")
+    assert fd.image_shape == (32, 32, 3) and fd.class_names[4] == "mel"
+    assert fd.labels("train").tolist() == (np.arange(14) % 7).tolist()
+
+    from kdtool.datasets import download, md5sum
+    from kdtool.errors import RuntimeFailure
+
+    dest = tmp_path / "dl" / "d.npz"
+    assert download(npz.as_uri(), dest, md5sum(npz)).read_bytes() == npz.read_bytes()
+    with pytest.raises(RuntimeFailure, match="checksum mismatch"):
+        download(npz.as_uri(), tmp_path / "dl" / "e.npz", "0" * 32)
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["d.npz"]  # no partial file left
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train_images=arrays["train_images"])
+    result = CliRunner().invoke(main, ["data", "dermamnist", "--npz", str(bad), "--out", str(tmp_path / "G")])
+    assert result.exit_code == 2 and "missing array 'train_labels'" in result.output

@@ -1,0 +1,141 @@
+"""KD loss by hand, the Distiller (frozen teachers, cached == online), the student and teachers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from kdtool.distill.distiller import Distiller, pack_targets, student_metrics  # noqa: E402
+from kdtool.distill.losses import ensemble_logits, kd_loss  # noqa: E402
+from kdtool.distill.student import build_student  # noqa: E402
+from kdtool.distill.teachers import TEACHERS, create_teacher, list_teachers, parse_teachers  # noqa: E402
+from kdtool.errors import InputError, RuntimeFailure  # noqa: E402
+
+
+def test_kd_loss_by_hand():
+    # one sample, two classes; everything below is worked out with math.exp/log only
+    y = np.array([[1.0, 0.0]], np.float32)
+    s = np.array([[2.0, 0.0]], np.float32)
+    t = np.array([[0.0, 4.0]], np.float32)
+    T, alpha = 2.0, 0.25
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1))                      # 0.126928
+    pt = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]        # softmax(t/T) = softmax([0, 2])
+    ps = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]        # softmax(s/T) = softmax([1, 0])
+    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+    expected = alpha * ce + (1 - alpha) * T * T * kl
+    got = float(np.asarray(kd_loss(y, t, s, alpha, T))[0])
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(0.25 * 0.126928 + 0.75 * 4 * 0.828725, rel=1e-4)  # written-out numbers
+    # alpha = 1 is plain cross-entropy; identical logits give zero KL
+    assert float(np.asarray(kd_loss(y, t, s, 1.0, T))[0]) == pytest.approx(ce, rel=1e-5)
+    assert float(np.asarray(kd_loss(y, s, s, 0.0, T))[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ensemble_logits_average_soft_targets():
+    a = np.array([[0.0, 2.0, -1.0]], np.float32)
+    b = np.array([[1.0, -1.0, 0.5]], np.float32)
+    T = 3.0
+
+    def sm(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    z = np.asarray(ensemble_logits([a, b], T))
+    np.testing.assert_allclose(sm(z[0] / T), (sm(a[0] / T) + sm(b[0] / T)) / 2, rtol=1e-5)
+
+
+def _tiny(seed, k=3):
+    keras.utils.set_random_seed(seed)
+    return build_student((8, 8, 3), k, filters=(4, 8), dense_units=8, dropout=0.0)
+
+
+def _batch(k=3, n=16):
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, (n, 8, 8, 3)).astype(np.float32), np.eye(k, dtype=np.float32)[np.arange(n) % k]
+
+
+def test_only_student_weights_change_online():
+    x, y = _batch()
+    teacher = _tiny(1)
+    before = [w.copy() for w in teacher.get_weights()]
+    d = Distiller(_tiny(2), 3, alpha=0.5, temperature=2.0, teachers=[teacher])
+    d.compile(optimizer=keras.optimizers.SGD(0.5), metrics=student_metrics())
+    assert {id(v) for v in d.trainable_variables} == {id(v) for v in d.student.trainable_variables}
+    s_before = [w.copy() for w in d.student.get_weights()]
+    d.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)  # teacher untouched (BN statistics included)
+    assert any(not np.array_equal(a, b) for a, b in zip(s_before, d.student.get_weights()))
+
+
+def test_cached_and_online_agree_on_first_step():
+    x, y = _batch()
+    teacher = _tiny(1)
+    logits = np.asarray(teacher(x, training=False))
+    results = []
+    for online in (False, True):
+        d = Distiller(_tiny(2), 3, alpha=0.3, temperature=4.0, teachers=[teacher] if online else None)
+        d.compile(optimizer=keras.optimizers.SGD(0.1), metrics=student_metrics())
+        targets = y if online else pack_targets(y, logits)
+        h = d.fit(x, targets, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        results.append((h.history["loss"][0], d.student.get_weights()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_distiller_metrics_are_the_students():
+    x, y = _batch()
+    d = Distiller(_tiny(2), 3, alpha=0.3, temperature=4.0)
+    d.compile(optimizer="adam", metrics=student_metrics())
+    out = d.evaluate(x, pack_targets(y, np.zeros_like(y)), verbose=0, return_dict=True)
+    pred = np.asarray(d.student(x, training=False)).argmax(1)
+    assert out["accuracy"] == pytest.approx((pred == y.argmax(1)).mean())
+    assert out["ce"] != pytest.approx(out["loss"])
+
+
+def test_default_student_size():
+    model = build_student((32, 32, 3), 7)
+    assert 120_000 <= model.count_params() <= 140_000
+    layer_types = {type(l).__name__ for l in model.layers}
+    assert "BatchNormalization" in layer_types and "Lambda" not in layer_types
+    assert all(l.momentum <= 0.95 for l in model.layers if type(l).__name__ == "BatchNormalization")
+
+
+@pytest.mark.parametrize("name", list(TEACHERS))
+def test_every_teacher_builds_at_its_minimum(name):
+    spec = TEACHERS[name]
+    model, info = create_teacher(name, num_classes=4, input_shape=(16, 16, 3), image_size=8, weights="none")
+    assert info == {"weights": "none", "image_size": spec.min_size, "warning": None}
+    out = model(np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32"), training=False)
+    assert tuple(out.shape) == (2, 4)
+    assert model.layers[-1].activation.__name__ == "linear"  # logits, not probabilities
+
+
+def test_registry_errors_name_the_choices():
+    with pytest.raises(InputError, match="choose from: densenet121, efficientnet_lite0"):
+        parse_teachers("vgg16,alexnet")
+    assert parse_teachers("all") == list(TEACHERS)
+    assert parse_teachers("VGG16, vgg16") == ["vgg16"]
+    assert list_teachers("vgg*") == ["vgg16", "vgg19"]
+    with pytest.raises(InputError, match="--weights"):
+        create_teacher("vgg16", 3, weights="random")
+
+
+def test_imagenet_unavailable(monkeypatch):
+    real = TEACHERS["vgg16"].build
+
+    def offline(input_shape, weights):
+        if weights == "imagenet":
+            raise OSError("URL fetch failure: no network")
+        return real(input_shape, weights)
+
+    monkeypatch.setitem(TEACHERS, "vgg16", TEACHERS["vgg16"].__class__(offline, "caffe", 32))
+    with pytest.raises(RuntimeFailure, match="vgg16: ImageNet weights unavailable"):
+        create_teacher("vgg16", 3, weights="imagenet")
+    _, info = create_teacher("vgg16", 3, weights="auto")
+    assert info["weights"] == "none" and "training from random init" in info["warning"]
