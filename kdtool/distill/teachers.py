@@ -55,7 +55,9 @@ def _lite(variant: str) -> Callable:
     def build(input_shape, weights):
         from kdtool.distill.efficientnet_lite import build_efficientnet_lite
 
-        return build_efficientnet_lite(variant, input_shape=tuple(input_shape), weights=weights)
+        # create_teacher applies the "lite" preprocessing itself
+        return build_efficientnet_lite(variant, input_shape=tuple(input_shape), weights=weights,
+                                       include_preprocessing=False)
 
     build.__name__ = f"build_efficientnet_{variant}"
     return build
