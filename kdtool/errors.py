@@ -45,10 +45,40 @@ def require_train_extra(what: str = "this command"):
     Returns:
         The ``tensorflow`` module.
     """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import tensorflow as tf  # noqa: PLC0415 - lazy on purpose
+        tf = _import_tensorflow_quietly()
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeFailure(
             f"{what} needs TensorFlow, which is not installed: run  pip install 'kdtool[train]'  ({exc})"
         ) from None
+    return tf
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with the C++ start-up chatter (absl/oneDNN lines) kept off stderr."""
+    import os
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, some test runners)
+        import tensorflow as tf
+
+        return tf
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf  # noqa: PLC0415 - lazy on purpose
+
+        tf.constant(0.0) + 1.0  # the first op prints the oneDNN notice once more
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
     return tf

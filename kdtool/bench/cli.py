@@ -1,11 +1,221 @@
+"""``kdtool bench`` and ``kdtool predict``: numpy + click + a TFLite runtime, no TensorFlow.
+
+Nothing here imports TensorFlow, Keras or scikit-learn; the TFLite runtime is
+chosen by :func:`kdtool.bench.runtime.select_runtime`, matplotlib is imported
+only for ``--compare``'s plot and Pillow only for ``predict``.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
 import click
+import numpy as np
+
+from kdtool.errors import InputError
+
+_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.command()
-def bench_command():
-    """(placeholder, replaced by the bench work)"""
+@contextmanager
+def _tty_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A click progress bar on stderr when it is a terminal; silent otherwise."""
+    stream = sys.stderr
+    if total <= 0 or not stream.isatty():
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=stream) as bar:
+        yield bar.update
 
 
-@click.command()
-def predict_command():
-    """(placeholder, replaced by the bench work)"""
+def _note(line: str) -> None:
+    click.echo(f"note: {line}", err=True)
+
+
+def expand_models(args: tuple[str, ...]) -> list[Path]:
+    """Model arguments -> .tflite files: a folder stands for every ``*.tflite`` in it (sorted)."""
+    from kdtool.bench.runtime import check_tflite_file  # noqa: PLC0415
+
+    paths: list[Path] = []
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.tflite") if q.is_file())
+            if not found:
+                raise InputError(f"{p}: no .tflite files in this folder")
+            paths += found
+        else:
+            paths.append(p)
+    for p in paths:
+        check_tflite_file(p)
+    return paths
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output path whose folder does not exist or that is a folder."""
+    if not path or path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{flag} {p}: is a directory, expected a file path")
+    if not p.parent.is_dir():
+        raise InputError(f"{flag} {p}: folder {p.parent} does not exist")
+
+
+def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> None:
+    from kdtool.bench import report  # noqa: PLC0415
+
+    records = report.load_results(files)
+    for rec, front in zip(records, report.pareto_flags(records)):
+        rec["pareto"] = front
+    to_stdout = "-" in (json_path, csv_path)
+    click.echo(report.compare_table(records), err=to_stdout)
+    if json_path:
+        report.write_json(records, json_path)
+    if csv_path:
+        report.write_csv(records, csv_path)
+    if plot:
+        _written, note = report.plot_pareto(records, report.pareto_path(out, json_path))
+        click.echo(note, err=True)
+
+
+@click.command(context_settings=_CTX)
+@click.argument("models", nargs=-1, required=True, metavar="MODEL.tflite|DIR...")
+@click.option("--data", default="FData", show_default=True, help="FData folder with X_<split>.npy and y_<split>.npy.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="Split to measure accuracy on.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Interpreter threads (num_threads; XNNPACK stays on).")
+@click.option("--runs", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Timed invokes (0: no latency).")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Untimed invokes before timing.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Resize the input tensor to this batch size.")
+@click.option("--json", "json_path", metavar="PATH", help="Write results as JSON (a list, one object per model); '-' for stdout.")
+@click.option("--csv", "csv_path", metavar="PATH", help="Write results as CSV (one row per model); '-' for stdout.")
+@click.option("--reference", metavar="MODEL.tflite", help="Also report top-1 agreement with this model.")
+@click.option("--predictions", "predictions_path", metavar="PATH",
+              help="Write the top-1 predictions on the split as an int64 .npy (one model only).")
+@click.option("--compare", is_flag=True,
+              help="Arguments are bench JSON files (e.g. from several devices): merge them into one table "
+                   "and a pareto.png.")
+@click.option("--out", metavar="DIR|FILE.png",
+              help="--compare: where pareto.png goes (default: beside --json, else the current folder).")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="--compare: write pareto.png.")
+def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
+                  predictions_path, compare, out, plot) -> None:  # fmt: skip
+    """Accuracy, size and latency of .tflite models, without TensorFlow.
+
+    \b
+    For each model: init (load + allocate), --warmup untimed and --runs timed
+    invokes (min/median/mean/std/p90/p99 ms, images/s, peak memory), then
+    accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
+    matrix on --split. Quantized (int8/uint8) inputs and outputs are handled
+    from the model's own parameters or its export sidecar JSON.
+
+    \b
+    Examples:
+      kdtool bench models/export --data FData --json pi4.json
+      kdtool bench s.int8.tflite --threads 4 --batch 8 --reference s.float32.tflite
+      kdtool bench --compare pi4.json pi5.json x86.json --out reports/
+    """
+    if json_path == "-" and csv_path == "-":
+        raise InputError("--json - and --csv - cannot both write to stdout; give one of them a file")
+    for flag, value in (("--json", json_path), ("--csv", csv_path), ("--predictions", predictions_path)):
+        check_output_path(value, flag)
+    if compare:
+        for flag, value in (("--reference", reference), ("--predictions", predictions_path)):
+            if value:
+                raise InputError(f"{flag} applies to benchmarking models, not to --compare")
+        _compare(models, json_path, csv_path, out, plot)
+        return
+    if out:
+        raise InputError("--out applies to --compare only")
+
+    from kdtool.bench import report  # noqa: PLC0415
+    from kdtool.bench.device import device_facts  # noqa: PLC0415
+    from kdtool.bench.run import SplitData, bench_model, model_predictions  # noqa: PLC0415
+    from kdtool.bench.runtime import check_tflite_file, load_model, select_runtime  # noqa: PLC0415
+    from kdtool.data import load_fdata  # noqa: PLC0415
+
+    paths = expand_models(models)
+    if predictions_path and len(paths) != 1:
+        raise InputError(f"--predictions takes one model, but {len(paths)} were given")
+    ref_path = check_tflite_file(reference) if reference else None
+    fdata = load_fdata(data, splits=(split,))
+    split_data = SplitData.from_fdata(fdata, split)
+    runtime = select_runtime()
+    device = device_facts(runtime)
+    notes: list[str] = []
+
+    ref = None
+    if ref_path is not None:
+        ref_model = load_model(ref_path, runtime, threads=threads, batch=batch)
+        notes += ref_model.notes
+        _, ref_preds = model_predictions(ref_model, split_data, _tty_progress)
+        ref = (ref_path.name, ref_preds)
+        del ref_model
+
+    records = []
+    for path in paths:
+        rec, preds = bench_model(path, split_data, runtime, threads=threads, runs=runs, warmup=warmup, batch=batch,
+                                 device=device, reference=ref, progress=_tty_progress, notes=notes)  # fmt: skip
+        records.append(rec)
+        if predictions_path:
+            _save_predictions(predictions_path, preds)
+    for line in dict.fromkeys(notes):
+        _note(line)
+    to_stdout = "-" in (json_path, csv_path)
+    click.echo(report.format_table(records), err=to_stdout)
+    if json_path:
+        report.write_json(records, json_path)
+    if csv_path:
+        report.write_csv(records, csv_path)
+
+
+def _save_predictions(path: str, preds: np.ndarray) -> None:
+    import io  # noqa: PLC0415
+
+    from kdtool.data import atomic_write_bytes  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(preds, dtype=np.int64), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@click.command(context_settings=_CTX)
+@click.argument("model", metavar="MODEL.tflite")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one object per image) instead of text.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
+def predict_command(model, images, top, as_json, threads) -> None:
+    """Classify image files (JPEG, PNG, ...) with a .tflite model.
+
+    \b
+    Each image is converted to RGB, resized whole to the model's input size
+    with bicubic resampling and scaled by /255, as the training data was.
+    Class names come from the export sidecar JSON beside the model.
+
+    \b
+    Example:
+      kdtool predict models/export/student.int8.tflite lesion1.jpg lesion2.png --top 3
+    """
+    import json  # noqa: PLC0415
+
+    from kdtool.bench.predict import classify, format_predictions  # noqa: PLC0415
+    from kdtool.bench.runtime import load_model, select_runtime  # noqa: PLC0415
+
+    loaded = load_model(model, select_runtime(), threads=threads)
+    for line in loaded.notes:
+        _note(line)
+    results = classify(loaded, images, top=top)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(format_predictions(results))
+

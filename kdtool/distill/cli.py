@@ -28,7 +28,7 @@ def _filters(value: str) -> tuple[int, ...]:
 @click.option("--teacher-epochs", type=int, default=5, help="Fine-tuning epochs for each teacher.")
 @click.option("--batch-size", type=int, default=64, help="Batch size for teachers and students.")
 @click.option("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the students.")
-@click.option("--teacher-learning-rate", type=float, default=None, help="Adam learning rate of the teachers [default: 1e-4 with ImageNet weights, 1e-3 from scratch].")
+@click.option("--teacher-learning-rate", type=float, default=1e-3, help="Adam learning rate of the teachers (the whole network is fine-tuned).")
 @click.option("--alpha", type=float, default=0.3, help="Weight of the hard-label cross-entropy; 1-alpha weighs the soft KL term.")
 @click.option("--temperature", type=float, default=4.0, help="KD temperature T (soft targets softmax(z/T); KL term scaled by T^2).")
 @click.option("--teacher-logits", type=click.Choice(["cached", "online"]), default="cached", help="cached: run each teacher once per training image; online: run the frozen teacher every step.")

@@ -1,0 +1,110 @@
+"""Classify image files with a .tflite model (Pillow + numpy + a TFLite runtime only).
+
+Each image is opened with Pillow, EXIF-rotated, converted to RGB, resized
+whole (no crop) to the model's input H x W with bicubic resampling, and
+scaled to float32 by ``/255`` - the same steps that made the training data.
+Integer models get the input quantized from their own parameters (see
+:mod:`kdtool.bench.evaluate`). Class names come from the export sidecar
+(``X.int8.json`` beside ``X.int8.tflite``), else ``class_0..K-1``.
+
+Example:
+    >>> model = load_model("s.int8.tflite", select_runtime())  # doctest: +SKIP
+    >>> classify(model, ["lesion.jpg"], top=3)[0]["top"][0]    # doctest: +SKIP
+    {'class': 'nv', 'probability': 0.91}
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kdtool.bench.evaluate import predict_proba
+from kdtool.bench.runtime import LoadedModel, one_line
+from kdtool.data import to_unit_float
+from kdtool.errors import InputError, RuntimeFailure
+
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageOps  # noqa: PLC0415 - only predict needs Pillow
+    except ImportError as exc:  # pragma: no cover - Pillow is an install requirement
+        raise RuntimeFailure(f"kdtool predict needs Pillow: run  pip install Pillow  ({exc})") from None
+    return Image, ImageOps
+
+
+def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
+    """Read an image file as the model's input: float32 (H, W, 3) in [0, 1].
+
+    Args:
+        path: a JPEG/PNG (anything Pillow reads).
+        height: model input height.
+        width: model input width.
+
+    Returns:
+        The resized RGB image scaled by /255.
+
+    Raises:
+        InputError: missing, too big, not an image, truncated, or a decompression bomb.
+    """
+    Image, ImageOps = _pil()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {'is a directory, expected an image' if path.is_dir() else 'file not found'}")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise InputError(f"{path}: over {MAX_IMAGE_BYTES // 2**20} MiB; not accepted as an image")
+    bicubic = getattr(getattr(Image, "Resampling", Image), "BICUBIC")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img) or img
+                rgb = img.convert("RGB")
+        rgb = rgb.resize((int(width), int(height)), bicubic)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: too many pixels ({one_line(exc, 120)})") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{path}: not an image Pillow can read (JPEG, PNG, ...)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read image ({one_line(exc, 160)})") from None
+    return to_unit_float(np.asarray(rgb, dtype=np.uint8))
+
+
+def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3) -> list[dict]:
+    """Top-``top`` classes of each image.
+
+    Args:
+        model: a loaded model (input (N, H, W, 3)).
+        images: image files.
+        top: how many classes to list (at most K).
+
+    Returns:
+        One dict per image: ``{"image", "model", "top": [{"class", "probability"}],
+        "probabilities": {class: probability}}``.
+    """
+    h, w, _ = model.image_shape
+    x = np.stack([load_image(p, h, w) for p in images])  # every image checked before any inference
+    probs = predict_proba(model, x)
+    names = model.class_names()
+    k = min(int(top), len(names))
+    results = []
+    for path, p in zip(images, probs):
+        order = np.argsort(-p, kind="stable")[:k]
+        results.append({
+            "image": str(path),
+            "model": model.path.name,
+            "top": [{"class": names[i], "probability": float(p[i])} for i in order],
+            "probabilities": {n: float(v) for n, v in zip(names, p)},
+        })  # fmt: skip
+    return results
+
+
+def format_predictions(results: Sequence[dict]) -> str:
+    """``lesion.png: mel 0.812, nv 0.103, bkl 0.051`` per image."""
+    return "\n".join(
+        f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]) for r in results
+    )

@@ -1,0 +1,490 @@
+"""kdtool bench / predict: accuracy with quantized I/O, file checks, JSON/CSV/compare, no TensorFlow on the path.
+
+The tiny .tflite models are built once per module with TensorFlow (tests may use it;
+the bench path may not): a small CNN trained for a few seconds on a learnable
+FData folder, converted to float32 and to full int8 (int8 input and output).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, write_fdata
+from kdtool.bench import report
+from kdtool.bench.device import cpu_model, detect_emulation
+from kdtool.bench.evaluate import dequantize, quantize, softmax, to_probabilities
+from kdtool.bench.runtime import RUNTIMES, TensorIO, _tensor_io, check_tflite_file, select_runtime
+from kdtool.cli import main
+from kdtool.data import load_fdata, save_fdata
+from kdtool.errors import InputError, RuntimeFailure
+
+CLASSES = ["nv", "mel", "bkl", "bcc"]
+SIZE = 8
+
+
+def build_tiny_models(out: Path, fdata_dir: Path, epochs: int = 40, seed: int = 0) -> dict[str, Path]:
+    """Train a tiny CNN on ``fdata_dir`` and write ``tiny.float32.tflite`` and ``tiny.int8.tflite`` (+ sidecars).
+
+    Args:
+        out: folder for the models.
+        fdata_dir: an FData folder (train split used).
+        epochs: training epochs (full batch, a second or two).
+        seed: Keras seed.
+
+    Returns:
+        {"float32": path, "int8": path}.
+    """
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    fd = load_fdata(fdata_dir, splits=("train",))
+    x, y = fd.x("train"), fd.onehot("train")
+    h, w, _ = fd.image_shape
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((h, w, 3)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(fd.num_classes),
+    ])  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(0.03), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for mode in ("float32", "int8"):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if mode == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([x[i : i + 1]] for i in range(len(x)))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = conv.convert()
+        path = out / f"tiny.{mode}.tflite"
+        path.write_bytes(blob)
+        interp = Interpreter(model_content=blob)
+        io_doc = {}
+        for key, det in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
+            scale, zp = det["quantization"]
+            io_doc[key] = {"shape": [int(d) for d in det["shape"]], "dtype": np.dtype(det["dtype"]).name,
+                           "scale": float(scale), "zero_point": int(zp)}  # fmt: skip
+        side = {"name": "tiny", "mode": mode, "class_names": fd.class_names, **io_doc,
+                "params": int(model.count_params()), "size_bytes": len(blob), "source_sha256": "0" * 64,
+                "check": {}}  # fmt: skip
+        path.with_suffix(".json").write_text(json.dumps(side))
+        paths[mode] = path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """FData (4 classes, 8x8, 60 test images) + float32 and int8 tiny models with sidecars."""
+    root = tmp_path_factory.mktemp("bench")
+    fdata = write_fdata(root / "FData", n=(240, 8, 60), k=len(CLASSES), size=SIZE, class_names=CLASSES, seed=1)
+    models = build_tiny_models(root / "models", fdata)
+    return SimpleNamespace(root=root, fdata=fdata, f32=models["float32"], i8=models["int8"], models=root / "models")
+
+
+def run_cli(args, **kw):
+    result = CliRunner().invoke(main, [str(a) for a in args], **kw)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def bench_json(tiny, tmp_path, *models, extra=()):
+    out = tmp_path / "bench.json"
+    r = run_cli(["bench", *models, "--data", tiny.fdata, "--runs", 5, "--warmup", 1, "--json", out, *extra])
+    assert r.exit_code == 0, r.output
+    return json.loads(out.read_text()), r
+
+
+# --------------------------------------------------------------------------- quantized I/O
+def test_quantize_follows_the_formula():
+    io_ = TensorIO(0, "x", (1, 2, 2, 3), np.dtype(np.int8), scale=1 / 255, zero_point=-128)
+    x = np.array([0.0, 0.4, 1.0, 2.0, -1.0], dtype=np.float32)
+    q = quantize(x, io_)
+    assert q.dtype == np.int8
+    assert q.tolist() == [-128, 102 - 128, 127, 127, -128]
+    assert dequantize(q, io_)[:3] == pytest.approx([0.0, 0.4, 1.0], abs=1 / 255)
+    u = TensorIO(0, "x", (1,), np.dtype(np.uint8), scale=0.5, zero_point=10)
+    assert quantize(np.array([-10.0, 1.0, 500.0]), u).tolist() == [0, 12, 255]
+    f = TensorIO(0, "x", (1,), np.dtype(np.float32))
+    assert quantize(x, f) is not None and quantize(x, f).dtype == np.float32 and not f.quantized
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.floats(1e-4, 1.0), st.integers(-128, 127),
+    st.lists(st.floats(0, 1, width=32), min_size=1, max_size=20),
+)  # fmt: skip
+def test_quantize_round_trip_within_half_a_step(scale, zp, values):
+    io_ = TensorIO(0, "x", (1,), np.dtype(np.int8), scale=scale, zero_point=zp)
+    x = np.array(values, dtype=np.float32)
+    back = dequantize(quantize(x, io_), io_)
+    lo, hi = (-128 - zp) * scale, (127 - zp) * scale
+    inside = (x >= lo) & (x <= hi)
+    assert np.all(np.abs(back - x)[inside] <= scale / 2 + 1e-6 * max(1.0, scale))
+    assert np.all((back >= lo - 1e-6) & (back <= hi + 1e-6))
+
+
+def test_probabilities_softmax_or_pass_through():
+    z = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
+    p = softmax(z)
+    assert np.isfinite(p).all() and p.sum(axis=1) == pytest.approx([1, 1])
+    probs = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], dtype=np.float32)
+    assert np.array_equal(to_probabilities(probs), probs)
+    assert to_probabilities(np.array([[2.0, 1.0, 0.5]])).sum() == pytest.approx(1.0)
+
+
+def test_sidecar_supplies_missing_quantization(tmp_path):
+    model = tmp_path / "m.int8.tflite"
+    detail = {"index": 0, "name": "in", "shape": [1, 8, 8, 3], "dtype": np.int8, "quantization": (0.0, 0)}
+    with pytest.raises(InputError, match="without quantization parameters"):
+        _tensor_io(detail, {}, "input", model)
+    io_ = _tensor_io(detail, {"input": {"scale": 0.5, "zero_point": -3}}, "input", model)
+    assert (io_.scale, io_.zero_point, io_.quantized) == (0.5, -3, True)
+
+
+def test_int8_accuracy_close_to_float(tiny, tmp_path):
+    recs, _ = bench_json(tiny, tmp_path, tiny.f32, tiny.i8, extra=["--reference", tiny.f32])
+    f32, i8 = recs
+    assert f32["input_dtype"] == "float32" and i8["input_dtype"] == "int8" and i8["output_dtype"] == "int8"
+    assert i8["input_quantization"]["scale"] > 0 and f32["input_quantization"] is None
+    assert f32["accuracy"] >= 0.8, "the tiny model did not learn; the fixture is broken"
+    assert abs(i8["accuracy"] - f32["accuracy"]) <= 0.05
+    assert f32["reference_agreement"] == 1.0 and i8["reference_agreement"] >= 0.9
+    assert i8["params"] == f32["params"] > 0 and i8["mode"] == "int8"
+    assert i8["size_bytes"] == tiny.i8.stat().st_size
+
+
+def test_batch_gives_the_same_predictions(tiny, tmp_path):
+    preds = {}
+    for batch in (1, 7):  # 60 images: the last batch of 7 is padded
+        out = tmp_path / f"p{batch}.npy"
+        r = run_cli(["bench", tiny.i8, "--data", tiny.fdata, "--runs", 3, "--warmup", 0, "--batch", batch,
+                     "--predictions", out])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        preds[batch] = np.load(out, allow_pickle=False)
+    assert preds[1].dtype == np.int64 and preds[1].shape == (60,)
+    assert np.array_equal(preds[1], preds[7])
+
+
+# --------------------------------------------------------------------------- metrics against scikit-learn
+def test_bench_metrics_match_sklearn_with_an_absent_class(tiny, tmp_path):
+    sk = pytest.importorskip("sklearn.metrics")
+    fd = load_fdata(tiny.fdata)
+    keep = fd.labels("test") != 3  # "bcc" absent from the test split
+    arrays = {s: (fd.raw_x(s), fd.onehot(s)) for s in ("train", "val")}
+    arrays["test"] = (fd.raw_x("test")[keep], fd.onehot("test")[keep])
+    data = save_fdata(tmp_path / "absent", arrays, fd.class_names)
+    pred_file = tmp_path / "p.npy"
+    r = run_cli(["bench", tiny.i8, "--data", data, "--runs", 0, "--json", tmp_path / "b.json",
+                 "--predictions", pred_file])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "b.json").read_text())[0]
+    y_true, y_pred = np.argmax(arrays["test"][1], axis=1), np.load(pred_file)
+    labels = list(range(len(CLASSES)))
+    assert rec["n_images"] == int(keep.sum()) and rec["per_class"]["bcc"]["support"] == 0
+    assert rec["accuracy"] == pytest.approx(sk.accuracy_score(y_true, y_pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert rec["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred))
+        for avg in ("macro", "weighted"):
+            p, rc, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
+                                                             zero_division=0)  # fmt: skip
+            assert rec[avg] == pytest.approx({"precision": p, "recall": rc, "f1": f})
+        p, rc, f, s = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    for i, name in enumerate(CLASSES):
+        assert rec["per_class"][name] == pytest.approx(
+            {"precision": p[i], "recall": rc[i], "f1": f[i], "support": int(s[i])}
+        )
+    assert rec["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert rec["melanoma_sensitivity"] == pytest.approx(rc[1])
+    assert rec["latency_ms"] == dict.fromkeys(("min", "median", "mean", "std", "p90", "p99"))  # --runs 0
+
+
+# --------------------------------------------------------------------------- file checks: one line, exit 2
+def _one_line_error(result, name):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert name in lines[0] and lines[0].startswith("Error:")
+    return lines[0]
+
+
+def test_truncated_and_foreign_files_fail_in_one_line(tiny, tmp_path):
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(tiny.i8.read_bytes()[:600])
+    foreign = tmp_path / "foreign.tflite"
+    foreign.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    tiny_file = tmp_path / "short.tflite"
+    tiny_file.write_bytes(b"TFL3")
+    cases = {
+        truncated: "cannot load it",
+        foreign: "not a TFLite model",
+        tiny_file: "too small",
+        tmp_path / "missing.tflite": "file not found",
+    }
+    for path, why in cases.items():
+        line = _one_line_error(run_cli(["bench", path, "--data", tiny.fdata]), path.name)
+        assert why in line
+    _one_line_error(run_cli(["predict", truncated, "x.png"]), truncated.name)
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    _one_line_error(run_cli(["bench", empty, "--data", tiny.fdata]), "empty_dir")
+    with pytest.raises(InputError):
+        check_tflite_file(foreign)
+
+
+def test_bad_data_and_shape_mismatch_fail_in_one_line(tiny, tmp_path):
+    _one_line_error(run_cli(["bench", tiny.i8, "--data", tmp_path / "nope"]), "nope")
+    other = write_fdata(tmp_path / "big", n=(4, 4, 4), k=len(CLASSES), size=SIZE + 2)
+    line = _one_line_error(run_cli(["bench", tiny.i8, "--data", other]), tiny.i8.name)
+    assert "8x8x3" in line and "10x10x3" in line
+    three = write_fdata(tmp_path / "three", n=(4, 4, 4), k=3, size=SIZE)
+    assert "classes" in _one_line_error(run_cli(["bench", tiny.i8, "--data", three]), tiny.i8.name)
+    r = run_cli(["bench", tiny.i8, tiny.f32, "--data", tiny.fdata, "--predictions", tmp_path / "p.npy"])
+    assert "one model" in _one_line_error(r, "--predictions")
+
+
+# --------------------------------------------------------------------------- JSON / CSV / compare
+def documented_keys() -> list[str]:
+    """The keys listed in kdtool.bench.report's docstring table (the documentation is the contract)."""
+    lines = report.__doc__.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
+    keys = []
+    for line in lines[rules[1] + 1 : rules[2]]:
+        if line[:1].strip():  # a key row; continuation rows are indented
+            keys += [k.strip() for k in line[: len(lines[rules[0]].split()[0])].split(",")]
+    return keys
+
+
+def test_json_keys_are_documented_and_stable(tiny, tmp_path):
+    recs, r = bench_json(tiny, tmp_path, tiny.models)  # a folder: every *.tflite in it
+    assert [x["model"] for x in recs] == ["tiny.float32.tflite", "tiny.int8.tflite"]
+    keys = documented_keys()
+    assert len(keys) >= 39 and "melanoma_sensitivity" in keys
+    for rec in recs:
+        assert list(rec) == keys  # same keys, same order, every time
+        assert set(rec["latency_ms"]) == {"min", "median", "mean", "std", "p90", "p99"}
+        assert rec["latency_ms"]["min"] <= rec["latency_ms"]["median"] <= rec["latency_ms"]["p99"]
+        assert rec["images_per_second"] > 0 and rec["init_ms"] > 0 and rec["peak_rss_mb"] > 0
+        assert set(rec["per_class"]) == set(CLASSES) and rec["class_names"] == CLASSES
+        assert set(rec["macro"]) == set(rec["weighted"]) == {"precision", "recall", "f1"}
+        assert rec["threads"] == 1 and rec["runtime"] == "ai_edge_litert" and rec["emulated"] is False
+        assert rec["device"]["machine"] and rec["device"]["numpy"] == np.__version__
+        assert rec["split"] == "test" and rec["n_images"] == 60
+    assert "tiny.int8.tflite" in r.output and "median ms" in r.output
+
+
+def test_json_to_stdout_and_csv(tiny, tmp_path):
+    out_csv = tmp_path / "b.csv"
+    r = run_cli(["bench", tiny.f32, tiny.i8, "--data", tiny.fdata, "--runs", 3, "--json", "-", "--csv", out_csv])
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.stdout)  # the table went to stderr
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert len(rows) == 2 and [row["model"] for row in rows] == [x["model"] for x in recs]
+    header = list(rows[0])
+    assert header[: len(report.CSV_COLUMNS)] == list(report.CSV_COLUMNS)
+    assert {"recall_mel", "f1_bcc"} <= set(header)
+    for row, rec in zip(rows, recs):
+        assert float(row["accuracy"]) == pytest.approx(rec["accuracy"])
+        assert float(row["latency_median_ms"]) == pytest.approx(rec["latency_ms"]["median"])
+        assert int(row["size_bytes"]) == rec["size_bytes"]
+
+
+def test_compare_merges_devices_and_plots(tiny, tmp_path, monkeypatch):
+    (tmp_path / "host").mkdir()
+    host, _ = bench_json(tiny, tmp_path / "host", tiny.f32, tiny.i8)
+    monkeypatch.setenv("KDTOOL_EMULATED", "1")
+    (tmp_path / "arm").mkdir()
+    arm, r = bench_json(tiny, tmp_path / "arm", tiny.i8)
+    assert arm[0]["emulated"] is True and "EMULATED" in r.output
+    monkeypatch.delenv("KDTOOL_EMULATED")
+    merged = tmp_path / "out" / "merged.json"
+    merged.parent.mkdir()
+    r = run_cli(["bench", "--compare", tmp_path / "host" / "bench.json", tmp_path / "arm" / "bench.json",
+                 "--json", merged, "--csv", tmp_path / "m.csv"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    recs = json.loads(merged.read_text())
+    assert len(recs) == 3 and [x["emulated"] for x in recs] == [False, False, True]
+    assert recs[2]["pareto"] is False  # emulated timings never make the front
+    assert any(x["pareto"] for x in recs[:2])
+    assert "[emulated]" in r.output and "pareto" in r.output
+    assert "pareto" in (tmp_path / "m.csv").read_text().splitlines()[0]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in r.output
+    else:
+        assert (merged.parent / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # beside --json
+        r = run_cli(["bench", "--compare", merged, "--out", tmp_path / "plots"])
+        assert r.exit_code == 0 and (tmp_path / "plots" / "pareto.png").is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"model": "x"}]))
+    assert "not a kdtool bench JSON" in _one_line_error(run_cli(["bench", "--compare", bad]), "bad.json")
+    assert host[0]["model"] == "tiny.float32.tflite"
+
+
+def test_pareto_flags():
+    def rec(acc, size, med, emulated=False):
+        return {"accuracy": acc, "size_bytes": size, "latency_ms": {"median": med}, "emulated": emulated}
+
+    recs = [rec(0.9, 100, 1.0), rec(0.8, 50, 1.0), rec(0.7, 200, 2.0), rec(0.95, 10, 0.1, True), rec(0.9, 100, 1.0)]
+    assert report.pareto_flags(recs) == [True, True, False, False, True]
+    assert report.pareto_path(None, None) == Path.cwd() / "pareto.png"
+    assert report.pareto_path("r/x.png", "a/b.json") == Path("r/x.png")
+    assert report.pareto_path("r", "-") == Path("r/pareto.png")
+
+
+# --------------------------------------------------------------------------- predict
+def test_predict_png_matches_bench(tiny, tmp_path):
+    from PIL import Image
+
+    fd = load_fdata(tiny.fdata, splits=("test",))
+    pred_file = tmp_path / "p.npy"
+    assert run_cli(["bench", tiny.i8, "--data", tiny.fdata, "--runs", 0, "--predictions", pred_file]).exit_code == 0
+    bench_preds = np.load(pred_file)
+    images = []
+    for i in range(3):
+        p = tmp_path / f"lesion{i}.png"
+        Image.fromarray(fd.raw_x("test")[i]).save(p)  # model size: no resize, so exactly the bench input
+        images.append(p)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(fd.raw_x("test")[0]).resize((64, 48), Image.Resampling.NEAREST).convert("L").save(big)
+    r = run_cli(["predict", tiny.i8, *images, big, "--json", "--top", 2])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert [x["image"] for x in res] == [str(p) for p in (*images, big)]
+    for i, x in enumerate(res[:3]):
+        assert len(x["top"]) == 2 and x["top"][0]["class"] == CLASSES[bench_preds[i]]
+        assert sum(x["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert x["top"][0]["probability"] >= x["top"][1]["probability"]
+    r = run_cli(["predict", tiny.f32, images[0]])
+    assert r.exit_code == 0
+    line = r.output.strip()
+    assert line.startswith(f"{images[0]}: ") and line.count(",") == 2  # top 3 by default
+    assert any(c in line for c in CLASSES)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    _one_line_error(run_cli(["predict", tiny.i8, not_image]), "notes.png")
+
+
+def test_predict_without_sidecar_uses_class_i(tiny, tmp_path):
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(tiny.f32.read_bytes())
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(img)
+    r = run_cli(["predict", bare, img, "--json"])
+    assert r.exit_code == 0 and set(json.loads(r.stdout)[0]["probabilities"]) == {f"class_{i}" for i in range(4)}
+
+
+def test_corrupt_sidecar_is_a_note(tiny, tmp_path):
+    m = tmp_path / "tiny.int8.tflite"
+    m.write_bytes(tiny.i8.read_bytes())
+    m.with_suffix(".json").write_text("{not json")
+    r = run_cli(["bench", m, "--data", tiny.fdata, "--runs", 0])
+    assert r.exit_code == 0 and "note:" in r.stderr and "ignored" in r.stderr
+
+
+# --------------------------------------------------------------------------- runtime and device
+def test_runtime_order_and_numpy2_rule(monkeypatch):
+    import kdtool.bench.runtime as rt
+
+    assert select_runtime().name == "ai_edge_litert"
+    calls = []
+
+    def fake(name, ok):
+        def provider():
+            calls.append(name)
+            if not ok:
+                raise ImportError(f"no {name}")
+            return rt.Runtime(name, "0", object)
+
+        return provider
+
+    monkeypatch.setattr(rt, "RUNTIMES", {"ai_edge_litert": fake("ai_edge_litert", False),
+                                         "tflite_runtime": fake("tflite_runtime", False),
+                                         "tensorflow": fake("tensorflow", True)})  # fmt: skip
+    select_runtime.cache_clear()
+    try:
+        assert select_runtime().name == "tensorflow" and calls == ["ai_edge_litert", "tflite_runtime", "tensorflow"]
+        monkeypatch.setattr(rt, "RUNTIMES", {"ai_edge_litert": fake("ai_edge_litert", False)})
+        select_runtime.cache_clear()
+        with pytest.raises(RuntimeFailure, match="pip install ai-edge-litert"):
+            select_runtime()
+    finally:
+        select_runtime.cache_clear()
+    monkeypatch.setattr(rt, "_numpy_major", lambda: 2)
+    with pytest.raises(ImportError, match="numpy"):
+        rt._tflite_runtime()
+    assert list(RUNTIMES) == ["ai_edge_litert", "tflite_runtime", "tensorflow"]
+
+
+def test_emulation_detection_and_cpu_names(monkeypatch):
+    monkeypatch.setenv("KDTOOL_EMULATED", "1")
+    assert detect_emulation() == (True, "KDTOOL_EMULATED=1")
+    monkeypatch.delenv("KDTOOL_EMULATED")
+    assert detect_emulation()[0] is False  # this test machine is not emulated
+    arm = "processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n"
+    assert cpu_model(arm).startswith("ARM Cortex-A72")
+    assert cpu_model("model name\t: AMD EPYC 7B13\nflags\t: sse2\n").startswith("AMD EPYC 7B13")
+    pi = arm + "Model\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    assert cpu_model(pi) == "ARM Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)"
+
+
+# --------------------------------------------------------------------------- the light path
+def test_bench_and_predict_never_import_tensorflow(tiny, tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(img)
+    code = (
+        "import sys\n"
+        "from kdtool.cli import main\n"
+        f"main(['bench', {str(tiny.i8)!r}, {str(tiny.f32)!r}, '--data', {str(tiny.fdata)!r}, '--runs', '3', "
+        f"'--reference', {str(tiny.f32)!r}, '--json', {str(tmp_path / 'b.json')!r}], standalone_mode=False)\n"
+        f"main(['predict', {str(tiny.i8)!r}, {str(img)!r}], standalone_mode=False)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'matplotlib'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+    assert json.loads((tmp_path / "b.json").read_text())[0]["runtime"] == "ai_edge_litert"
+
+
+def test_tensorflow_fallback_gives_the_same_predictions(tiny):
+    from kdtool.bench.evaluate import predict_proba
+    from kdtool.bench.runtime import load_model
+
+    x = load_fdata(tiny.fdata, splits=("test",)).x("test")
+    preds = {}
+    for name in ("ai_edge_litert", "tensorflow"):
+        rt = select_runtime(name)
+        assert rt.name == name
+        preds[name] = predict_proba(load_model(tiny.i8, rt), x).argmax(axis=1)
+    assert np.array_equal(preds["ai_edge_litert"], preds["tensorflow"])
