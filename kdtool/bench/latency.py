@@ -81,7 +81,20 @@ def summarize(times_s: np.ndarray, batch: int) -> dict:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far, in MiB (None where unknown)."""
+    """Peak resident memory of this process so far, in MiB (None where unknown).
+
+    Linux: ``VmHWM`` from /proc/self/status, the high-water mark of this program's
+    own memory. ``getrusage``'s ru_maxrss survives ``execve`` on Linux, so a bench
+    started from a big parent (a Python test runner with TensorFlow loaded) would
+    report the parent's peak; it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource  # noqa: PLC0415 - Unix only
     except ImportError:  # pragma: no cover - Windows

@@ -36,7 +36,7 @@ latency_ms               {min, median, mean, std, p90, p99} of the timed invokes
                          (values null with --runs 0)
 images_per_second        batch * 1000 / mean latency (null with --runs 0)
 init_ms                  interpreter load + input resize + allocate, in ms
-peak_rss_mb              peak resident memory of the whole process so far, MiB
+peak_rss_mb              peak resident memory of the process so far (Linux VmHWM, else getrusage), MiB
                          (getrusage; includes the loaded split, grows across models)
 model_rss_mb             resident memory added while this model ran, MiB (Linux), else null
 runs, warmup             timed and untimed invokes
