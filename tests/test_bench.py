@@ -163,6 +163,9 @@ def test_sidecar_supplies_missing_quantization(tmp_path):
         _tensor_io(detail, {}, "input", model)
     io_ = _tensor_io(detail, {"input": {"scale": 0.5, "zero_point": -3}}, "input", model)
     assert (io_.scale, io_.zero_point, io_.quantized) == (0.5, -3, True)
+    # the layout kdtool export writes
+    io_ = _tensor_io(detail, {"input": {"quantization": {"scale": 0.25, "zero_point": 7}}}, "input", model)
+    assert (io_.scale, io_.zero_point) == (0.25, 7)
 
 
 def test_int8_accuracy_close_to_float(tiny, tmp_path):

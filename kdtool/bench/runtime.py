@@ -335,7 +335,9 @@ def _tensor_io(detail: dict, side: dict, which: str, path: Path) -> TensorIO:
     )
     if np.issubdtype(dtype, np.integer) and not io.scale > 0:
         # The model carries no quantization for this integer tensor: fall back on the export sidecar.
+        # kdtool export nests it: {"input": {"quantization": {"scale", "zero_point"}}}
         q = side.get(which) if isinstance(side.get(which), dict) else {}
+        q = q.get("quantization") if isinstance(q.get("quantization"), dict) else q
         s, zp = q.get("scale"), q.get("zero_point")
         if isinstance(s, (int, float)) and s > 0 and isinstance(zp, (int, float)):
             io.scale, io.zero_point = float(s), int(zp)

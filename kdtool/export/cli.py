@@ -1,6 +1,69 @@
+"""``kdtool export``: click command only; TensorFlow is imported when it runs."""
+
+from __future__ import annotations
+
 import click
 
+from kdtool.errors import InputError
+from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
 
-@click.command()
-def export_command():
-    """(placeholder, replaced by the export work)"""
+
+@click.command(context_settings={"show_default": True})
+@click.argument("model", metavar="MODEL.keras|RUN_DIR", type=click.Path())
+@click.option("--quantize", "quantize", default="int8", metavar="|".join((*MODE_ORDER, "all")),
+              help="Quantization mode(s): float32, float16, dynamic, int8, a comma list, or all.")
+@click.option("--data", default=None, type=click.Path(file_okay=False),
+              help="FData folder: int8 calibration comes from its train split, the check uses its val split. "
+                   "[default: run.json's data path for a run folder, else FData]")
+@click.option("--representative-samples", default=300, type=click.IntRange(1),
+              help="int8 calibration images, drawn from the TRAIN split, stratified by class, fixed seed.")
+@click.option("--io", "io_type", default=None, type=click.Choice(IO_TYPES),
+              help="Input/output tensor type of int8 models.  [default: int8]")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder.  [default: RUN_DIR/export, or the .keras file's folder]")
+@click.option("--max-drop", default=1.0, type=click.FloatRange(0.0),
+              help="Largest acceptable val accuracy drop (percentage points, Keras - TFLite); above it the "
+                   "file is still written but the command exits with code 3.")
+@click.option("--include-teachers", is_flag=True,
+              help="Also export a run's teachers (and report each student's size against its teacher's float32 .tflite).")
+def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers):
+    """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
+
+    \b
+    Modes (file: NAME.MODE.tflite plus NAME.MODE.json beside it):
+      float32  plain conversion, float32 everywhere (reference, largest)
+      float16  float16 weights, float32 compute and I/O (about half size)
+      dynamic  int8 weights, float32 activations and I/O (about a quarter)
+      int8     full-integer: every op int8, int8 input/output (--io), calibrated
+               on --representative-samples TRAIN images; for microcontrollers/NPUs
+
+    Given a run folder, exports its students (baseline, distilled, ensemble);
+    teachers only with --include-teachers. Each file is then run with LiteRT's
+    interpreter on the VALIDATION split and compared with the Keras model:
+    accuracy, balanced accuracy, macro-F1, per-class recall, top-1 agreement.
+    The JSON sidecar records class names, input/output dtype and quantization,
+    preprocessing, source SHA-256, versions, sizes and this check.
+
+    Size vs the teacher: a student's size is compared with its teacher's float32
+    .tflite when one is in --out already or --include-teachers converts it.
+
+    \b
+    Exit codes: 0 ok, 2 bad input, 1 conversion/IO failure,
+    3 some accuracy drop > --max-drop (files written anyway).
+
+    \b
+    Example:
+      kdtool export models                          # int8 students -> models/export/
+      kdtool export models/student_alone.keras --quantize all --data FData
+    """
+    from kdtool.export.pipeline import ExportOptions, export_models
+
+    try:
+        modes = parse_modes(quantize)
+    except ValueError as exc:
+        raise InputError(f"--quantize: {exc}") from None
+    if io_type is not None and "int8" not in modes:
+        raise InputError("--io applies to int8 models only; add int8 to --quantize")
+    options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
+                            io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers)
+    export_models(model, options)

@@ -1,0 +1,231 @@
+"""Run a .tflite with LiteRT's interpreter and compare it with its Keras model (numpy + ai_edge_litert).
+
+The check runs on the VALIDATION split: accuracy, balanced accuracy and macro-F1
+of both models, the drops (in percentage points, Keras minus TFLite), per-class
+recall drops and top-1 agreement.
+
+Example:
+    >>> logits = run_tflite(tflite_bytes, fd.x("val"))                     # doctest: +SKIP
+    >>> chk = compare(keras_logits, logits, fd.labels("val"), fd.class_names, max_drop=1.0)  # doctest: +SKIP
+    >>> chk["accuracy_drop"], chk["passed"]                               # doctest: +SKIP
+    (0.23, True)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from kdtool.metrics import agreement, classification_report
+
+_QUANT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def _interpreter(model_content: bytes, delegates: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
+
+    from kdtool.export.convert import quiet  # noqa: PLC0415
+
+    kwargs = {"model_content": bytes(model_content), "num_threads": max(1, os.cpu_count() or 1)}
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with quiet():
+        interp = Interpreter(**kwargs)
+    return interp
+
+
+def _tensor_record(d: dict) -> dict:
+    scale, zp = d["quantization"]
+    return {
+        "name": d["name"],
+        "shape": [int(v) for v in d["shape"]],
+        "shape_signature": [int(v) for v in d.get("shape_signature", d["shape"])],
+        "dtype": np.dtype(d["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zp)},
+    }
+
+
+def io_details(model_content: bytes) -> dict:
+    """Input and output tensor facts of a .tflite: name, shape, dtype, quantization.
+
+    ``quantization`` is ``{"scale", "zero_point"}``; scale 0.0 means "not quantized"
+    (the TFLite convention), as for float32 tensors.
+
+    Returns:
+        ``{"input": {...}, "output": {...}}``.
+    """
+    interp = _interpreter(model_content, delegates=False)
+    return {"input": _tensor_record(interp.get_input_details()[0]),
+            "output": _tensor_record(interp.get_output_details()[0])}
+
+
+def graph_summary(model_content: bytes) -> dict:
+    """Op names and tensor dtype counts of a .tflite (no delegate, so every builtin op shows)."""
+    from kdtool.export.convert import quiet  # noqa: PLC0415
+
+    interp = _interpreter(model_content, delegates=False)
+    with quiet():
+        interp.allocate_tensors()
+    dtypes: dict[str, int] = {}
+    for t in interp.get_tensor_details():
+        name = np.dtype(t["dtype"]).name
+        dtypes[name] = dtypes.get(name, 0) + 1
+    try:
+        ops = sorted({op["op_name"] for op in interp._get_ops_details()})  # noqa: SLF001 - no public API
+    except Exception:  # noqa: BLE001 - private API may change
+        ops = []
+    return {"ops": ops, "tensor_dtypes": dict(sorted(dtypes.items()))}
+
+
+def quantize_input(x: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """Turn float32 [0, 1] images into the input tensor's dtype (identity for float inputs)."""
+    if dtype not in _QUANT_RANGE:
+        return np.asarray(x, dtype=dtype)
+    lo, hi = _QUANT_RANGE[dtype]
+    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def dequantize_output(q: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """Turn the output tensor into float32 logits (identity for float outputs)."""
+    if dtype not in _QUANT_RANGE:
+        return np.asarray(q, dtype=np.float32)
+    return ((np.asarray(q, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
+def run_tflite(model_content: bytes, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Run a .tflite classifier on float32 [0, 1] images; returns float32 logits (N, K).
+
+    Inputs are quantized and outputs dequantized with the tensors' own parameters.
+    The batch dimension is resized to ``batch_size`` (the last batch padded); a
+    model that refuses resizing runs one image at a time.
+    """
+    from kdtool.export.convert import quiet  # noqa: PLC0415
+
+    with quiet():  # the XNNPACK delegate announces itself on stderr
+        return _run_tflite(model_content, x, batch_size)
+
+
+def _run_tflite(model_content: bytes, x: np.ndarray, batch_size: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    interp = _interpreter(model_content)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    in_dtype, out_dtype = np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name
+    in_q, out_q = inp["quantization"], out["quantization"]
+    n = len(x)
+    batch = max(1, min(int(batch_size), n))
+    try:
+        interp.resize_tensor_input(inp["index"], [batch, *x.shape[1:]], strict=False)
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError):
+        batch = 1
+        interp = _interpreter(model_content)
+        interp.allocate_tensors()
+    results = []
+    for start in range(0, n, batch):
+        chunk = x[start : start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - real, *x.shape[1:]), np.float32)])
+        interp.set_tensor(inp["index"], quantize_input(chunk, in_dtype, in_q[0], in_q[1]))
+        interp.invoke()
+        results.append(dequantize_output(interp.get_tensor(out["index"])[:real], out_dtype, out_q[0], out_q[1]))
+    return np.concatenate(results) if results else np.zeros((0, 0), np.float32)
+
+
+def _headline(report: dict) -> dict:
+    return {
+        "accuracy": report["accuracy"],
+        "balanced_accuracy": report["balanced_accuracy"],
+        "macro_f1": report["macro"]["f1"],
+        "per_class_recall": {k: v["recall"] for k, v in report["per_class"].items()},
+        "melanoma_sensitivity": report.get("melanoma_sensitivity"),
+    }
+
+
+def _pts(a: float, b: float) -> float:
+    return round(100.0 * (a - b), 4)
+
+
+def compare(keras_logits: np.ndarray, tflite_logits: np.ndarray, labels: np.ndarray,
+            class_names: Sequence[str], max_drop: float = 1.0, split: str = "val") -> dict:
+    """Compare a Keras model and its .tflite on the same images.
+
+    Args:
+        keras_logits: (N, K) Keras outputs.
+        tflite_logits: (N, K) dequantized .tflite outputs.
+        labels: (N,) integer labels.
+        class_names: K names.
+        max_drop: the accuracy drop (percentage points) above which ``passed`` is False.
+        split: the split's name, recorded.
+
+    Returns:
+        A JSON-ready dict: ``split``, ``n``, ``keras`` and ``tflite`` (accuracy,
+        balanced_accuracy, macro_f1 as fractions, per_class_recall, melanoma_sensitivity),
+        ``accuracy_drop``, ``balanced_accuracy_drop``, ``macro_f1_drop`` and
+        ``per_class_recall_drop`` in percentage points (Keras minus TFLite; positive = worse),
+        ``agreement`` (top-1, fraction), ``max_abs_logit_diff``, ``max_drop``, ``passed``.
+    """
+    keras_logits, tflite_logits = np.asarray(keras_logits), np.asarray(tflite_logits)
+    kp, tp = keras_logits.argmax(axis=1), tflite_logits.argmax(axis=1)
+    k = _headline(classification_report(labels, kp, class_names))
+    t = _headline(classification_report(labels, tp, class_names))
+    acc_drop = _pts(k["accuracy"], t["accuracy"])
+    return {
+        "split": split,
+        "n": int(len(labels)),
+        "units": "metrics are fractions in [0, 1]; *_drop are percentage points, Keras minus TFLite",
+        "keras": k,
+        "tflite": t,
+        "accuracy_drop": acc_drop,
+        "balanced_accuracy_drop": _pts(k["balanced_accuracy"], t["balanced_accuracy"]),
+        "macro_f1_drop": _pts(k["macro_f1"], t["macro_f1"]),
+        "per_class_recall_drop": {c: _pts(k["per_class_recall"][c], t["per_class_recall"][c]) for c in class_names},
+        "agreement": agreement(kp, tp),
+        "max_abs_logit_diff": float(np.abs(keras_logits - tflite_logits).max()) if keras_logits.size else 0.0,
+        "max_drop": float(max_drop),
+        "passed": bool(acc_drop <= max_drop),
+    }
+
+
+# ----------------------------------------------------------------------------- printing
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The check table: one row per exported file.
+
+    Args:
+        rows: dicts with ``name``, ``mode``, ``size_bytes``, ``ratio_to_float32`` and ``check``.
+    """
+    def pct(v):
+        return f"{100 * v:6.2f}"
+
+    head = (f"{'model':<26} {'mode':<8} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
+            f"{'bal K':>6} {'bal T':>6} {'F1 K':>6} {'F1 T':>6} {'agree':>6}  gate")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        c = r["check"]
+        ratio = r.get("ratio_to_float32")
+        lines.append(
+            f"{r['name'][:26]:<26} {r['mode']:<8} {r['size_bytes'] / 1024:8.1f} "
+            f"{(f'{ratio:.2f}' if ratio else '-'):>5} {pct(c['keras']['accuracy'])} {pct(c['tflite']['accuracy'])} "
+            f"{c['accuracy_drop']:+6.2f} {pct(c['keras']['balanced_accuracy'])} {pct(c['tflite']['balanced_accuracy'])} "
+            f"{pct(c['keras']['macro_f1'])} {pct(c['tflite']['macro_f1'])} {pct(c['agreement'])}  "
+            f"{'ok' if c['passed'] else 'FAIL'}"
+        )
+    lines.append("acc/bal/F1: val accuracy, balanced accuracy, macro-F1 in % (K = Keras, T = TFLite); "
+                 "drop = K - T accuracy in points; xf32 = size / float32 .tflite")
+    return "\n".join(lines)
+
+
+def format_recall_table(rows: Sequence[dict], class_names: Sequence[str]) -> str:
+    """Per-class recall drop (points, Keras - TFLite) for each exported file."""
+    cols = [str(c)[:7] for c in class_names]
+    head = f"{'recall drop (pts)':<35} " + " ".join(f"{c:>7}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        drops = r["check"]["per_class_recall_drop"]
+        label = f"{r['name']}.{r['mode']}"[:35]
+        lines.append(f"{label:<35} " + " ".join(f"{drops[c]:+7.1f}" for c in class_names))
+    return "\n".join(lines)

@@ -1,0 +1,294 @@
+"""``kdtool export`` end to end: resolve models, convert each in each mode, check, write, report.
+
+Example:
+    >>> result = export_models("models", ExportOptions(modes=["int8"]))   # doctest: +SKIP
+    >>> [r["file"] for r in result.rows]                                  # doctest: +SKIP
+    ['student_alone.int8.tflite']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import click
+import numpy as np
+
+from kdtool.data import FData, load_fdata
+from kdtool.errors import InputError, QualityGateFailed, RuntimeFailure
+from kdtool.export.convert import (
+    REPRESENTATIVE_SEED,
+    SIDECAR_FORMAT,
+    check_model_matches_data,
+    convert_model,
+    export_paths,
+    load_keras_model,
+    postprocess_record,
+    preprocess_record,
+    quiet,
+    representative_dataset,
+    sha256_file,
+    versions,
+    write_export,
+)
+from kdtool.export.modes import MODE_ORDER
+from kdtool.export.sources import ExportPlan, ExportSource, plan_export
+
+# Tests only: a replacement for representative_dataset(fd, n, seed), e.g. all-zero images,
+# to check that a broken calibration trips the accuracy gate. Never set in normal use.
+CALIBRATION_HOOK: Callable[[FData, int, int], Callable] | None = None
+
+
+@dataclass
+class ExportOptions:
+    """The options of ``kdtool export`` (see its --help).
+
+    Attributes:
+        modes: quantization modes, e.g. ``["int8"]``.
+        data: FData folder; None = run.json's data.path when it exists, else ``FData``.
+        representative_samples: int8 calibration images drawn from the train split.
+        io: int8 mode's input/output type (int8, uint8, float32).
+        out: output folder; None = ``<run>/export`` or the .keras file's folder.
+        max_drop: accuracy drop (points) above which the command exits 3.
+        include_teachers: also export a run's teachers.
+    """
+
+    modes: list[str] = field(default_factory=lambda: ["int8"])
+    data: str | None = None
+    representative_samples: int = 300
+    io: str = "int8"
+    out: str | None = None
+    max_drop: float = 1.0
+    include_teachers: bool = False
+
+
+@dataclass
+class ExportResult:
+    """What an export produced: one row per file (the sidecar), and the failures."""
+
+    out: Path
+    rows: list[dict]
+    gate_failures: list[str]
+    errors: list[str]
+
+
+def _warn(message: str) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def _load_data(plan: ExportPlan, options: ExportOptions) -> FData:
+    if options.data is not None:
+        data = options.data
+    else:
+        data = plan.data_path()
+        if data is None:
+            recorded = (plan.run.get("data") or {}).get("path")
+            if recorded:
+                _warn(f"run.json's data path {recorded} not found; using FData (pass --data to choose)")
+            data = "FData"
+    fd = load_fdata(data)
+    run_data = plan.run.get("data") or {}
+    names = run_data.get("class_names")
+    if names is not None and list(names) != list(fd.class_names):
+        raise InputError(f"{fd.root}: class names {fd.class_names} differ from run.json's {list(names)}; pass the run's --data")
+    fp = run_data.get("fingerprint")
+    if fp and fp != fd.fingerprint():
+        _warn(f"{fd.root}: data fingerprint differs from run.json's (not the data the run was trained on?)")
+    return fd
+
+
+def _teacher_float32_from_files(plan: ExportPlan, out: Path) -> dict[str, tuple[int, str]]:
+    sizes = {}
+    for name in plan.teacher_files:
+        path, _ = export_paths(out, name, "float32")
+        if path.is_file():
+            sizes[name] = (path.stat().st_size, str(path))
+    return sizes
+
+
+def _sizes(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: dict[str, tuple[int, str]]) -> dict:
+    rec = {"bytes": nbytes, "float32_bytes": f32,
+           "ratio_to_float32": round(nbytes / f32, 4) if f32 else None,
+           "teacher": src.teacher if src.role != "teacher" else None,
+           "teacher_float32_bytes": None, "ratio_to_teacher_float32": None, "teacher_float32_source": None}
+    names = src.teachers() if src.role != "teacher" else []
+    if names and all(n in teacher_f32 for n in names):
+        total = sum(teacher_f32[n][0] for n in names)
+        rec["teacher_float32_bytes"] = total
+        rec["ratio_to_teacher_float32"] = round(nbytes / total, 6)
+        rec["teacher_float32_source"] = " + ".join(teacher_f32[n][1] for n in names)
+    return rec
+
+
+def _keras_logits(model, x: np.ndarray) -> np.ndarray:
+    with quiet():
+        return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
+
+
+def export_models(target: str, options: ExportOptions) -> ExportResult:
+    """Export a ``.keras`` file or a run folder's models; print progress and the check table.
+
+    Args:
+        target: the ``.keras`` file or run folder.
+        options: see :class:`ExportOptions`.
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        InputError: bad model, data or options (exit 2).
+        RuntimeFailure: a conversion or a write failed (exit 1), after the other models were exported.
+        QualityGateFailed: some accuracy drop exceeded ``max_drop`` (exit 3); the files are written.
+    """
+    from kdtool.export.check import (  # noqa: PLC0415
+        compare,
+        format_recall_table,
+        format_table,
+        graph_summary,
+        io_details,
+        run_tflite,
+    )
+
+    modes = [m for m in MODE_ORDER if m in options.modes]
+    plan = plan_export(target, options.include_teachers)
+    for w in plan.warnings:
+        _warn(w)
+    fd = _load_data(plan, options)
+    if "val" not in fd.arrays:
+        raise InputError(f"{fd.root}: the check needs the validation split")
+    out = Path(options.out) if options.out else plan.default_out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeFailure(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
+
+    representative = None
+    if "int8" in modes:
+        make = CALIBRATION_HOOK or representative_dataset
+        representative = make(fd, options.representative_samples, REPRESENTATIVE_SEED)
+    x_val, y_val = fd.x("val"), fd.labels("val")
+    vers = versions()
+    teacher_f32 = _teacher_float32_from_files(plan, out)
+    rows: list[dict] = []
+    errors: list[str] = []
+    gate: list[str] = []
+    total = len(plan.sources)
+
+    for i, src in enumerate(plan.sources, 1):
+        model = load_keras_model(src.path)
+        check_model_matches_data(model, fd, src.path)
+        role = f" ({src.role})" if src.role else ""
+        click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
+        digest = sha256_file(src.path)
+        if src.sha256 and src.sha256 != digest:
+            _warn(f"{src.path}: SHA-256 differs from run.json's record (file changed after training)")
+        keras_logits = _keras_logits(model, x_val)
+        converted: dict[str, tuple[bytes, dict]] = {}
+        for mode in modes:
+            t0 = time.perf_counter()
+            try:
+                converted[mode] = convert_model(model, mode, representative, options.io)
+            except RuntimeFailure as exc:
+                errors.append(exc.format_message())
+                click.secho(f"  error: {exc.format_message()}", fg="red", err=True)
+                continue
+            click.echo(f"  {mode:<8} converted in {time.perf_counter() - t0:5.1f} s, "
+                       f"{len(converted[mode][0]) / 1024:8.1f} KB")
+        f32 = len(converted["float32"][0]) if "float32" in converted else None
+        if f32 is None and converted:  # for the size ratio only, not written
+            try:
+                f32 = len(convert_model(model, "float32")[0])
+            except RuntimeFailure:
+                f32 = None
+        if src.role == "teacher" and f32:
+            teacher_f32[src.name] = (f32, "converted by this export")
+        for mode, (data, conv) in converted.items():
+            tensors = io_details(data)
+            tflite_logits = run_tflite(data, x_val)
+            check = compare(keras_logits, tflite_logits, y_val, fd.class_names, options.max_drop)
+            calibration = representative.record() if mode == "int8" and hasattr(representative, "record") else None
+            if mode == "int8" and calibration is None:
+                calibration = {"split": "custom", "samples": None, "note": "calibration hook (tests only)"}
+            sizes = _sizes(src, len(data), f32, teacher_f32)
+            tflite_path, json_path = export_paths(out, src.name, mode)
+            sidecar = {
+                "format": SIDECAR_FORMAT,
+                "name": src.name,
+                "role": src.role,
+                "teacher": src.teacher,
+                "mode": mode,
+                "file": tflite_path.name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size_bytes": len(data),
+                "params": int(model.count_params()),
+                "class_names": list(fd.class_names),
+                "input": tensors["input"],
+                "output": tensors["output"],
+                "preprocess": preprocess_record(tensors["input"], fd.image_shape),
+                "postprocess": postprocess_record(tensors["output"]),
+                "source": {"file": src.path.name, "path": str(src.path.resolve()), "sha256": digest,
+                           "size_bytes": src.path.stat().st_size},
+                "converter": {**conv, "calibration": calibration},
+                "versions": vers,
+                "graph": graph_summary(data),
+                "data": {"path": str(fd.root), "fingerprint": fd.fingerprint(), "image_shape": list(fd.image_shape)},
+                "sizes": sizes,
+                "check": check,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            write_export(out, src.name, mode, data, sidecar)
+            rows.append({**sidecar, "ratio_to_float32": sizes["ratio_to_float32"]})
+            line = (f"  {mode:<8} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
+                    f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, "
+                    f"agreement {100 * check['agreement']:.1f}%)")
+            click.echo(line)
+            if not check["passed"]:
+                gate.append(f"{src.name}.{mode} ({check['accuracy_drop']:+.2f})")
+                click.secho(
+                    f"  !!! QUALITY GATE FAILED: {src.name}.{mode} loses {check['accuracy_drop']:.2f} points of "
+                    f"val accuracy (> --max-drop {options.max_drop:g}); the file is written but should not ship",
+                    fg="red", bold=True, err=True)
+        del model
+
+    if rows:
+        click.echo("")
+        click.echo(format_table(rows))
+        click.echo("")
+        click.echo(format_recall_table(rows, fd.class_names))
+        _print_sizes(rows)
+    click.echo(f"\nwrote {len(rows)} .tflite file(s) with .json sidecars to {out}")
+    if errors:
+        raise RuntimeFailure(f"{len(errors)} conversion(s) failed: " + "; ".join(errors))
+    if gate:
+        raise QualityGateFailed(
+            f"accuracy drop above --max-drop {options.max_drop:g} points: {', '.join(gate)} "
+            "(files written; see the table above)"
+        )
+    return ExportResult(out, rows, gate, errors)
+
+
+def _human(nbytes: int) -> str:
+    return f"{nbytes / 1024:.1f} KB" if nbytes < 1024 * 1024 else f"{nbytes / 1024 / 1024:.2f} MB"
+
+
+def _print_sizes(rows: list[dict]) -> None:
+    lines = []
+    for r in rows:
+        s = r["sizes"]
+        parts = [f"{r['name']}.{r['mode']}: {_human(s['bytes'])}"]
+        if s["float32_bytes"] and r["mode"] != "float32":
+            parts.append(f"{s['ratio_to_float32']:.3f}x its float32 ({_human(s['float32_bytes'])})")
+        if s["teacher_float32_bytes"]:
+            parts.append(f"{s['ratio_to_teacher_float32']:.4f}x {s['teacher']} float32 "
+                         f"({_human(s['teacher_float32_bytes'])})")
+        elif s["teacher"]:
+            parts.append(f"{s['teacher']} float32 size unknown (export with --include-teachers)")
+        if len(parts) > 1:
+            lines.append(", ".join(parts))
+    if lines:
+        click.echo("\nsizes:")
+        for ln in lines:
+            click.echo(f"  {ln}")

@@ -1,0 +1,440 @@
+"""kdtool export: modes, int8 I/O, calibration on train only, quality gate, safe loading, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_fdata
+
+from kdtool.cli import main
+from kdtool.data import FData, load_fdata, stratified_indices
+
+MODES = ("float32", "float16", "dynamic", "int8")
+
+
+def _train_tiny(fd: FData, filters=(8, 16), dense=16, epochs=3, seed=0):
+    import keras
+
+    from kdtool.distill.student import build_student
+
+    keras.utils.set_random_seed(seed)
+    model = build_student(fd.image_shape, fd.num_classes, filters=filters, dense_units=dense, dropout=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(fd.x("train"), fd.onehot("train"), epochs=epochs, batch_size=8, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A trained tiny student (8x8, 3 classes) saved as .keras, its FData, and a fake run folder."""
+    import hashlib
+
+    def save(m, path):
+        m.save(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    root = tmp_path_factory.mktemp("export")
+    data = write_fdata(root / "FData", n=(90, 60, 12), class_names=["akiec", "bcc", "mel"])
+    fd = load_fdata(data)
+    model = _train_tiny(fd)
+    acc = float((model.predict(fd.x("val"), verbose=0).argmax(1) == fd.labels("val")).mean())
+    assert acc > 0.9, f"the tiny model did not learn (val accuracy {acc})"
+    keras_file = root / "tiny.keras"
+    save(model, keras_file)
+    teacher = _train_tiny(fd, filters=(16, 32), dense=32, epochs=1, seed=1)
+
+    run = root / "run"
+    run.mkdir()
+    records = []
+    for name, role, t, m in (("student_alone", "baseline", None, model), ("teacher_tiny", "teacher", None, teacher),
+                             ("student_tiny", "student", "teacher_tiny", model)):
+        path = run / f"{name}.keras"
+        digest = save(m, path)
+        records.append({"name": name, "role": role, "teacher": t, "file": path.name, "sha256": digest,
+                        "params": int(m.count_params())})
+    doc = {"status": "FINISHED", "config": {}, "models": records,
+           "data": {"path": str(data), "fingerprint": fd.fingerprint(), "class_names": fd.class_names,
+                    "image_shape": list(fd.image_shape)}}
+    (run / "run.json").write_text(json.dumps(doc))
+    return {"root": root, "data": data, "fd": fd, "model": model, "keras": keras_file, "run": run}
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, ["export", *[str(a) for a in args]])
+
+
+def _one_line_error(result) -> str:
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_converts_and_runs_in_litert(tiny, mode, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kdtool.export.check import run_tflite
+    from kdtool.export.convert import convert_model, representative_dataset, write_export
+
+    fd = tiny["fd"]
+    rep = representative_dataset(fd, 30) if mode == "int8" else None
+    data, record = convert_model(tiny["model"], mode, representative=rep)
+    assert data[4:8] == b"TFL3"
+    tflite, _ = write_export(tmp_path, "tiny", mode, data, {"mode": mode})
+    interp = Interpreter(model_path=str(tflite))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert np.dtype(inp["dtype"]).name == ("int8" if mode == "int8" else "float32")
+    assert list(out["shape"]) == [1, 3]
+    logits = run_tflite(data, fd.x("val"))
+    keras_pred = tiny["model"].predict(fd.x("val"), verbose=0).argmax(1)
+    assert logits.shape == (60, 3)
+    assert (logits.argmax(1) == keras_pred).mean() >= 0.95
+    assert record["recipe"] == {"float32": "wfp32_afp32", "float16": "wfp16_afp32",
+                                "dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}[mode]
+    if mode == "int8":
+        assert record["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
+
+
+def test_quant_modes_registry():
+    from kdtool.export.modes import QUANT_MODES, parse_modes
+
+    assert set(QUANT_MODES) == set(MODES)
+    assert parse_modes("all") == list(MODES)
+    assert parse_modes("int8,float32") == ["float32", "int8"]
+    with pytest.raises(ValueError, match="bogus"):
+        parse_modes("bogus")
+
+
+# ----------------------------------------------------------------------------- int8 I/O and the sidecar
+
+
+def test_int8_io_and_quantization_match_the_json(tiny, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = tmp_path / "out"
+    result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out)
+    assert result.exit_code == 0, result.output
+    side = json.loads((out / "tiny.int8.json").read_text())
+    interp = Interpreter(model_path=str(out / "tiny.int8.tflite"))
+    for key, det in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
+        assert side[key]["dtype"] == "int8" == np.dtype(det["dtype"]).name
+        scale, zp = det["quantization"]
+        assert side[key]["quantization"] == {"scale": pytest.approx(scale), "zero_point": zp}
+        assert scale > 0
+    assert side["graph"]["tensor_dtypes"].get("float32", 0) == 0  # every op int8
+    assert side["preprocess"]["quantize"]["zero_point"] == side["input"]["quantization"]["zero_point"]
+    assert side["class_names"] == ["akiec", "bcc", "mel"]
+    assert side["size_bytes"] == (out / "tiny.int8.tflite").stat().st_size
+    assert side["params"] == tiny["model"].count_params()
+    assert side["versions"]["tensorflow"] and side["converter"]["api"].endswith("from_keras_model")
+    import hashlib
+
+    assert side["source"]["sha256"] == hashlib.sha256(tiny["keras"].read_bytes()).hexdigest()
+    chk = side["check"]
+    assert chk["split"] == "val" and chk["n"] == 60 and chk["passed"]
+    assert abs(chk["accuracy_drop"]) <= 1.0
+    assert set(chk["per_class_recall_drop"]) == {"akiec", "bcc", "mel"}
+    assert 0.0 <= chk["agreement"] <= 1.0
+    assert side["sizes"]["float32_bytes"] > side["size_bytes"]
+    assert "drop" in result.output and "gate" in result.output  # the table
+
+
+def test_uint8_io(tiny, tmp_path):
+    from kdtool.export.check import io_details
+    from kdtool.export.convert import convert_model, representative_dataset
+
+    data, record = convert_model(tiny["model"], "int8", representative_dataset(tiny["fd"], 30), io="uint8")
+    tensors = io_details(data)
+    assert tensors["input"]["dtype"] == tensors["output"]["dtype"] == "uint8"
+    assert record["inference_input_type"] == "uint8"
+
+
+# ----------------------------------------------------------------------------- calibration: train split only
+
+
+class _TrainOnly(dict):
+    """FData arrays whose val/test splits raise when touched."""
+
+    def __getitem__(self, split):
+        if split != "train":
+            raise AssertionError(f"calibration touched the {split} split")
+        return super().__getitem__(split)
+
+
+def test_representative_data_comes_only_from_train(tiny):
+    from kdtool.export.convert import representative_dataset
+
+    fd = tiny["fd"]
+    guarded = FData(root=fd.root, arrays=_TrainOnly(fd.arrays), class_names=fd.class_names)
+    rep = representative_dataset(guarded, n=30, seed=0)
+    batches = [b[0] for b in rep()]
+    assert len(batches) == 30 and all(b.shape == (1, 8, 8, 3) and b.dtype == np.float32 for b in batches)
+    idx = stratified_indices(fd.labels("train"), 30, 0)
+    np.testing.assert_array_equal(rep.indices, idx)
+    np.testing.assert_array_equal(np.concatenate(batches), fd.x("train")[idx])  # preprocessed as in training
+    assert np.bincount(fd.labels("train")[rep.indices]).tolist() == [10, 10, 10]  # stratified
+    assert rep.record()["split"] == "train"
+    assert [b[0] for b in rep()][0] is not None  # callable again: a fresh generator each time
+
+
+def test_export_calibrates_on_train_only(tiny, tmp_path, monkeypatch):
+    from kdtool.export import pipeline
+
+    seen = []
+    real = pipeline.representative_dataset
+
+    def spy(fd, n, seed):
+        guarded = FData(root=fd.root, arrays=_TrainOnly(fd.arrays), class_names=fd.class_names)
+        rep = real(guarded, n, seed)
+        seen.append(rep.indices)
+        return rep
+
+    monkeypatch.setattr(pipeline, "representative_dataset", spy)
+    out = tmp_path / "out"
+    result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out, "--representative-samples", 45)
+    assert result.exit_code == 0, result.output
+    cal = json.loads((out / "tiny.int8.json").read_text())["converter"]["calibration"]
+    assert cal["split"] == "train" and cal["samples"] == 45 and len(seen) == 1
+
+
+# ----------------------------------------------------------------------------- quality gate
+
+
+def test_sabotaged_calibration_trips_the_gate(tiny, tmp_path, monkeypatch):
+    from kdtool.export import pipeline
+
+    def all_zero(fd, n, seed):
+        def gen():
+            for _ in range(20):
+                yield [np.zeros((1, *fd.image_shape), np.float32)]
+        return gen
+
+    monkeypatch.setattr(pipeline, "CALIBRATION_HOOK", all_zero)
+    out = tmp_path / "out"
+    result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out)
+    assert result.exit_code == 3, result.output
+    assert "QUALITY GATE FAILED" in result.output
+    assert "accuracy drop above --max-drop 1 points: tiny.int8" in result.output.strip().splitlines()[-1]
+    side = json.loads((out / "tiny.int8.json").read_text())  # still written
+    assert (out / "tiny.int8.tflite").is_file()
+    assert side["check"]["passed"] is False and side["check"]["accuracy_drop"] > 1.0
+
+
+# ----------------------------------------------------------------------------- bad inputs: one line, exit 2
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tiny, tmp_path):
+    cases = {}
+    missing = tmp_path / "nope.keras"
+    cases["file not found"] = missing
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    cases["HDF5"] = h5
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"this is not a zip archive")
+    cases["not a zip archive"] = junk
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hi")
+    cases["not a kdtool run folder"] = folder
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\0")
+    cases["SavedModel"] = saved
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\0")
+    cases["not a .keras model file"] = onnx
+    for expect, path in cases.items():
+        result = _invoke(path, "--data", tiny["data"])
+        assert result.exit_code == 2, (expect, result.output)
+        line = _one_line_error(result)
+        assert expect in line and str(path) in line, line
+
+
+def test_corrupt_keras_zip_is_one_line(tiny, tmp_path):
+    bad = tmp_path / "broken.keras"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("config.json", "{not json")
+        zf.writestr("metadata.json", "{}")
+    result = _invoke(bad, "--data", tiny["data"])
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert "cannot load the Keras model" in line and str(bad) in line
+
+
+def test_lambda_model_refused_by_safe_mode(tiny, tmp_path):
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inp, out).save(path)
+    result = _invoke(path, "--data", tiny["data"])
+    assert result.exit_code == 2, result.output
+    line = _one_line_error(result)
+    assert "cannot load the Keras model" in line and "Lambda" in line
+
+
+def test_truncated_keras_file(tiny, tmp_path):
+    bad = tmp_path / "cut.keras"
+    raw = tiny["keras"].read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])
+    result = _invoke(bad, "--data", tiny["data"])
+    assert result.exit_code == 2, result.output
+    assert str(bad) in _one_line_error(result)
+
+
+def test_option_errors(tiny):
+    result = _invoke(tiny["keras"], "--quantize", "int4", "--data", tiny["data"])
+    assert result.exit_code == 2 and "int4" in _one_line_error(result)
+    result = _invoke(tiny["keras"], "--quantize", "float16", "--io", "uint8", "--data", tiny["data"])
+    assert result.exit_code == 2 and "--io applies to int8" in _one_line_error(result)
+
+
+def test_model_data_mismatch(tiny, tmp_path):
+    other = write_fdata(tmp_path / "FData16", n=(21, 9, 9), size=16)
+    result = _invoke(tiny["keras"], "--data", other, "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert "(8, 8, 3)" in _one_line_error(result)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_interrupted_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+    import kdtool.data
+
+    out = tmp_path / "out"
+    assert _invoke(tiny["keras"], "--data", tiny["data"], "--out", out, "--quantize", "float16").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    real_open = open
+
+    class HalfWriter:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        fh = real_open(path, mode, *args, **kwargs)
+        return HalfWriter(fh) if "w" in mode else fh
+
+    monkeypatch.setattr(kdtool.data, "open", fake_open, raising=False)
+    result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out, "--quantize", "float16")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output.strip().splitlines()[-1]
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before  # previous file intact, no temp file left
+
+
+def test_killed_write_leaves_previous_file(tmp_path, monkeypatch):
+    import os
+
+    from kdtool.export.convert import write_export
+
+    write_export(tmp_path, "m", "int8", b"old model", {"v": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_export(tmp_path, "m", "int8", b"new model that is longer", {"v": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.json", "m.int8.tflite"]
+    assert (tmp_path / "m.int8.tflite").read_bytes() == b"old model"
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def test_run_dir_exports_students_only_by_default(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    result = _invoke(run, "--quantize", "float16")  # data path from run.json, out = run/export
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (run / "export").glob("*.tflite"))
+    assert names == ["student_alone.float16.tflite", "student_tiny.float16.tflite"]
+    side = json.loads((run / "export" / "student_tiny.float16.json").read_text())
+    assert side["role"] == "student" and side["teacher"] == "teacher_tiny"
+    assert side["sizes"]["teacher_float32_bytes"] is None  # teacher not converted without --include-teachers
+
+
+def test_run_dir_with_teachers_reports_size_ratio(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    result = _invoke(run, "--quantize", "int8", "--include-teachers", "--out", tmp_path / "exp", "--max-drop", 50)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "exp").glob("*.tflite"))
+    assert names == ["student_alone.int8.tflite", "student_tiny.int8.tflite", "teacher_tiny.int8.tflite"]
+    side = json.loads((tmp_path / "exp" / "student_tiny.int8.json").read_text())
+    s = side["sizes"]
+    assert s["teacher_float32_bytes"] > s["float32_bytes"] > s["bytes"]
+    assert s["ratio_to_teacher_float32"] == pytest.approx(s["bytes"] / s["teacher_float32_bytes"], rel=1e-3)
+    assert "x teacher_tiny float32" in result.output
+
+
+def test_run_dir_class_names_must_match(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    doc = json.loads((run / "run.json").read_text())
+    doc["data"]["class_names"] = ["a", "b", "c"]
+    (run / "run.json").write_text(json.dumps(doc))
+    result = _invoke(run, "--quantize", "float16")
+    assert result.exit_code == 2
+    assert "differ from run.json" in _one_line_error(result)
+
+
+def test_run_dir_missing_model_file(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    (run / "student_tiny.keras").unlink()
+    result = _invoke(run, "--quantize", "float16")
+    assert result.exit_code == 2
+    assert "student_tiny.keras" in _one_line_error(result)
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_default_student_on_real_slice_int8(ham_slice, tmp_path):
+    import keras
+
+    from kdtool.distill.student import build_student
+
+    fd = load_fdata(ham_slice)
+    keras.utils.set_random_seed(0)
+    model = build_student(fd.image_shape, fd.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(fd.x("train"), fd.onehot("train"), epochs=3, batch_size=64, verbose=0)
+    path = tmp_path / "student.keras"
+    model.save(path)
+    result = _invoke(path, "--data", ham_slice, "--max-drop", "5")
+    assert result.exit_code == 0, result.output
+    side = json.loads((tmp_path / "student.int8.json").read_text())
+    assert side["size_bytes"] < 200 * 1024
+    assert side["input"]["dtype"] == side["output"]["dtype"] == "int8"
+    assert side["check"]["n"] == 200 and abs(side["check"]["accuracy_drop"]) <= 5.0
+    assert side["check"]["agreement"] >= 0.9
