@@ -316,6 +316,9 @@ def _finish_model(run: Run, name: str, role: str, teacher: str | None, model, hi
         **(extra or {}),
     }
     run.add(rec)
+    from kdtool.distill.checkpoint import drop_backup
+
+    drop_backup(out / ".backup" / name)
     return rec
 
 
@@ -355,9 +358,8 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     t0 = time.perf_counter()
     history = {}
     if cfg.teacher_epochs:
-        h = model.fit(fd.x("train"), fd.onehot("train"), validation_data=(fd.x("val"), fd.onehot("val")),
-                      epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, shuffle=True, verbose=_verbose())
-        history = h.history
+        history = _fit(run, f"teacher_{name}", model, fd.x("train"), fd.onehot("train"),
+                       (fd.x("val"), fd.onehot("val")), cfg.teacher_epochs)
     seconds = time.perf_counter() - t0
     return model, {"history": history, "seconds": seconds, "weights": info["weights"],
                    "image_size": info["image_size"], "learning_rate": lr}
@@ -390,11 +392,23 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={cfg.alpha:g}, T={cfg.temperature:g}"))
-    h = trainer.fit(x_tr, y_fit, validation_data=(x_va, y_val), epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, shuffle=True, verbose=_verbose())
+    trainer(x_tr[:1])  # build (BackupAndRestore needs a built model)
+    history = _fit(run, name, trainer, x_tr, y_fit, (x_va, y_val), cfg.epochs)
     seconds = time.perf_counter() - t0
-    return _finish_model(run, name, role, teacher_label, student, h.history, seconds,
+    return _finish_model(run, name, role, teacher_label, student, history, seconds,
                          {"teacher_logits": None if role == "baseline" else cfg.teacher_logits})
+
+
+def _fit(run: Run, name: str, model, x, y, validation_data, epochs: int) -> dict:
+    """Fit with per-epoch backups under ``out/.backup/<name>``: a killed run resumes there."""
+    from kdtool.distill.checkpoint import fit_resumable, resumed_epochs
+
+    backup = run.out / ".backup" / name
+    done = resumed_epochs(backup)
+    if done:
+        click.echo(f"  resuming {name} after epoch {done}/{epochs}")
+    return fit_resumable(model, backup, x, y, epochs, validation_data=validation_data,
+                         batch_size=run.cfg.batch_size, shuffle=True, verbose=_verbose())
 
 
 def _teacher_logits(model, fd: FData, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:

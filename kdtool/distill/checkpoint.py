@@ -1,0 +1,160 @@
+"""Resumable ``fit``: per-epoch backups and a history log that never duplicates rows.
+
+``fit_resumable`` trains with two callbacks, in this order at every epoch end:
+
+1. :class:`EpochLog` rewrites ``epochs.csv`` atomically with this epoch's logs
+   (one row per epoch; a re-run epoch replaces its row);
+2. :class:`EpochBackup` saves weights and optimizer state atomically and then
+   records the epoch in ``state.json``.
+
+A killed fit, started again with the same backup folder, resumes after its
+last backed-up epoch. The caller deletes the folder once the model is saved.
+
+Example:
+    >>> history = fit_resumable(model, Path("models/.backup/student_alone"), x, y, epochs=20)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import keras
+
+from kdtool.data import atomic_write_text
+
+
+def read_epoch_log(path: Path, max_epoch: int | None = None) -> dict[str, list[float]]:
+    """History dict (Keras style) from an epoch log: one value per epoch, in epoch order.
+
+    Args:
+        path: the ``epochs.csv`` written by :class:`EpochLog`.
+        max_epoch: drop rows after this epoch.
+
+    Returns:
+        ``{metric: [value per epoch]}``; empty when there is no log.
+    """
+    rows: dict[int, dict[str, str]] = {}
+    if path.exists():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                epoch = int(row.pop("epoch"))
+                if max_epoch is None or epoch <= max_epoch:
+                    rows[epoch] = row  # the last row for an epoch wins
+    keys = list(next(iter(rows.values()), {}))
+    ordered = [rows[e] for e in sorted(rows)]
+    return {k: [float(r[k]) for r in ordered if r.get(k) not in (None, "")] for k in keys}
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Record each finished epoch's logs in a CSV, rewritten atomically, one row per epoch.
+
+    Args:
+        path: CSV file to keep.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < epoch + 1]
+        rows.append({"epoch": epoch + 1, **{k: f"{float(v):.6g}" for k, v in (logs or {}).items()}})
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Save weights and optimizer state after every epoch, atomically.
+
+    ``epoch-N.weights.h5`` is written under a temp name, fsynced and renamed;
+    only then does ``state.json`` (also atomic) point at it and older files go.
+    A kill at any moment leaves ``state.json`` naming a complete file.
+    (Keras' own BackupAndRestore writes its .h5 in place: a kill mid-write
+    leaves a truncated file that the next run cannot open.)
+
+    Args:
+        folder: this model's backup folder.
+    """
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import os
+
+        name = f"epoch-{epoch + 1}.weights.h5"
+        tmp = self.folder / f".{name}.tmp-{os.getpid()}.weights.h5"
+        try:
+            self.model.save_weights(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch + 1, "weights": name}) + "\n")
+        for old in self.folder.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def resumed_epochs(backup_dir: Path) -> int:
+    """How many epochs a backup folder holds (0 when none or unusable)."""
+    state = _state(Path(backup_dir))
+    return state[0] if state else 0
+
+
+def _state(folder: Path) -> tuple[int, Path] | None:
+    import json
+
+    try:
+        doc = json.loads((folder / "state.json").read_text())
+        epoch, weights = int(doc["epoch"]), folder / Path(str(doc["weights"])).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (epoch, weights) if weights.is_file() else None
+
+
+def fit_resumable(model, backup_dir: Path, x, y, epochs: int, **fit_kwargs) -> dict[str, list[float]]:
+    """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
+
+    Args:
+        model: a compiled, built Keras model.
+        backup_dir: this model's own backup folder (created).
+        x, y: training data.
+        epochs: total epochs (a resumed fit runs only the missing ones).
+        **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
+
+    Returns:
+        History dict with one value per epoch 1..epochs.
+    """
+    backup_dir = Path(backup_dir)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    log = backup_dir / "epochs.csv"
+    initial = 0
+    state = _state(backup_dir)
+    if state:
+        initial, weights = state
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(weights)
+    if initial < epochs:
+        model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=[EpochLog(log), EpochBackup(backup_dir)],
+                  **fit_kwargs)
+    return read_epoch_log(log, max_epoch=epochs)
+
+
+def drop_backup(backup_dir: Path) -> None:
+    """Remove a model's backup folder after the model itself is safely saved."""
+    shutil.rmtree(backup_dir, ignore_errors=True)
