@@ -56,13 +56,15 @@ def classification_report(
         y_true: integer labels (N,).
         y_pred: integer predictions (N,).
         class_names: K names; their order is the label order.
-        probabilities: optional (N, K) scores, only used for ``mean_confidence``.
+        probabilities: optional (N, K) class probabilities (ROC-AUC, calibration).
 
     Returns:
         A JSON-ready dict with keys ``n``, ``accuracy``, ``balanced_accuracy``,
         ``per_class`` {name: {precision, recall, f1, support}}, ``macro`` and
-        ``weighted`` {precision, recall, f1}, ``confusion_matrix`` (list of lists)
-        and, for the melanoma class when present, ``melanoma_sensitivity``.
+        ``weighted`` {precision, recall, f1}, ``confusion_matrix`` (list of lists);
+        when a melanoma class is present ``melanoma_sensitivity`` and
+        ``melanoma_specificity``; with ``probabilities`` also ``mean_confidence``,
+        ``roc_auc_macro`` (one-vs-rest) and ``ece`` (expected calibration error).
     """
     k = len(class_names)
     cm = confusion_matrix(y_true, y_pred, k)
@@ -103,9 +105,58 @@ def classification_report(
     mel = melanoma_index(class_names)
     if mel is not None:
         report["melanoma_sensitivity"] = float(recall[mel])
+        negatives = n - support[mel]
+        report["melanoma_specificity"] = float((negatives - (predicted[mel] - tp[mel])) / negatives) if negatives else 0.0
     if probabilities is not None:
-        report["mean_confidence"] = float(np.asarray(probabilities).max(axis=1).mean())
+        probs = np.asarray(probabilities, dtype=np.float64)
+        report["mean_confidence"] = float(probs.max(axis=1).mean())
+        report["roc_auc_macro"] = roc_auc_ovr(y_true, probs)
+        report["ece"] = expected_calibration_error(y_true, probs)
     return report
+
+
+def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); None if one class is missing."""
+    positive = np.asarray(positive, dtype=bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    # average ranks over ties
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(scores)]])
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2.0  # ranks are 1-based
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_auc_ovr(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC-AUC over the classes present in ``y_true`` (as scikit-learn's
+    ``roc_auc_score(..., multi_class="ovr", average="macro")`` on those classes); None if < 2 present."""
+    y_true = np.asarray(y_true).ravel()
+    aucs = [binary_roc_auc(y_true == c, probabilities[:, c]) for c in range(probabilities.shape[1])]
+    aucs = [a for a in aucs if a is not None]
+    return float(np.mean(aucs)) if len(aucs) >= 2 else None
+
+
+def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> float:
+    """Top-1 expected calibration error: sum over equal-width confidence bins of
+    (share of images) * |accuracy - mean confidence|."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
 
 
 def melanoma_index(class_names: Sequence[str]) -> int | None:

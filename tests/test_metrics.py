@@ -40,3 +40,29 @@ def test_melanoma_sensitivity_and_agreement():
     r = classification_report(np.array([1, 1, 1, 1, 0]), np.array([1, 0, 0, 0, 0]), names)
     assert r["melanoma_sensitivity"] == pytest.approx(0.25)
     assert agreement(np.array([1, 2, 3]), np.array([1, 2, 0])) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roc_auc_and_specificity_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    k, n = 4, 400
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[y] * rng.uniform(0, 1, (n, 1))
+    logits = np.round(logits, 1)  # ties exercise the averaged ranks
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    names = ["nv", "mel", "bkl", "bcc"]
+    r = classification_report(y, probs.argmax(1), names, probabilities=probs)
+    assert r["roc_auc_macro"] == pytest.approx(sk.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    tn, fp, fn, tp = sk.confusion_matrix(y == 1, probs.argmax(1) == 1).ravel()
+    assert r["melanoma_specificity"] == pytest.approx(tn / (tn + fp))
+    assert r["melanoma_sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert 0.0 <= r["ece"] <= 1.0
+
+
+def test_ece_by_hand():
+    from kdtool.metrics import expected_calibration_error
+
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    y = np.array([0, 1, 0, 0])
+    # bin 0.9: accuracy 0.5, confidence 0.9 -> 0.4; bin 0.6: accuracy 1.0, confidence 0.6 -> 0.4
+    assert expected_calibration_error(y, probs) == pytest.approx(0.5 * 0.4 + 0.5 * 0.4)

@@ -42,7 +42,8 @@ from kdtool.errors import InputError, RuntimeFailure
 SUMMARY_COLUMNS = [
     "rank", "name", "role", "teacher", "params", "size_bytes", "val_accuracy", "test_accuracy",
     "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "melanoma_sensitivity",
-    "test_balanced_accuracy", "test_macro_f1", "test_melanoma_sensitivity", "train_seconds",
+    "melanoma_specificity", "roc_auc", "ece", "test_balanced_accuracy", "test_macro_f1",
+    "test_melanoma_sensitivity", "test_melanoma_specificity", "test_roc_auc", "train_seconds",
 ]
 
 
@@ -327,6 +328,8 @@ def _headline(report: dict) -> dict:
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "macro_precision": report["macro"]["precision"], "macro_recall": report["macro"]["recall"],
         "macro_f1": report["macro"]["f1"], "melanoma_sensitivity": report.get("melanoma_sensitivity"),
+        "melanoma_specificity": report.get("melanoma_specificity"), "roc_auc": report.get("roc_auc_macro"),
+        "ece": report.get("ece"),
     }
 
 
@@ -540,8 +543,12 @@ def write_summary(run: Run) -> list[dict]:
             "balanced_accuracy": val["balanced_accuracy"], "macro_precision": val["macro_precision"],
             "macro_recall": val["macro_recall"], "macro_f1": val["macro_f1"],
             "melanoma_sensitivity": val["melanoma_sensitivity"],
+            "melanoma_specificity": val.get("melanoma_specificity"), "roc_auc": val.get("roc_auc"),
+            "ece": val.get("ece"),
             "test_balanced_accuracy": test["balanced_accuracy"], "test_macro_f1": test["macro_f1"],
-            "test_melanoma_sensitivity": test["melanoma_sensitivity"], "train_seconds": rec["train_seconds"],
+            "test_melanoma_sensitivity": test["melanoma_sensitivity"],
+            "test_melanoma_specificity": test.get("melanoma_specificity"), "test_roc_auc": test.get("roc_auc"),
+            "train_seconds": rec["train_seconds"],
         })
     rows.sort(key=lambda r: (-r["val_accuracy"], -r["balanced_accuracy"], r["name"]))
     for i, r in enumerate(rows, 1):
@@ -562,12 +569,13 @@ def print_summary(rows: list[dict]) -> None:
         return "   -" if v is None else f"{100 * v:5.1f}"
 
     head = f"{'#':>2} {'name':<28} {'role':<9} {'params':>11} {'KB':>8} {'val acc':>7} {'bal acc':>7} " \
-           f"{'mF1':>5} {'mel sens':>8} {'test acc':>8} {'time s':>7}"
+           f"{'mF1':>5} {'mel sens':>8} {'AUC':>5} {'test acc':>8} {'time s':>7}"
     click.echo("\n" + head)
     click.echo("-" * len(head))
     for r in rows:
         click.echo(f"{r['rank']:>2} {r['name']:<28} {r['role']:<9} {r['params']:>11,} {r['size_bytes'] / 1024:>8.1f} "
                    f"{pct(r['val_accuracy']):>7} {pct(r['balanced_accuracy']):>7} {pct(r['macro_f1']):>5} "
-                   f"{pct(r['melanoma_sensitivity']):>8} {pct(r['test_accuracy']):>8} {r['train_seconds']:>7.1f}")
+                   f"{pct(r['melanoma_sensitivity']):>8} {pct(r['roc_auc']):>5} {pct(r['test_accuracy']):>8} "
+                   f"{r['train_seconds']:>7.1f}")
     click.echo("(val = validation split; balanced accuracy, macro-F1 and melanoma sensitivity matter more "
                "than accuracy on imbalanced data)")
