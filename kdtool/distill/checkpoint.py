@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from kdtool.data import atomic_write_text
 
@@ -109,6 +110,61 @@ class EpochBackup(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
+class BestOnValidation(keras.callbacks.Callback):
+    """Track validation balanced accuracy each epoch, keep the best weights, optionally stop early.
+
+    Adds ``val_balanced_accuracy`` to the epoch logs (so it lands in history.csv),
+    saves the best epoch's weights atomically as ``best.weights.h5`` with
+    ``best.json`` beside them, and stops after ``patience`` epochs without
+    improvement (0: never).
+
+    Args:
+        folder: this model's backup folder.
+        x_val: float32 validation images.
+        labels_val: integer validation labels.
+        patience: epochs without improvement before stopping (0 = off).
+    """
+
+    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0):
+        super().__init__()
+        self.folder, self.x_val, self.labels_val, self.patience = Path(folder), x_val, labels_val, int(patience)
+        best = _read_json(self.folder / "best.json")
+        self.best_epoch, self.best = (int(best["epoch"]), float(best["score"])) if best else (0, -1.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import os
+
+        from kdtool.metrics import classification_report
+
+        preds = np.concatenate([np.asarray(self.model(self.x_val[i:i + 512], training=False)).argmax(1)
+                                for i in range(0, len(self.x_val), 512)])
+        k = int(max(preds.max(), self.labels_val.max())) + 1
+        score = classification_report(self.labels_val, preds, [str(c) for c in range(k)])["balanced_accuracy"]
+        if logs is not None:
+            logs["val_balanced_accuracy"] = score
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch + 1
+            tmp = self.folder / f".best.tmp-{os.getpid()}.weights.h5"
+            try:
+                self.model.save_weights(tmp)
+                os.replace(tmp, self.folder / "best.weights.h5")
+            finally:
+                tmp.unlink(missing_ok=True)
+            atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
+        elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def resumed_epochs(backup_dir: Path) -> int:
     """How many epochs a backup folder holds (0 when none or unusable)."""
     state = _state(Path(backup_dir))
@@ -126,18 +182,22 @@ def _state(folder: Path) -> tuple[int, Path] | None:
     return (epoch, weights) if weights.is_file() else None
 
 
-def fit_resumable(model, backup_dir: Path, x, y, epochs: int, **fit_kwargs) -> dict[str, list[float]]:
+def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
+                  patience: int = 0, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
     """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
 
     Args:
         model: a compiled, built Keras model.
         backup_dir: this model's own backup folder (created).
-        x, y: training data.
+        x, y: training data (``y`` None when ``x`` is a dataset).
         epochs: total epochs (a resumed fit runs only the missing ones).
+        select: ``(x_val, labels_val)`` to keep the epoch with the best validation
+            balanced accuracy (its weights are restored at the end); None keeps the last.
+        patience: with ``select``, stop after this many epochs without improvement (0: never).
         **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
 
     Returns:
-        History dict with one value per epoch 1..epochs.
+        (history dict with one value per epoch run, the restored best epoch or None).
     """
     backup_dir = Path(backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
@@ -149,10 +209,20 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, **fit_kwargs) -> d
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
+    callbacks = [EpochLog(log), EpochBackup(backup_dir)]
+    best = None
+    if select is not None:
+        best = BestOnValidation(backup_dir, select[0], select[1], patience)
+        callbacks.insert(0, best)
+        if patience and best.best_epoch and initial - best.best_epoch >= patience:
+            initial = epochs  # it had already stopped early before the interruption
     if initial < epochs:
-        model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=[EpochLog(log), EpochBackup(backup_dir)],
-                  **fit_kwargs)
-    return read_epoch_log(log, max_epoch=epochs)
+        model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=callbacks, **fit_kwargs)
+    history = read_epoch_log(log, max_epoch=epochs)
+    if best is not None and (backup_dir / "best.weights.h5").is_file():
+        model.load_weights(backup_dir / "best.weights.h5")
+        return history, best.best_epoch
+    return history, None
 
 
 def drop_backup(backup_dir: Path) -> None:

@@ -31,8 +31,8 @@ from kdtool.distill.losses import ensemble_logits, kd_loss
 
 
 def pack_targets(onehot: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
-    """Concatenate one-hot labels and cached teacher logits into one (N, 2K) float32 array."""
-    return np.concatenate([onehot, teacher_logits], axis=1).astype(np.float32)
+    """Concatenate one-hot labels and cached teacher logits on the last axis: (..., N, 2K) float32."""
+    return np.concatenate([onehot, teacher_logits], axis=-1).astype(np.float32)
 
 
 def student_metrics() -> list:

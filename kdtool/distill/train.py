@@ -67,6 +67,13 @@ class DistillConfig:
         teacher_logits: ``cached`` or ``online``.
         ensemble: also distil one student from the mean of all teachers' soft targets.
         student_filters, student_dense, student_dropout: student architecture.
+        balance: ``none``, ``weights`` (class-weighted CE and KD terms) or ``sampling``
+            (class-balanced sampling), for teachers and students alike.
+        augment: flips, 90-degree rotations, small shifts and colour jitter.
+        views: with ``augment`` and cached logits, fixed augmented views per training image
+            whose teacher logits are cached (the teacher runs ``views`` times per image).
+        select_best: keep each model's epoch with the best validation balanced accuracy.
+        patience: with ``select_best``, stop after this many epochs without improvement (0: never).
         seed: random seed (same student initialisation for every student).
         strategy: ``auto``, ``mirrored`` or ``multiworker``.
     """
@@ -88,6 +95,11 @@ class DistillConfig:
     student_filters: tuple = (32, 64, 128)
     student_dense: int = 256
     student_dropout: float = 0.3
+    balance: str = "none"
+    augment: bool = False
+    views: int = 4
+    select_best: bool = True
+    patience: int = 0
     seed: int = 42
     strategy: str = "auto"
 
@@ -106,6 +118,10 @@ class DistillConfig:
             raise InputError("learning rates must be > 0")
         if self.teacher_logits not in ("cached", "online"):
             raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
+        if self.balance not in ("none", "weights", "sampling"):
+            raise InputError(f"--balance must be none, weights or sampling, got {self.balance!r}")
+        if self.views < 1 or self.patience < 0:
+            raise InputError("--views must be >= 1 and --patience >= 0")
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
 
@@ -203,6 +219,7 @@ class Run:
         self.path = self.out / "run.json"
         self.records: dict[str, dict] = {}
         self.doc: dict = {}
+        self.views: np.ndarray | None = None  # (K, N, H, W, 3) fixed augmented views, when used
         self._open(fresh)
 
     def _config_doc(self) -> dict:
@@ -359,24 +376,31 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     click.echo(f"  teacher {name}: {model.count_params():,} params, {info['image_size']}px, "
                f"weights={info['weights']}, {cfg.teacher_epochs} epoch(s), lr={lr:g}")
     t0 = time.perf_counter()
-    history = {}
+    history, best = {}, None
     if cfg.teacher_epochs:
-        history = _fit(run, f"teacher_{name}", model, fd.x("train"), fd.onehot("train"),
+        history, best = _fit(run, f"teacher_{name}", model, _batches(run, fd.x("train"), fd.onehot("train")),
                        (fd.x("val"), fd.onehot("val")), cfg.teacher_epochs)
     seconds = time.perf_counter() - t0
     return model, {"history": history, "seconds": seconds, "weights": info["weights"],
-                   "image_size": info["image_size"], "learning_rate": lr}
+                   "image_size": info["image_size"], "learning_rate": lr, "best_epoch": best}
 
 
 def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
             teacher_models: list, cached: tuple[np.ndarray, np.ndarray] | None):
-    """Train one student: alone (no teacher), from cached logits, or online."""
+    """Train one student: alone (no teacher), from cached logits, or online.
+
+    With cached views (``run.views``), the student (the baseline too) trains on
+    the same fixed augmented views; cached logits then have shape (K, N, C).
+    """
     import keras
 
     from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
 
     cfg, fd = run.cfg, run.fd
     x_tr, y_tr, x_va, y_va = fd.x("train"), fd.onehot("train"), fd.x("val"), fd.onehot("val")
+    online = cfg.teacher_logits == "online"
+    if run.views is not None and not (online and role != "baseline"):
+        x_tr, y_tr = run.views, np.broadcast_to(y_tr, (run.views.shape[0], *y_tr.shape))
     t0 = time.perf_counter()
     with strategy.scope():
         student = _student(cfg, fd, name)
@@ -384,7 +408,6 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
             _compile_classifier(student, cfg.learning_rate)
             trainer, y_fit, y_val = student, y_tr, y_va
         else:
-            online = cfg.teacher_logits == "online"
             trainer = Distiller(student, fd.num_classes, cfg.alpha, cfg.temperature,
                                 teachers=teacher_models if online else None)
             trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
@@ -392,17 +415,31 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
                 y_fit, y_val = y_tr, y_va
             else:
                 y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
+    fit_data = _batches(run, x_tr, y_fit)
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={cfg.alpha:g}, T={cfg.temperature:g}"))
-    trainer(x_tr[:1])  # build (BackupAndRestore needs a built model)
-    history = _fit(run, name, trainer, x_tr, y_fit, (x_va, y_val), cfg.epochs)
+    trainer(x_va[:1])  # build before restoring a backup
+    history, best = _fit(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs)
     seconds = time.perf_counter() - t0
     return _finish_model(run, name, role, teacher_label, student, history, seconds,
-                         {"teacher_logits": None if role == "baseline" else cfg.teacher_logits})
+                         {"teacher_logits": None if role == "baseline" else cfg.teacher_logits,
+                          "best_epoch": best})
 
 
-def _fit(run: Run, name: str, model, x, y, validation_data, epochs: int) -> dict:
+def _batches(run: Run, x: np.ndarray, targets: np.ndarray):
+    """Training batches with the run's balancing and augmentation (views: x is (K, N, ...))."""
+    from kdtool.distill.augment import TrainBatches, balanced_sampling_probs, class_weights
+
+    cfg, fd = run.cfg, run.fd
+    labels = fd.labels("train")
+    weights = class_weights(labels, fd.num_classes)[labels] if cfg.balance == "weights" else None
+    probs = balanced_sampling_probs(labels, fd.num_classes) if cfg.balance == "sampling" else None
+    return TrainBatches(x, targets, cfg.batch_size, sample_weight=weights, augment=cfg.augment, seed=cfg.seed,
+                        sampling_probs=probs)
+
+
+def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> tuple[dict, int | None]:
     """Fit with per-epoch backups under ``out/.backup/<name>``: a killed run resumes there."""
     from kdtool.distill.checkpoint import fit_resumable, resumed_epochs
 
@@ -410,14 +447,24 @@ def _fit(run: Run, name: str, model, x, y, validation_data, epochs: int) -> dict
     done = resumed_epochs(backup)
     if done:
         click.echo(f"  resuming {name} after epoch {done}/{epochs}")
-    return fit_resumable(model, backup, x, y, epochs, validation_data=validation_data,
-                         batch_size=run.cfg.batch_size, shuffle=True, verbose=_verbose())
+    select = (run.fd.x("val"), run.fd.labels("val")) if run.cfg.select_best else None
+    history, best = fit_resumable(model, backup, batches, None, epochs, select=select, patience=run.cfg.patience,
+                                  validation_data=validation_data, verbose=_verbose())
+    if best is not None:
+        click.echo(f"  kept epoch {best} (best validation balanced accuracy)")
+    return history, best
 
 
-def _teacher_logits(model, fd: FData, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _teacher_logits(model, run: Run, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Cached teacher logits: train (N, C), or (K, N, C) over the run's fixed views; val (N, C)."""
     from kdtool.distill.evaluate import predict_logits
 
-    return predict_logits(model, fd.x("train"), batch), predict_logits(model, fd.x("val"), batch)
+    fd = run.fd
+    if run.views is not None:
+        train = np.stack([predict_logits(model, view, batch) for view in run.views])
+    else:
+        train = predict_logits(model, fd.x("train"), batch)
+    return train, predict_logits(model, fd.x("val"), batch)
 
 
 def _load(run: Run, name: str):
@@ -450,6 +497,10 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     stop = _install_signal_handlers()
     try:
         strategy = make_strategy(cfg.strategy)
+        if cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1:
+            from kdtool.distill.augment import make_views
+
+            run.views = make_views(fd.x("train"), cfg.views, cfg.seed)
         t_start = time.perf_counter()
         total = 1 + 2 * len(cfg.teachers) + int(cfg.ensemble)
         step = 0
@@ -475,10 +526,11 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
                 teacher, info = _train_teacher(run, strategy, name)
                 _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
                               info["seconds"], {"weights": info["weights"], "image_size": info["image_size"],
-                                                "learning_rate": info["learning_rate"]})
+                                                "learning_rate": info["learning_rate"],
+                                                "best_epoch": info["best_epoch"]})
             teacher.trainable = False
             need_cached = cfg.teacher_logits == "cached" and (not run.done(sname) or cfg.ensemble)
-            cached = _teacher_logits(teacher, fd) if need_cached else None
+            cached = _teacher_logits(teacher, run) if need_cached else None
             teacher_models.append(teacher)
             cached_all.append(cached)
             stage(f"{sname}: distil from {tname}")
