@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import click
 import numpy as np
 
+from kdtool.bench.runtime import DEFAULT_TIMEOUT_S
 from kdtool.errors import InputError
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -106,8 +107,15 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
 @click.option("--out", metavar="DIR|FILE.png",
               help="--compare: where pareto.png goes (default: beside --json, else the current folder).")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="--compare: write pareto.png.")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run each model's interpreter in a child process, so a model that crashes or hangs it becomes "
+                   "one error line. Default: isolate every model without a kdtool export sidecar whose sha256 "
+                   "matches the file.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
+              metavar="SECONDS", help="Isolated models: stop one that shows no progress (loading, or between "
+                                      "invokes) for this long.")
 def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
-                  predictions_path, compare, out, plot) -> None:  # fmt: skip
+                  predictions_path, compare, out, plot, isolate, timeout) -> None:  # fmt: skip
     """Accuracy, size and latency of .tflite models, without TensorFlow.
 
     \b
@@ -116,6 +124,10 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
     matrix on --split. Quantized (int8/uint8) inputs and outputs are handled
     from the model's own parameters or its export sidecar JSON.
+
+    \b
+    Every file is checked first (TFLite identifier, a well-formed flatbuffer,
+    builtin ops only). Models kdtool did not export run isolated (--isolate).
 
     \b
     Examples:
@@ -139,7 +151,13 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     from kdtool.bench import report  # noqa: PLC0415
     from kdtool.bench.device import device_facts  # noqa: PLC0415
     from kdtool.bench.run import SplitData, bench_model, model_predictions  # noqa: PLC0415
-    from kdtool.bench.runtime import check_tflite_file, load_model, select_runtime  # noqa: PLC0415
+    from kdtool.bench.runtime import (  # noqa: PLC0415
+        check_tflite_file,
+        load_model,
+        run_isolated,
+        select_runtime,
+        should_isolate,
+    )
     from kdtool.data import load_fdata  # noqa: PLC0415
 
     paths = expand_models(models)
@@ -152,18 +170,33 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     device = device_facts(runtime)
     notes: list[str] = []
 
+    common = {"data": str(fdata.root), "split": split, "threads": threads, "batch": batch, "runtime": runtime.name}
+
     ref = None
     if ref_path is not None:
-        ref_model = load_model(ref_path, runtime, threads=threads, batch=batch)
-        notes += ref_model.notes
-        _, ref_preds = model_predictions(ref_model, split_data, _tty_progress)
+        if should_isolate(ref_path, isolate):
+            result, arrays = run_isolated("predictions", ref_path, common, timeout)
+            notes += result.get("notes", [])
+            ref_preds = arrays["predictions"]
+        else:
+            ref_model = load_model(ref_path, runtime, threads=threads, batch=batch)
+            notes += ref_model.notes
+            _, ref_preds = model_predictions(ref_model, split_data, _tty_progress)
+            del ref_model
         ref = (ref_path.name, ref_preds)
-        del ref_model
 
     records = []
     for path in paths:
-        rec, preds = bench_model(path, split_data, runtime, threads=threads, runs=runs, warmup=warmup, batch=batch,
-                                 device=device, reference=ref, progress=_tty_progress, notes=notes)  # fmt: skip
+        if should_isolate(path, isolate):
+            request = dict(common, runs=runs, warmup=warmup, device=device, reference_name=ref[0] if ref else None)
+            result, arrays = run_isolated("bench", path, request, timeout,
+                                          inputs={"reference": ref[1]} if ref else None)  # fmt: skip
+            rec, preds = result["record"], arrays["predictions"]
+            notes += result.get("notes", [])
+        else:
+            rec, preds = bench_model(path, split_data, runtime, threads=threads, runs=runs, warmup=warmup,
+                                     batch=batch, device=device, reference=ref, progress=_tty_progress,
+                                     notes=notes)  # fmt: skip
         records.append(rec)
         if predictions_path:
             _save_predictions(predictions_path, preds)
@@ -193,13 +226,19 @@ def _save_predictions(path: str, preds: np.ndarray) -> None:
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one object per image) instead of text.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
-def predict_command(model, images, top, as_json, threads) -> None:
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run the interpreter in a child process (a crash or hang becomes one error line). Default: "
+                   "isolate a model without a kdtool export sidecar whose sha256 matches the file.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
+              metavar="SECONDS", help="Isolated: stop an interpreter that shows no progress for this long.")
+def predict_command(model, images, top, as_json, threads, isolate, timeout) -> None:
     """Classify image files (JPEG, PNG, ...) with a .tflite model.
 
     \b
     Each image is converted to RGB, resized whole to the model's input size
     with bicubic resampling and scaled by /255, as the training data was.
-    Class names come from the export sidecar JSON beside the model.
+    Class names come from the export sidecar JSON beside the model. A model
+    kdtool did not export runs in a child process (--isolate).
 
     \b
     Example:
@@ -208,12 +247,27 @@ def predict_command(model, images, top, as_json, threads) -> None:
     import json  # noqa: PLC0415
 
     from kdtool.bench.predict import classify, format_predictions  # noqa: PLC0415
-    from kdtool.bench.runtime import load_model, select_runtime  # noqa: PLC0415
+    from kdtool.bench.runtime import (  # noqa: PLC0415
+        check_tflite_file,
+        load_model,
+        run_isolated,
+        select_runtime,
+        should_isolate,
+    )
 
-    loaded = load_model(model, select_runtime(), threads=threads)
-    for line in loaded.notes:
-        _note(line)
-    results = classify(loaded, images, top=top)
+    path = check_tflite_file(model)
+    if should_isolate(path, isolate):
+        request = {"images": [str(p) for p in images], "top": top, "threads": threads,
+                   "runtime": select_runtime().name}  # fmt: skip
+        result, _ = run_isolated("classify", path, request, timeout)
+        for line in result.get("notes", []):
+            _note(line)
+        results = result["results"]
+    else:
+        loaded = load_model(path, select_runtime(), threads=threads)
+        for line in loaded.notes:
+            _note(line)
+        results = classify(loaded, images, top=top)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

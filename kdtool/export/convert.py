@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -106,32 +105,31 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def check_model_path(path: str | os.PathLike) -> Path:
-    """Refuse anything but an existing ``.keras`` zip file, in one line (InputError).
+    """Refuse anything but a safe ``.keras`` zip file, in one line (InputError).
 
     Refused: a missing path, HDF5 (``.h5``/``.hdf5``), a SavedModel folder, any other
-    folder or suffix, a ``.keras`` that is not a zip archive.
+    folder or suffix, a ``.keras`` that is not a zip archive, and anything
+    :func:`kdtool.safety.check_keras_file`'s pre-scan refuses (unexpected or
+    ``..`` members, a zip bomb, a Lambda or a non-Keras class in config.json).
     """
+    from kdtool.safety import check_keras_file  # noqa: PLC0415 - stdlib only
+
     path = Path(path)
-    suffix = path.suffix.lower()
     if path.is_dir():
-        if (path / "saved_model.pb").exists():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
             raise InputError(f"{path}: a TensorFlow SavedModel folder; only .keras files (or a kdtool run folder) are accepted")
         raise InputError(f"{path}: not a kdtool run folder (no run.json) and not a .keras file")
-    if suffix in (".h5", ".hdf5", ".keras_h5"):
-        raise InputError(f"{path}: HDF5 models are not accepted (legacy format); re-save it as .keras")
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if suffix != ".keras":
-        raise InputError(f"{path}: not a .keras model file (suffix {suffix or 'none'!r}); only .keras files are accepted")
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"{path}: corrupt .keras file (not a zip archive)")
+    check_keras_file(path)
     return path
 
 
 def load_keras_model(path: str | os.PathLike):
     """Load a ``.keras`` model with ``safe_mode=True`` (no Lambda/pickled code), uncompiled.
 
-    kdtool's registered layers (teachers' preprocessing) are imported first.
+    The file is pre-scanned first (:func:`check_model_path`, i.e.
+    :func:`kdtool.safety.check_keras_file`), before Keras opens it. No custom
+    objects are passed: only Keras built-ins and kdtool's registered layers
+    (teachers' preprocessing, imported here) can be deserialized.
 
     Args:
         path: the ``.keras`` file.

@@ -1,0 +1,533 @@
+"""Checks on untrusted model files before Keras or a TFLite interpreter sees them (pure Python + stdlib).
+
+Nothing here imports TensorFlow, Keras or flatbuffers, so it runs on the device
+(``kdtool bench``/``predict``) as well as in ``kdtool export``. Every problem is
+ONE :class:`~kdtool.errors.InputError` line naming the file (exit code 2); no
+other exception leaves these functions, whatever the bytes.
+
+``.keras`` (:func:`check_keras_file`), a zip archive, is pre-scanned before
+``keras.saving.load_model(..., safe_mode=True)``:
+
+* only ``metadata.json``, ``config.json``, ``model.weights.h5`` (or Keras'
+  ``model.weights.npz``) and files under ``assets/`` (what Keras 3 writes);
+  no absolute paths, ``..``, backslashes, duplicate or encrypted members, and
+  only stored or deflated members;
+* bounded: at most :data:`MAX_KERAS_MEMBERS` members declaring at most
+  :data:`MAX_KERAS_UNCOMPRESSED` bytes in all, no member over
+  :data:`MAX_COMPRESSION_RATIO`:1 (past 1 MiB); every member is then streamed
+  and must hold exactly the bytes it declares, with a correct CRC;
+* ``config.json``: every serialized object (any dict with ``class_name``, found
+  by walking the whole config, nested models included) comes from a ``keras``
+  module, or is one of kdtool's registered classes (``registered_name``
+  ``kdtool>...``), or one of Keras' own ``__tuple__``-style values; no
+  ``Lambda``/``__lambda__`` and no layer that wraps foreign code or files
+  (:data:`REFUSED_CLASSES`). HDF5 and SavedModel folders are refused outright.
+
+``.tflite`` (:func:`check_tflite_file`): 8 bytes to :data:`MAX_TFLITE_BYTES`,
+the ``TFL3`` identifier at bytes 4..8, then a minimal bounds-checked reading of
+the flatbuffer (schema version 3, operator codes, subgraphs' operators, buffer
+extents) that refuses custom ops (builtin code ``CUSTOM`` = 32, which includes
+TensorFlow "Flex" ops) and ``STABLEHLO_CUSTOM_CALL``.
+
+Example:
+    >>> info = check_tflite_file("models/export/student.int8.tflite")  # doctest: +SKIP
+    >>> info.op_names                                                  # doctest: +SKIP
+    ('QUANTIZE', 'CONV_2D', 'MAX_POOL_2D', 'MEAN', 'FULLY_CONNECTED', 'DEQUANTIZE')
+    >>> check_keras_file("models/student_alone.keras")["classes"][:2]   # doctest: +SKIP
+    ['keras.layers.BatchNormalization', 'keras.layers.Conv2D']
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdtool.errors import InputError
+
+# ----------------------------------------------------------------------------- limits
+
+MAX_TFLITE_BYTES = 512 * 1024 * 1024
+MIN_TFLITE_BYTES = 8
+TFLITE_IDENTIFIER = b"TFL3"
+TFLITE_SCHEMA_VERSION = 3
+MAX_TFLITE_ITEMS = 1_000_000  # operator codes, operators, buffers: far above any classifier
+
+MAX_KERAS_FILE_BYTES = 4 * 1024**3
+MAX_KERAS_UNCOMPRESSED = 2 * 1024**3
+MAX_KERAS_MEMBERS = 10_000
+MAX_COMPRESSION_RATIO = 100
+MAX_CONFIG_BYTES = 64 * 1024**2
+MAX_METADATA_BYTES = 1024**2
+MAX_CONFIG_OBJECTS = 5_000_000
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KERAS_MEMBERS = ("metadata.json", "config.json", "model.weights.h5", "model.weights.npz")
+KERAS_ASSETS = "assets/"
+
+#: Keras classes refused even though they live in ``keras``: they run foreign code or read foreign files.
+REFUSED_CLASSES = {
+    "Lambda": "a Lambda layer (arbitrary Python code)",
+    "__lambda__": "a serialized Python lambda (arbitrary code)",
+    "TFOpLambda": "a TFOpLambda layer (arbitrary TensorFlow calls)",
+    "SlicingOpLambda": "a SlicingOpLambda layer (arbitrary TensorFlow calls)",
+    "TFSMLayer": "a TFSMLayer (loads a TensorFlow SavedModel from a path)",
+    "TorchModuleWrapper": "a TorchModuleWrapper (a pickled PyTorch module)",
+    "JaxLayer": "a JaxLayer (wraps arbitrary JAX functions)",
+    "FlaxLayer": "a FlaxLayer (wraps an arbitrary Flax module)",
+}
+#: Keras' own encodings of plain values (tuples, arrays, tensors...), which carry no module.
+KERAS_VALUE_CLASSES = frozenset({
+    "__tuple__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__", "__tensor__", "__keras_tensor__",
+    "__typespec__",
+})  # fmt: skip
+KDTOOL_REGISTERED_PREFIX = "kdtool>"
+
+#: TFLite BuiltinOperator names by code (schema v3, codes 0..209, from LiteRT 2.3's schema).
+BUILTIN_OPS = tuple("""
+ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE
+EMBEDDING_LOOKUP FLOOR FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D
+LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1 RELU6
+RESHAPE RESIZE_BILINEAR RNN SOFTMAX SPACE_TO_DEPTH SVDF TANH CONCAT_EMBEDDINGS SKIP_GRAM CALL CUSTOM
+EMBEDDING_LOOKUP_SPARSE PAD UNIDIRECTIONAL_SEQUENCE_RNN GATHER BATCH_TO_SPACE_ND SPACE_TO_BATCH_ND
+TRANSPOSE MEAN SUB DIV SQUEEZE UNIDIRECTIONAL_SEQUENCE_LSTM STRIDED_SLICE BIDIRECTIONAL_SEQUENCE_RNN
+EXP TOPK_V2 SPLIT LOG_SOFTMAX DELEGATE BIDIRECTIONAL_SEQUENCE_LSTM CAST PRELU MAXIMUM ARG_MAX
+MINIMUM LESS NEG PADV2 GREATER GREATER_EQUAL LESS_EQUAL SELECT SLICE SIN TRANSPOSE_CONV
+SPARSE_TO_DENSE TILE EXPAND_DIMS EQUAL NOT_EQUAL LOG SUM SQRT RSQRT SHAPE POW ARG_MIN FAKE_QUANT
+REDUCE_PROD REDUCE_MAX PACK LOGICAL_OR ONE_HOT LOGICAL_AND LOGICAL_NOT UNPACK REDUCE_MIN FLOOR_DIV
+REDUCE_ANY SQUARE ZEROS_LIKE FILL FLOOR_MOD RANGE RESIZE_NEAREST_NEIGHBOR LEAKY_RELU
+SQUARED_DIFFERENCE MIRROR_PAD ABS SPLIT_V UNIQUE CEIL REVERSE_V2 ADD_N GATHER_ND COS WHERE RANK ELU
+REVERSE_SEQUENCE MATRIX_DIAG QUANTIZE MATRIX_SET_DIAG ROUND HARD_SWISH IF WHILE
+NON_MAX_SUPPRESSION_V4 NON_MAX_SUPPRESSION_V5 SCATTER_ND SELECT_V2 DENSIFY SEGMENT_SUM BATCH_MATMUL
+PLACEHOLDER_FOR_GREATER_OP_CODES CUMSUM CALL_ONCE BROADCAST_TO RFFT2D CONV_3D IMAG REAL COMPLEX_ABS
+HASHTABLE HASHTABLE_FIND HASHTABLE_IMPORT HASHTABLE_SIZE REDUCE_ALL CONV_3D_TRANSPOSE VAR_HANDLE
+READ_VARIABLE ASSIGN_VARIABLE BROADCAST_ARGS RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM
+MULTINOMIAL GELU DYNAMIC_UPDATE_SLICE RELU_0_TO_1 UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX
+UNSORTED_SEGMENT_SUM ATAN2 UNSORTED_SEGMENT_MIN SIGN BITCAST BITWISE_XOR RIGHT_SHIFT
+STABLEHLO_LOGISTIC STABLEHLO_ADD STABLEHLO_DIVIDE STABLEHLO_MULTIPLY STABLEHLO_MAXIMUM
+STABLEHLO_RESHAPE STABLEHLO_CLAMP STABLEHLO_CONCATENATE STABLEHLO_BROADCAST_IN_DIM
+STABLEHLO_CONVOLUTION STABLEHLO_SLICE STABLEHLO_CUSTOM_CALL STABLEHLO_REDUCE STABLEHLO_ABS
+STABLEHLO_AND STABLEHLO_COSINE STABLEHLO_EXPONENTIAL STABLEHLO_FLOOR STABLEHLO_LOG STABLEHLO_MINIMUM
+STABLEHLO_NEGATE STABLEHLO_OR STABLEHLO_POWER STABLEHLO_REMAINDER STABLEHLO_RSQRT STABLEHLO_SELECT
+STABLEHLO_SUBTRACT STABLEHLO_TANH STABLEHLO_SCATTER STABLEHLO_COMPARE STABLEHLO_CONVERT
+STABLEHLO_DYNAMIC_SLICE STABLEHLO_DYNAMIC_UPDATE_SLICE STABLEHLO_PAD STABLEHLO_IOTA
+STABLEHLO_DOT_GENERAL STABLEHLO_REDUCE_WINDOW STABLEHLO_SORT STABLEHLO_WHILE STABLEHLO_GATHER
+STABLEHLO_TRANSPOSE DILATE STABLEHLO_RNG_BIT_GENERATOR REDUCE_WINDOW STABLEHLO_COMPOSITE
+STABLEHLO_SHIFT_LEFT STABLEHLO_CBRT STABLEHLO_CASE
+""".split())
+CUSTOM_OP = BUILTIN_OPS.index("CUSTOM")  # 32
+#: Builtin codes that stand for foreign code all the same.
+REFUSED_BUILTINS = frozenset({CUSTOM_OP, BUILTIN_OPS.index("STABLEHLO_CUSTOM_CALL")})
+
+
+def _short(text: object, limit: int = 160) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- TFLite
+
+@dataclass(frozen=True)
+class TFLiteInfo:
+    """What :func:`check_tflite_file` read from a model file.
+
+    Attributes:
+        path: the file.
+        size_bytes: its size.
+        schema_version: the flatbuffer's ``Model.version`` (3).
+        op_names: the distinct builtin operators, in the file's operator-code order.
+        subgraphs: number of subgraphs.
+        operators: number of operators over all subgraphs.
+        description: the model's description string (the converter's name), may be empty.
+    """
+
+    path: Path
+    size_bytes: int
+    schema_version: int
+    op_names: tuple[str, ...]
+    subgraphs: int
+    operators: int
+    description: str
+
+
+class _Corrupt(Exception):
+    """Internal: the flatbuffer is malformed (turned into one InputError line)."""
+
+
+class _FlatBuffer:
+    """Bounds-checked reads of a flatbuffer (little-endian tables, vtables, vectors, strings)."""
+
+    def __init__(self, buf) -> None:
+        self.buf = buf
+        self.n = len(buf)
+
+    def _get(self, fmt: str, off: int, what: str):
+        size = struct.calcsize(fmt)
+        if off < 0 or off + size > self.n:
+            raise _Corrupt(f"{what} at offset {off} lies outside the {self.n}-byte file")
+        return struct.unpack_from(fmt, self.buf, off)[0]
+
+    def u32(self, off: int, what: str) -> int:
+        return self._get("<I", off, what)
+
+    def table(self, off: int, what: str) -> int:
+        """Check a table's vtable and return the table's offset."""
+        vt = off - self._get("<i", off, what)
+        vt_size = self._get("<H", vt, f"{what} vtable")
+        if vt_size < 4 or vt_size % 2 or vt + vt_size > self.n:
+            raise _Corrupt(f"{what} has a bad vtable")
+        return off
+
+    def field(self, table: int, index: int, what: str) -> int | None:
+        """Absolute offset of field ``index`` of a table, or None when absent."""
+        vt = table - self._get("<i", table, what)
+        vt_size = self._get("<H", vt, f"{what} vtable")
+        slot = 4 + 2 * index
+        if slot + 2 > vt_size:
+            return None
+        rel = self._get("<H", vt + slot, f"{what} vtable")
+        return table + rel if rel else None
+
+    def scalar(self, table: int, index: int, fmt: str, default: int, what: str) -> int:
+        pos = self.field(table, index, what)
+        return default if pos is None else self._get(fmt, pos, what)
+
+    def indirect(self, pos: int, what: str) -> int:
+        return pos + self.u32(pos, what)
+
+    def vector(self, table: int, index: int, elem_size: int, what: str) -> tuple[int, int]:
+        """(offset of the first element, length) of a vector field; (0, 0) when absent."""
+        pos = self.field(table, index, what)
+        if pos is None:
+            return 0, 0
+        vec = self.indirect(pos, what)
+        length = self.u32(vec, f"{what} length")
+        if length > MAX_TFLITE_ITEMS or vec + 4 + length * elem_size > self.n:
+            raise _Corrupt(f"{what} declares {length} entries, beyond the file")
+        return vec + 4, length
+
+    def tables(self, table: int, index: int, what: str) -> list[int]:
+        start, length = self.vector(table, index, 4, what)
+        return [self.table(self.indirect(start + 4 * i, what), f"{what}[{i}]") for i in range(length)]
+
+    def string(self, table: int, index: int, what: str, limit: int = 256) -> str:
+        pos = self.field(table, index, what)
+        if pos is None:
+            return ""
+        s = self.indirect(pos, what)
+        length = self.u32(s, f"{what} length")
+        if s + 4 + length > self.n:
+            raise _Corrupt(f"{what} runs past the end of the file")
+        return bytes(self.buf[s + 4 : s + 4 + min(length, limit)]).decode("utf-8", "replace")
+
+
+def _op_name(code: int) -> str:
+    return BUILTIN_OPS[code] if 0 <= code < len(BUILTIN_OPS) else f"BUILTIN_{code}"
+
+
+def _read_tflite(buf) -> tuple[int, tuple[str, ...], int, int, str, list[str]]:
+    """(version, op names, subgraphs, operators, description, refused ops) of a TFLite flatbuffer."""
+    fb = _FlatBuffer(buf)
+    model = fb.table(fb.u32(0, "root offset"), "Model")
+    version = fb.scalar(model, 0, "<I", 0, "Model.version")
+    if version != TFLITE_SCHEMA_VERSION:
+        raise _Corrupt(f"schema version {version}, expected {TFLITE_SCHEMA_VERSION}")
+    codes = fb.tables(model, 1, "operator_codes")
+    names: list[str] = []
+    refused: list[str] = []
+    for i, oc in enumerate(codes):
+        what = f"operator_codes[{i}]"
+        deprecated = fb.scalar(oc, 0, "<b", 0, what)
+        builtin = fb.scalar(oc, 3, "<i", 0, what)
+        code = max(int(deprecated), int(builtin))  # as TFLite's GetBuiltinCode
+        if code < 0:
+            raise _Corrupt(f"{what} has a negative builtin code {code}")
+        custom = fb.string(oc, 1, what)
+        if code == CUSTOM_OP:
+            refused.append(repr(custom) if custom else "CUSTOM (unnamed)")
+        elif code in REFUSED_BUILTINS:
+            refused.append(_op_name(code))
+        names.append(_op_name(code))
+    subgraphs = fb.tables(model, 2, "subgraphs")
+    if not subgraphs:
+        raise _Corrupt("the model has no subgraph")
+    operators = 0
+    for s, sg in enumerate(subgraphs):
+        for k, op in enumerate(fb.tables(sg, 3, f"subgraphs[{s}].operators")):
+            index = fb.scalar(op, 0, "<I", 0, f"subgraphs[{s}].operators[{k}]")
+            if index >= len(codes):
+                raise _Corrupt(f"operator {k} of subgraph {s} uses operator code {index} of {len(codes)}")
+            operators += 1
+            if operators > MAX_TFLITE_ITEMS:
+                raise _Corrupt(f"over {MAX_TFLITE_ITEMS} operators")
+    description = fb.string(model, 3, "description")
+    for b, buffer in enumerate(fb.tables(model, 4, "buffers")):
+        fb.vector(buffer, 0, 1, f"buffers[{b}].data")  # bounds-checked inside
+        offset = fb.scalar(buffer, 1, "<Q", 0, f"buffers[{b}]")
+        size = fb.scalar(buffer, 2, "<Q", 0, f"buffers[{b}]")
+        if offset > 1 and offset + size > fb.n:  # data stored after the flatbuffer (models over 2 GB)
+            raise _Corrupt(f"buffers[{b}] points at bytes {offset}..{offset + size} beyond the file")
+    return version, tuple(dict.fromkeys(names)), len(subgraphs), operators, description, refused
+
+
+def check_tflite_file(path: str | os.PathLike) -> TFLiteInfo:
+    """Check a ``.tflite`` file before any interpreter sees it.
+
+    Args:
+        path: the model file.
+
+    Returns:
+        A :class:`TFLiteInfo` (op names, subgraph and operator counts).
+
+    Raises:
+        InputError: missing, a folder, unreadable, under 8 bytes or over 512 MiB,
+            no ``TFL3`` identifier, a malformed or truncated flatbuffer, or a
+            custom op. Never any other exception.
+    """
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, expected a .tflite file")
+        size = path.stat().st_size
+        if size < MIN_TFLITE_BYTES:
+            raise InputError(f"{path}: only {size} bytes, too small to be a TFLite model (truncated?)")
+        if size > MAX_TFLITE_BYTES:
+            raise InputError(
+                f"{path}: {size / 2**20:.0f} MiB is over the {MAX_TFLITE_BYTES // 2**20} MiB limit for a TFLite model"
+            )
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head[4:8] != TFLITE_IDENTIFIER:
+                raise InputError(f"{path}: not a TFLite model (no 'TFL3' identifier at bytes 4..8)")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                version, ops, n_sub, n_ops, desc, refused = _read_tflite(buf)
+    except InputError:
+        raise
+    except _Corrupt as exc:
+        raise InputError(f"{path}: corrupt or truncated TFLite file, cannot load it ({_short(exc)})") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read ({_short(exc)})") from None
+    if refused:
+        raise InputError(
+            f"{path}: uses custom op(s) {', '.join(sorted(set(refused)))[:200]}; only builtin TFLite ops are accepted "
+            "(convert without allow_custom_ops or SELECT_TF_OPS)"
+        )
+    return TFLiteInfo(path, size, version, ops, n_sub, n_ops, desc)
+
+
+# ----------------------------------------------------------------------------- Keras
+
+def _refuse(path: Path, reason: str) -> InputError:
+    return InputError(f"{path}: cannot load the Keras model, refused: {reason}")
+
+
+def _check_member_name(path: Path, name: str) -> None:
+    shown = _short(repr(name), 80)
+    if "\x00" in name or "\\" in name:
+        raise _refuse(path, f"zip member {shown} has a NUL or backslash in its name")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise _refuse(path, f"zip member {shown} has an absolute path")
+    parts = name.split("/")
+    if ".." in parts or "." in parts:
+        raise _refuse(path, f"zip member {shown} has a '..' or '.' path component")
+    if name in KERAS_MEMBERS:
+        return
+    if len(parts) >= 2 and parts[0] == KERAS_ASSETS.rstrip("/") and all(parts[1:-1]):
+        return  # assets/ and files or folders under it
+    raise _refuse(
+        path, f"unexpected zip member {shown} (a .keras file holds only {', '.join(KERAS_MEMBERS[:3])} and assets/)"
+    )
+
+
+def _scan_zip(path: Path, zf: zipfile.ZipFile) -> dict[str, bytes]:
+    """Check names, sizes and ratios, stream every member; return the JSON members' bytes."""
+    infos = zf.infolist()
+    if len(infos) > MAX_KERAS_MEMBERS:
+        raise _refuse(path, f"{len(infos)} zip members (limit {MAX_KERAS_MEMBERS})")
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        _check_member_name(path, name)
+        if name in seen:
+            raise _refuse(path, f"zip member {name!r} appears twice")
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise _refuse(path, f"zip member {name!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _refuse(path, f"zip member {name!r} uses compression method {info.compress_type} "
+                                "(Keras writes stored or deflated members)")  # fmt: skip
+        total += info.file_size
+        if total > MAX_KERAS_UNCOMPRESSED:
+            raise _refuse(path, f"the zip declares over {MAX_KERAS_UNCOMPRESSED // 2**30} GiB uncompressed "
+                                f"({name!r} alone {info.file_size:,} bytes): a zip bomb?")  # fmt: skip
+        if info.file_size > 2**20 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise _refuse(path, f"zip member {name!r} expands {info.file_size:,} bytes from "
+                                f"{info.compress_size:,} (over {MAX_COMPRESSION_RATIO}:1): a zip bomb?")  # fmt: skip
+    if "config.json" not in seen:
+        raise _refuse(path, "no config.json in the archive (not a Keras 3 .keras file)")
+    limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES}
+    kept: dict[str, bytes] = {}
+    for info in infos:
+        name = info.filename
+        if name in limits and info.file_size > limits[name]:
+            raise _refuse(path, f"{name} declares {info.file_size:,} bytes (limit {limits[name]:,})")
+        count = 0
+        chunks: list[bytes] = []
+        head = b""
+        with zf.open(info) as fh:  # streamed: the CRC is checked at the end
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    break
+                count += len(block)
+                if count > info.file_size:
+                    raise _refuse(path, f"zip member {name!r} holds more than the {info.file_size:,} bytes it declares")
+                if len(head) < 8:
+                    head += block[: 8 - len(head)]
+                if name in limits:
+                    chunks.append(block)
+        if count != info.file_size:
+            raise _refuse(path, f"zip member {name!r} holds {count:,} bytes, not the {info.file_size:,} it declares")
+        if name == "model.weights.h5" and head != HDF5_SIGNATURE:
+            raise _refuse(path, "model.weights.h5 is not an HDF5 file")
+        if name in limits:
+            kept[name] = b"".join(chunks)
+    return kept
+
+
+def _parse_json(path: Path, name: str, raw: bytes):
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = f"{name} is not valid JSON: {_short(exc, 120)}"
+        raise InputError(f"{path}: cannot load the Keras model ({reason})") from None
+
+
+def _object_problem(obj: dict) -> str | None:
+    """Why a serialized Keras object (a dict with ``class_name``) is refused, or None."""
+    cls = obj.get("class_name")
+    if not isinstance(cls, str) or not cls:
+        return f"an object with class_name {_short(repr(cls), 60)}"
+    module = obj.get("module")
+    registered = obj.get("registered_name")
+    label = f"{module}.{cls}" if module else cls
+    if cls in REFUSED_CLASSES:
+        return f"{_short(label, 80)} is {REFUSED_CLASSES[cls]}"
+    if registered is not None and not isinstance(registered, str):
+        return f"{_short(label, 80)} has a non-string registered_name"
+    if isinstance(registered, str) and ">" in registered and not registered.startswith(KDTOOL_REGISTERED_PREFIX):
+        return f"{_short(label, 80)} is a custom object registered as {_short(repr(registered), 60)}, not kdtool's"
+    if module is None:
+        if cls in KERAS_VALUE_CLASSES or (registered or "").startswith(KDTOOL_REGISTERED_PREFIX):
+            return None
+        return f"class {_short(repr(cls), 60)} has no module (a custom class defined in a script?)"
+    if not isinstance(module, str):
+        return f"{_short(repr(cls), 60)} has a non-string module"
+    if module == "keras" or module.startswith("keras."):
+        return None
+    if module == "builtins" and cls == "function":  # a Keras built-in function by name ("relu")
+        return None
+    if (module == "kdtool" or module.startswith("kdtool.")) and (registered or "").startswith(KDTOOL_REGISTERED_PREFIX):
+        return None
+    return f"class {_short(label, 80)} is neither a Keras built-in nor one of kdtool's registered layers"
+
+
+def _walk_config(path: Path, config) -> list[str]:
+    """Refuse any disallowed object anywhere in the config; return the sorted distinct class labels."""
+    classes: set[str] = set()
+    stack = [config]
+    visited = 0
+    while stack:
+        node = stack.pop()
+        visited += 1
+        if visited > MAX_CONFIG_OBJECTS:
+            raise _refuse(path, f"config.json has over {MAX_CONFIG_OBJECTS:,} values")
+        if isinstance(node, dict):
+            if "class_name" in node:
+                problem = _object_problem(node)
+                if problem:
+                    name = node.get("name")
+                    if not isinstance(name, str) and isinstance(node.get("config"), dict):
+                        name = node["config"].get("name")
+                    where = f" (layer {_short(repr(name), 60)})" if isinstance(name, str) else ""
+                    raise _refuse(path, f"{problem}{where}; only built-in Keras layers and kdtool's own are accepted")
+                module = node.get("module")
+                if isinstance(module, str) and not node["class_name"].startswith("__"):
+                    classes.add(f"{module}.{node['class_name']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(classes)
+
+
+def check_keras_file(path: str | os.PathLike) -> dict:
+    """Pre-scan a ``.keras`` file before Keras opens it (see the module docstring for the rules).
+
+    Args:
+        path: the ``.keras`` file.
+
+    Returns:
+        ``{"members": [...], "uncompressed_bytes": int, "classes": ["keras.layers.Conv2D", ...],
+        "keras_version": str | None}``.
+
+    Raises:
+        InputError: one line naming the file, for a missing file, an HDF5 file, a
+            SavedModel folder, a corrupt or unsafe zip, or a disallowed class.
+            Never any other exception.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            raise InputError(f"{path}: a TensorFlow SavedModel folder; only .keras files are accepted")
+        raise InputError(f"{path}: is a directory, not a .keras file")
+    if suffix in (".h5", ".hdf5", ".keras_h5"):
+        raise InputError(f"{path}: HDF5 models are not accepted (legacy format); re-save it as .keras")
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        if suffix != ".keras":
+            raise InputError(
+                f"{path}: not a .keras model file (suffix {suffix or 'none'!r}); only .keras files are accepted"
+            )
+        size = path.stat().st_size
+        if size > MAX_KERAS_FILE_BYTES:
+            raise InputError(f"{path}: {size / 2**30:.1f} GiB is over the {MAX_KERAS_FILE_BYTES // 2**30} GiB limit")
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head == HDF5_SIGNATURE:
+            raise InputError(f"{path}: an HDF5 file named .keras; HDF5 models are not accepted, re-save it as .keras")
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"{path}: corrupt .keras file (not a zip archive)")
+        with zipfile.ZipFile(path) as zf:
+            kept = _scan_zip(path, zf)
+            members = [i.filename for i in zf.infolist()]
+            total = sum(i.file_size for i in zf.infolist())
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile/zlib raise many types (BadZipFile, zlib.error, EOFError...)
+        raise InputError(f"{path}: corrupt .keras file ({type(exc).__name__}: {_short(exc, 160)})") from None
+    config = _parse_json(path, "config.json", kept["config.json"])
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise InputError(f"{path}: cannot load the Keras model (config.json does not describe a Keras object)")
+    keras_version = None
+    if "metadata.json" in kept:
+        meta = _parse_json(path, "metadata.json", kept["metadata.json"])
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: cannot load the Keras model (metadata.json is not a JSON object)")
+        v = meta.get("keras_version")
+        keras_version = v if isinstance(v, str) else None
+    classes = _walk_config(path, config)
+    return {"members": members, "uncompressed_bytes": total, "classes": classes, "keras_version": keras_version}
