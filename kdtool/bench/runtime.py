@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
 import json
 import os
@@ -48,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kdtool import safety
+from kdtool.data import sha256_file
 from kdtool.errors import InputError, RuntimeFailure
 
 MAX_MODEL_BYTES = safety.MAX_TFLITE_BYTES
@@ -398,15 +398,6 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Heartbeat bytes the child writes to its stdout: a stage letter, or "." for progress within it.
 STAGES = {"S": "starting", "L": "loading the model", "T": "timing invokes", "A": "running the split",
           "P": "classifying the images"}  # fmt: skip
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def written_by_kdtool(path: str | Path) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -36,7 +35,7 @@ import click
 import numpy as np
 
 from kdtool import __version__
-from kdtool.data import FData, atomic_write_text, load_fdata
+from kdtool.data import FData, atomic_write_text, load_fdata, sha256_file
 from kdtool.errors import InputError, RuntimeFailure
 
 SUMMARY_COLUMNS = [
@@ -127,14 +126,6 @@ class DistillConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _versions() -> dict:
     import keras

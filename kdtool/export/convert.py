@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from kdtool.data import FData, atomic_write_bytes, atomic_write_text, stratified_indices
+from kdtool.data import FData, atomic_write_bytes, atomic_write_text, sha256_file, stratified_indices
 from kdtool.errors import InputError, RuntimeFailure, require_train_extra
 from kdtool.export.modes import QUANT_MODES
 
@@ -94,15 +94,6 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 # ----------------------------------------------------------------------------- loading
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def check_model_path(path: str | os.PathLike) -> Path:
     """Refuse anything but a safe ``.keras`` zip file, in one line (InputError).
