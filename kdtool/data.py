@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from kdtool.errors import InputError
+from kdtool.errors import InputError, RuntimeFailure
 
 SPLITS = ("train", "val", "test")
 _CHUNK = 4096
@@ -371,6 +371,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to ``path`` atomically: temp file in the same folder, fsync, rename.
 
     A failure (full disk, kill) leaves any previous file untouched and no temp file.
+
+    Raises:
+        RuntimeFailure: one line naming the file when the disk is full or the folder
+            is not writable (exit code 1).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -380,9 +384,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise RuntimeFailure(f"{path}: cannot write ({exc.strerror or exc}); the previous file is untouched") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

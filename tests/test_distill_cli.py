@@ -166,3 +166,37 @@ def test_dermamnist_conversion_and_checksum(tmp_path):
     np.savez(bad, train_images=arrays["train_images"])
     result = CliRunner().invoke(main, ["data", "dermamnist", "--npz", str(bad), "--out", str(tmp_path / "G")])
     assert result.exit_code == 2 and "missing array 'train_labels'" in result.output
+
+
+def test_same_seed_same_weights(tmp_path):
+    import keras
+
+    data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
+    weights = []
+    for run in ("a", "b"):
+        args = ["distill", "--data", str(data), "--out", str(tmp_path / run), "--teachers", "", "--augment",
+                "--balance", "weights", *TINY]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        weights.append(keras.saving.load_model(tmp_path / run / "student_alone.keras", safe_mode=True).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):
+    import errno
+    import os as os_module
+
+    data, out, args, _ = finished_run
+    before = {p: p.read_bytes() for p in (out / "run.json", out / "summary.csv")}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os_module, "fsync", full)
+    result = CliRunner().invoke(main, [*args, "--fresh"])
+    assert result.exit_code == 1, result.output
+    assert "run.json: cannot write (No space left on device)" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]

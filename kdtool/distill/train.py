@@ -481,7 +481,10 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     from kdtool.errors import require_train_extra
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    require_train_extra("kdtool distill")
+    tf = require_train_extra("kdtool distill")
+    # --seed makes a run repeatable on the same machine and versions: seeded weights, batches and
+    # views, plus deterministic op kernels (run.json records versions and device to explain a difference).
+    tf.config.experimental.enable_op_determinism()
     run = Run(cfg, fd, fresh)
     if run.doc["data"]["synthetic"]:
         run.warn(f"{fd.root} is SYNTHETIC data: use it to try the pipeline, never quote its accuracy")
