@@ -200,14 +200,19 @@ class _FlatBuffer:
     def indirect(self, pos: int, what: str) -> int:
         return pos + self.u32(pos, what)
 
-    def vector(self, table: int, index: int, elem_size: int, what: str) -> tuple[int, int]:
-        """(offset of the first element, length) of a vector field; (0, 0) when absent."""
+    def vector(self, table: int, index: int, elem_size: int, what: str,
+               max_items: int | None = MAX_TFLITE_ITEMS) -> tuple[int, int]:
+        """(offset of the first element, length) of a vector field; (0, 0) when absent.
+
+        ``max_items`` bounds tables (operators, buffers); byte vectors (weights) pass None
+        and are bounded by the file size alone.
+        """
         pos = self.field(table, index, what)
         if pos is None:
             return 0, 0
         vec = self.indirect(pos, what)
         length = self.u32(vec, f"{what} length")
-        if length > MAX_TFLITE_ITEMS or vec + 4 + length * elem_size > self.n:
+        if (max_items is not None and length > max_items) or vec + 4 + length * elem_size > self.n:
             raise _Corrupt(f"{what} declares {length} entries, beyond the file")
         return vec + 4, length
 
@@ -267,7 +272,7 @@ def _read_tflite(buf) -> tuple[int, tuple[str, ...], int, int, str, list[str]]:
                 raise _Corrupt(f"over {MAX_TFLITE_ITEMS} operators")
     description = fb.string(model, 3, "description")
     for b, buffer in enumerate(fb.tables(model, 4, "buffers")):
-        fb.vector(buffer, 0, 1, f"buffers[{b}].data")  # bounds-checked inside
+        fb.vector(buffer, 0, 1, f"buffers[{b}].data", max_items=None)  # bounds-checked inside
         offset = fb.scalar(buffer, 1, "<Q", 0, f"buffers[{b}]")
         size = fb.scalar(buffer, 2, "<Q", 0, f"buffers[{b}]")
         if offset > 1 and offset + size > fb.n:  # data stored after the flatbuffer (models over 2 GB)

@@ -722,3 +722,17 @@ def test_child_ignores_modules_in_the_current_folder(good, tmp_path, monkeypatch
     _, foreign = _trusted_copy(good, tmp_path / "m")
     r = run_cli("bench", foreign, "--data", good.fdata, "--runs", 1, "--isolate")
     assert r.exit_code == 0, r.output
+
+
+def test_large_weight_buffers_pass_the_tflite_check(tmp_path):
+    """A real model with a weight tensor over a million bytes (a teacher's float32 file) is not 'corrupt'."""
+    import keras
+    import tensorflow as tf
+
+    from kdtool.safety import check_tflite_file
+
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(1024), keras.layers.Dense(3)])
+    path = tmp_path / "big.float32.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    info = check_tflite_file(path)
+    assert "FULLY_CONNECTED" in info.op_names
