@@ -62,7 +62,7 @@ def _import_tensorflow_quietly():
     import os
     import sys
 
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:
         return sys.modules["tensorflow"]
     try:
         sys.stderr.flush()

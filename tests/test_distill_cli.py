@@ -200,3 +200,11 @@ def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert {p: p.read_bytes() for p in before} == before
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_without_tensorflow_one_line_says_how_to_install(tiny_fdata, tmp_path):
+    code = ("import sys; sys.modules['tensorflow'] = None; from kdtool.cli import main; "
+            f"main(['distill', '--data', {str(tiny_fdata)!r}, '--out', {str(tmp_path / 'o')!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "pip install 'kdtool[train]'" in proc.stderr
