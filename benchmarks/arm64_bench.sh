@@ -96,8 +96,11 @@ rm -rf "$K"
 quiet "$PYTHON" -m pip install --no-deps --no-compile --target "$K" --root-user-action=ignore "$W"/whl/kdtool-*.whl
 
 # 5. Run. JSON to stdout unless the caller chose --json; KDTOOL_EMULATED=1 marks the results as emulated.
+# In-process by default: without binfmt, the emulated Python cannot exec the child process that
+# --isolate starts (Exec format error); qemu itself already keeps a crash away from the host.
 JSON=(--json -)
-for a in "$@"; do case $a in --json|--json=*) JSON=();; esac; done
+ISOLATE=(--no-isolate)
+for a in "$@"; do case $a in --json|--json=*) JSON=();; --isolate|--no-isolate) ISOLATE=();; esac; done
 exec env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$K:$T" \
   KDTOOL_EMULATED=1 qemu-aarch64-static -cpu "$CPU" -L "$R" "$R/usr/bin/python$PYV" \
-  -m kdtool bench "$MODEL" --data "$DATA" "${JSON[@]}" "$@"
+  -m kdtool bench "$MODEL" --data "$DATA" "${JSON[@]}" "${ISOLATE[@]}" "$@"
