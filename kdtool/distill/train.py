@@ -94,8 +94,8 @@ class DistillConfig:
     student_filters: tuple = (32, 64, 128)
     student_dense: int = 256
     student_dropout: float = 0.3
-    balance: str = "none"
-    augment: bool = False
+    balance: str = "weights"
+    augment: bool = True
     views: int = 4
     select_best: bool = True
     patience: int = 0
