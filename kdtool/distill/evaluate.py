@@ -24,8 +24,10 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     Returns:
         float32 (N, K) logits.
     """
-    out = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+    if len(x) <= batch_size:  # one eager call: predict()'s set-up costs more than it saves
+        return np.asarray(model(x, training=False), dtype=np.float32)
+    # compiled inference: about 2x faster than eager calls when caching teacher logits
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
