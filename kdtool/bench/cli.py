@@ -72,12 +72,7 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
     records = report.load_results(files)
     for rec, front in zip(records, report.pareto_flags(records)):
         rec["pareto"] = front
-    to_stdout = "-" in (json_path, csv_path)
-    click.echo(report.compare_table(records), err=to_stdout)
-    if json_path:
-        report.write_json(records, json_path)
-    if csv_path:
-        report.write_csv(records, csv_path)
+    _emit(report, records, report.compare_table(records), json_path, csv_path)
     if plot:
         _written, note = report.plot_pareto(records, report.pareto_path(out, json_path))
         click.echo(note, err=True)
@@ -202,12 +197,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
             _save_predictions(predictions_path, preds)
     for line in dict.fromkeys(notes):
         _note(line)
-    to_stdout = "-" in (json_path, csv_path)
-    click.echo(report.format_table(records), err=to_stdout)
-    if json_path:
-        report.write_json(records, json_path)
-    if csv_path:
-        report.write_csv(records, csv_path)
+    _emit(report, records, report.format_table(records), json_path, csv_path)
 
 
 def _save_predictions(path: str, preds: np.ndarray) -> None:
@@ -273,3 +263,12 @@ def predict_command(model, images, top, as_json, threads, isolate, timeout) -> N
     else:
         click.echo(format_predictions(results))
 
+
+
+def _emit(report, records: list, table: str, json_path, csv_path) -> None:
+    """Print the table (to stderr when JSON or CSV goes to stdout) and write --json/--csv."""
+    click.echo(table, err="-" in (json_path, csv_path))
+    if json_path:
+        report.write_json(records, json_path)
+    if csv_path:
+        report.write_csv(records, csv_path)

@@ -142,7 +142,7 @@ def load_keras_model(path: str | os.PathLike):
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - keras raises many types for a bad file
         text = " ".join(str(exc).split())
-        if "safe_mode" in text:  # Lambda / arbitrary code: say so, without keras' "pass safe_mode=False" advice
+        if "safe_mode" in text:  # Lambda / arbitrary code: say so, without keras' advice to switch safe mode off
             first = text.split(". ")[0].rstrip(".")
             raise InputError(f"{path}: cannot load the Keras model, refused by safe mode ({first[:240]})") from None
         raise InputError(f"{path}: cannot load the Keras model ({_one_line(exc)})") from None
