@@ -30,21 +30,21 @@ def _cmd(data: Path, out: Path) -> list[str]:
             "--student-dense", "16"]
 
 
-def _rows(path: Path) -> int:
+def _backed_up(folder: Path) -> int:
+    """Epochs the model's backup holds (state.json is written last, after the weights)."""
     try:
-        with open(path) as fh:
-            return max(0, sum(1 for _ in fh) - 1)
-    except OSError:
+        return int(json.loads((folder / "state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
         return 0
 
 
 def _start_and_interrupt(data, out, sig, model, epoch, timeout=300):
-    """Start the run; send ``sig`` once ``model`` has logged ``epoch`` epochs (the marker file)."""
+    """Start the run; send ``sig`` once ``model`` has backed up ``epoch`` epochs (the marker file)."""
     proc = subprocess.Popen(_cmd(data, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    marker = out / ".backup" / model / "epochs.csv"
+    marker = out / ".backup" / model
     deadline = time.monotonic() + timeout
-    while _rows(marker) < epoch and not (out / model / "metrics.json").exists():
+    while _backed_up(marker) < epoch and not (out / model / "metrics.json").exists():
         assert proc.poll() is None, f"run ended before the kill point:\n{proc.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "kill point never reached"
         time.sleep(0.005)
