@@ -208,3 +208,103 @@ def test_without_tensorflow_one_line_says_how_to_install(tiny_fdata, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'kdtool[train]'" in proc.stderr
+
+
+def _tiny_pretrained(input_shape, weights):
+    """A stand-in "ImageNet" backbone: tiny and seeded (weights are random, the phases are what is tested)."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tinynet_backbone")
+
+
+@pytest.fixture()
+def tinynet(monkeypatch):
+    from kdtool.distill.teachers import TEACHERS, TeacherSpec
+
+    monkeypatch.setitem(TEACHERS, "tinynet", TeacherSpec(_tiny_pretrained, "torch", 8, "test stand-in"))
+    return ["--teachers", "tinynet", "--image-size", "8", "--weights", "imagenet", "--batch-size", "16",
+            "--student-filters", "8,16", "--student-dense", "16", "--epochs", "1"]
+
+
+def _backbone_weights(model):
+    return [np.asarray(w) for w in model.get_layer("tinynet_backbone").get_weights()]
+
+
+def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401
+    from kdtool.distill.teachers import create_teacher
+
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    keras.utils.set_random_seed(42)
+    initial = _backbone_weights(create_teacher("tinynet", 3, (8, 8, 3), 8, "imagenet")[0])
+    runs = {}
+    for epochs in (1, 3):  # 1: head phase only; 3: head, then two whole-network epochs
+        out = tmp_path / f"run{epochs}"
+        result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
+                                           "--teacher-epochs", str(epochs), "--teacher-head-epochs", "1",
+                                           "--teacher-finetune-learning-rate", "1e-4"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "phase 1: head only (backbone frozen)" in result.output
+        runs[epochs] = out
+        rec = {m["name"]: m for m in json.loads((out / "run.json").read_text())["models"]}["teacher_tinynet"]
+        assert (rec["head_epochs"], rec["finetune_learning_rate"], rec["epochs"]) == (1, 1e-4, epochs)
+        with open(out / "teacher_tinynet" / "history.csv") as fh:
+            assert [int(r["epoch"]) for r in csv.DictReader(fh)] == list(range(1, epochs + 1))
+        assert not (out / ".backup").exists() or not any((out / ".backup").iterdir())
+    load = lambda out: keras.saving.load_model(out / "teacher_tinynet.keras", safe_mode=True)  # noqa: E731
+    head_only, finetuned = load(runs[1]), load(runs[3])
+    assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(head_only), initial))
+    assert not np.array_equal(head_only.get_layer("logits").get_weights()[0], 0)
+    assert any(not np.array_equal(a, b) for a, b in zip(_backbone_weights(finetuned), initial))
+
+
+def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    args = [a if a != "imagenet" else "none" for a in tinynet]
+    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "run"), *args,
+                                       "--teacher-epochs", "1", "--teacher-head-epochs", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "phase 1" not in result.output
+    rec = {m["name"]: m for m in json.loads((tmp_path / "run" / "run.json").read_text())["models"]}
+    assert rec["teacher_tinynet"]["head_epochs"] == 0
+
+
+def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tmp_path, tinynet):
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
+                                       "--teacher-epochs", "1", "--sweep-temperatures", "1,4",
+                                       "--sweep-alphas", "0.2,0.8"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "run.json").read_text())
+    students = {m["name"]: m for m in doc["models"] if m["role"] == "student"}
+    want = {f"student_tinynet_T{t}_a{a}": (float(t), float(a)) for t in (1, 4) for a in (0.2, 0.8)}
+    assert {n: (m["temperature"], m["alpha"]) for n, m in students.items()} == want
+    sweep = doc["sweep"]["teacher_tinynet"]
+    assert len(sweep["points"]) == 4
+    top = max(m["val"]["balanced_accuracy"] for m in students.values())
+    assert sweep["best"]["val_balanced_accuracy"] == top
+    assert students[sweep["best"]["name"]]["val"]["balanced_accuracy"] == top
+    assert (out / "sweep_tinynet.png").stat().st_size > 1000
+    assert f"best: {sweep['best']['name']}" in result.output
+    rerun = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
+                                      "--teacher-epochs", "1", "--sweep-temperatures", "1,4",
+                                      "--sweep-alphas", "0.2,0.8"], catch_exceptions=False)
+    assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 6, rerun.output
+
+
+@pytest.mark.parametrize("opt,message", [
+    (["--teacher-head-epochs", "6"], "--teacher-head-epochs must lie in [0, --teacher-epochs=5]"),
+    (["--sweep-alphas", "0.1,2"], "--sweep-alphas must lie in [0, 1]"),
+    (["--sweep-temperatures", "1,x"], "--sweep-temperatures must be comma-separated numbers"),
+    (["--teacher-finetune-learning-rate", "0"], "learning rates must be > 0"),
+])
+def test_bad_two_phase_and_sweep_options(tiny_fdata, tmp_path, opt, message):
+    result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

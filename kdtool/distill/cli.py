@@ -17,6 +17,13 @@ def _filters(value: str) -> tuple[int, ...]:
     return filters
 
 
+def _floats(option: str, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated numbers, got {value!r}") from None
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--data", default="FData", type=click.Path(file_okay=False), help="FData folder with X_/y_ {train,val,test}.npy.")
 @click.option("--out", default="models", type=click.Path(file_okay=False), help="Output folder (run.json, summary.csv, models). Re-running the same command here skips finished models.")
@@ -25,12 +32,16 @@ def _filters(value: str) -> tuple[int, ...]:
 @click.option("--weights", type=click.Choice(["auto", "imagenet", "none"]), default="auto", help="Teacher init: imagenet (fail if unavailable), auto (ImageNet, else random init with a warning), none (from scratch).")
 @click.option("--image-size", type=int, default=32, help="Side teachers resize images to inside the model (raised to each architecture's minimum, e.g. 71 for Xception).")
 @click.option("--epochs", type=int, default=20, help="Training epochs for every student (distilled and alone).")
-@click.option("--teacher-epochs", type=int, default=5, help="Fine-tuning epochs for each teacher.")
+@click.option("--teacher-epochs", type=int, default=5, help="Fine-tuning epochs for each teacher, head phase included.")
+@click.option("--teacher-head-epochs", type=int, default=0, help="Of --teacher-epochs, how many train only the new logits head with the pretrained backbone frozen, before the whole network is fine-tuned (0: whole network from the start; ignored for randomly initialised teachers).")
 @click.option("--batch-size", type=int, default=64, help="Batch size for teachers and students.")
 @click.option("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the students.")
-@click.option("--teacher-learning-rate", type=float, default=1e-3, help="Adam learning rate of the teachers (the whole network is fine-tuned).")
+@click.option("--teacher-learning-rate", type=float, default=1e-3, help="Adam learning rate of the teachers (the head phase, or all of fine-tuning without one).")
+@click.option("--teacher-finetune-learning-rate", type=float, default=None, help="After a head phase: Adam learning rate of the whole-network phase (default: --teacher-learning-rate).")
 @click.option("--alpha", type=float, default=0.3, help="Weight of the hard-label cross-entropy; 1-alpha weighs the soft KL term.")
 @click.option("--temperature", type=float, default=4.0, help="KD temperature T (soft targets softmax(z/T); KL term scaled by T^2).")
+@click.option("--sweep-temperatures", default="", help="Comma-separated temperatures to sweep, e.g. 1,2,4,8: one student per (T, alpha) pair and teacher; the best by validation balanced accuracy is reported, with a heatmap.")
+@click.option("--sweep-alphas", default="", help="Comma-separated alphas to sweep, e.g. 0.1,0.3,0.5 (with --sweep-temperatures or alone).")
 @click.option("--teacher-logits", type=click.Choice(["cached", "online"]), default="cached", help="cached: run each teacher once per training image; online: run the frozen teacher every step.")
 @click.option("--ensemble", is_flag=True, help="Also distil one student from the mean of all teachers' soft targets.")
 @click.option("--student-filters", default="32,64,128", help="Filters of the student's conv blocks.")
@@ -44,7 +55,7 @@ def _filters(value: str) -> tuple[int, ...]:
 @click.option("--seed", type=int, default=42, help="Random seed (all students start from the same weights).")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", help="tf.distribute strategy: auto (mirrored on >1 GPU), mirrored (all local GPUs, else logical CPUs), multiworker (TF_CONFIG).")
 @click.option("--fresh", is_flag=True, help="Retrain every model even if this --out holds finished ones.")
-def distill_command(list_teachers, fresh, student_filters, teachers, **options):
+def distill_command(list_teachers, fresh, student_filters, teachers, sweep_temperatures, sweep_alphas, **options):
     """Fine-tune teacher CNNs and distil each into a ~130k-parameter student.
 
     For every teacher: fine-tune it on the training split, cache its logits,
@@ -57,6 +68,9 @@ def distill_command(list_teachers, fresh, student_filters, teachers, **options):
     Example (a few minutes on a laptop CPU):
       kdtool data synthetic --out FData
       kdtool distill --data FData --teachers efficientnet_lite0 --epochs 3 --teacher-epochs 1
+    \b
+    Sweep T and alpha (one student per pair, teacher trained once):
+      kdtool distill --data FData --sweep-temperatures 1,4 --sweep-alphas 0.1,0.5 --out sweep
     """
     from kdtool.distill.teachers import TEACHERS, list_teachers as names, parse_teachers
 
@@ -67,5 +81,7 @@ def distill_command(list_teachers, fresh, student_filters, teachers, **options):
         return
     from kdtool.distill.train import DistillConfig, run_distill
 
-    cfg = DistillConfig(teachers=parse_teachers(teachers), student_filters=_filters(student_filters), **options)
+    cfg = DistillConfig(teachers=parse_teachers(teachers), student_filters=_filters(student_filters),
+                        temperatures=_floats("--sweep-temperatures", sweep_temperatures),
+                        alphas=_floats("--sweep-alphas", sweep_alphas), **options)
     run_distill(cfg, fresh=fresh)

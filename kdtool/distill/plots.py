@@ -76,3 +76,40 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
     ax.set_title(title)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_sweep(temperatures: Sequence[float], alphas: Sequence[float], scores: np.ndarray, path: Path,
+               title: str) -> None:
+    """Heatmap of validation balanced accuracy over the (temperature, alpha) sweep grid.
+
+    Args:
+        temperatures: row values (T).
+        alphas: column values (alpha, the hard-label weight).
+        scores: (len(temperatures), len(alphas)) array in [0, 1]; NaN where not run.
+        path: PNG to write.
+        title: figure title (the teacher).
+
+    Example:
+        >>> plot_sweep([1, 4], [0.1, 0.5], np.array([[.5, .6], [.55, .62]]), Path("s.png"), "t")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = np.asarray(scores, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(alphas) + 2.5, 0.8 * len(temperatures) + 1.8))
+    im = ax.imshow(scores * 100, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
+    ax.set_xlabel("alpha (hard-label weight)")
+    ax.set_ylabel("temperature T")
+    best = np.unravel_index(np.nanargmax(scores), scores.shape) if np.isfinite(scores).any() else None
+    for (i, j), v in np.ndenumerate(scores):
+        if np.isfinite(v):
+            ax.text(j, i, f"{100 * v:.1f}" + (" *" if best == (i, j) else ""), ha="center", va="center",
+                    color="white" if v < np.nanmean(scores) else "black", fontsize=9)
+    fig.colorbar(im, ax=ax, label="val balanced accuracy, %")
+    ax.set_title(title)
+    _save(fig, path)
+    plt.close(fig)

@@ -140,7 +140,8 @@ def create_teacher(
         dropout: dropout before the logits layer.
 
     Returns:
-        ``(model, info)``; info has ``weights`` (what was used), ``image_size`` and ``warning``.
+        ``(model, info)``; info has ``weights`` (what was used), ``image_size``, ``warning`` and
+        ``backbone`` (the name of the pretrained part's layer, frozen for head-only training).
 
     Raises:
         InputError: for an unknown name or weights choice.
@@ -167,4 +168,4 @@ def create_teacher(
         x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name=f"teacher_{name}")
-    return model, {"weights": used, "image_size": size, "warning": warning}
+    return model, {"weights": used, "image_size": size, "warning": warning, "backbone": backbone.name}

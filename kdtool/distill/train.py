@@ -57,10 +57,19 @@ class DistillConfig:
         weights: ``auto``, ``imagenet`` or ``none``.
         image_size: side teachers resize to (raised to each one's minimum).
         epochs: student epochs (distilled and alone).
-        teacher_epochs: teacher fine-tuning epochs.
+        teacher_epochs: teacher fine-tuning epochs in all (head phase included).
+        teacher_head_epochs: of those, epochs that train only the new logits head with the
+            pretrained backbone frozen (phase 1); the rest fine-tune the whole network at
+            ``teacher_finetune_learning_rate`` (phase 2). Skipped for randomly initialised teachers.
         batch_size: batch size for every model.
         learning_rate: student Adam learning rate.
-        teacher_learning_rate: teacher Adam learning rate (1e-3 fine-tunes ImageNet teachers best at 32 px).
+        teacher_learning_rate: teacher Adam learning rate (the head phase, or the whole
+            fine-tuning when there is none).
+        teacher_finetune_learning_rate: Adam learning rate of the whole-network phase after a
+            head phase (None: ``teacher_learning_rate``).
+        temperatures, alphas: sweep grids; when either is non-empty, each teacher gets one
+            student per (T, alpha) pair (the other defaults to ``temperature`` / ``alpha``),
+            and the pair with the best validation balanced accuracy is reported per teacher.
         alpha: CE weight in the KD loss.
         temperature: KD temperature.
         teacher_logits: ``cached`` or ``online``.
@@ -87,9 +96,13 @@ class DistillConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     teacher_learning_rate: float = 1e-3
+    teacher_head_epochs: int = 0
+    teacher_finetune_learning_rate: float | None = None
     alpha: float = 0.3
     temperature: float = 4.0
     teacher_logits: str = "cached"
+    temperatures: tuple = ()
+    alphas: tuple = ()
     ensemble: bool = False
     student_filters: tuple = (32, 64, 128)
     student_dense: int = 256
@@ -113,8 +126,15 @@ class DistillConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.teacher_epochs < 0:
             raise InputError(f"--teacher-epochs must be >= 0, got {self.teacher_epochs}")
-        if self.learning_rate <= 0 or self.teacher_learning_rate <= 0:
+        if not 0 <= self.teacher_head_epochs <= self.teacher_epochs:
+            raise InputError(f"--teacher-head-epochs must lie in [0, --teacher-epochs={self.teacher_epochs}], "
+                             f"got {self.teacher_head_epochs}")
+        finetune = self.teacher_finetune_learning_rate
+        if self.learning_rate <= 0 or self.teacher_learning_rate <= 0 or (finetune is not None and finetune <= 0):
             raise InputError("learning rates must be > 0")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas) or any(t <= 0 for t in self.temperatures):
+            raise InputError(f"--sweep-alphas must lie in [0, 1] and --sweep-temperatures be > 0, got "
+                             f"{list(self.alphas)} and {list(self.temperatures)}")
         if self.teacher_logits not in ("cached", "online"):
             raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
         if self.balance not in ("none", "weights", "sampling"):
@@ -215,7 +235,8 @@ class Run:
 
     def _config_doc(self) -> dict:
         cfg = dataclasses.asdict(self.cfg)
-        cfg["student_filters"] = list(cfg["student_filters"])
+        for key in ("student_filters", "temperatures", "alphas"):
+            cfg[key] = list(cfg[key])
         return cfg
 
     def _open(self, fresh: bool) -> None:
@@ -352,6 +373,7 @@ def _student(cfg: DistillConfig, fd: FData, name: str):
 
 
 def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
+    """Fine-tune one teacher: an optional head-only phase (backbone frozen), then the whole network."""
     import keras
 
     from kdtool.distill.teachers import create_teacher
@@ -360,34 +382,78 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
         model, info = create_teacher(name, fd.num_classes, fd.image_shape, cfg.image_size, cfg.weights)
-        lr = cfg.teacher_learning_rate
-        _compile_classifier(model, lr)
     if info["warning"]:
         run.warn(info["warning"])
+    # freezing a randomly initialised backbone would only train a linear probe on noise
+    head = cfg.teacher_head_epochs if info["weights"] != "none" else 0
+    lr = cfg.teacher_learning_rate
+    lr2 = (cfg.teacher_finetune_learning_rate or lr) if head else lr
+    plan = (f"{head} head epoch(s) at lr={lr:g}, then {cfg.teacher_epochs - head} at lr={lr2:g}" if head
+            else f"{cfg.teacher_epochs} epoch(s), lr={lr:g}")
     click.echo(f"  teacher {name}: {model.count_params():,} params, {info['image_size']}px, "
-               f"weights={info['weights']}, {cfg.teacher_epochs} epoch(s), lr={lr:g}")
+               f"weights={info['weights']}, {plan}")
     t0 = time.perf_counter()
-    history, best = {}, None
-    if cfg.teacher_epochs:
-        history, best = _fit(run, f"teacher_{name}", model, _batches(run, fd.x("train"), fd.onehot("train")),
-                       (fd.x("val"), fd.onehot("val")), cfg.teacher_epochs)
+    train = _batches(run, fd.x("train"), fd.onehot("train"))
+    val = (fd.x("val"), fd.onehot("val"))
+    history, best, head_history, head_best = {}, None, {}, None
+    backbone = model.get_layer(info["backbone"])
+    if head:
+        backbone.trainable = False
+        with strategy.scope():
+            _compile_classifier(model, lr)
+        click.echo("  phase 1: head only (backbone frozen)")
+        head_history, head_best = _fit(run, f"teacher_{name}.head", model, train, val, head)
+        backbone.trainable = True
+        if cfg.teacher_epochs > head:
+            click.echo("  phase 2: whole network")
+    if cfg.teacher_epochs > head:
+        with strategy.scope():
+            _compile_classifier(model, lr2)
+        history, best = _fit(run, f"teacher_{name}", model, train, val, cfg.teacher_epochs - head)
+    if head:
+        best = _keep_better_phase(run, model, name, head_history, head_best, history, best)
+        history = {k: list(head_history.get(k, [])) + list(history.get(k, []))
+                   for k in dict.fromkeys([*head_history, *history])}
     seconds = time.perf_counter() - t0
     return model, {"history": history, "seconds": seconds, "weights": info["weights"],
-                   "image_size": info["image_size"], "learning_rate": lr, "best_epoch": best}
+                   "image_size": info["image_size"], "learning_rate": lr, "head_epochs": head,
+                   "finetune_learning_rate": lr2 if head else None, "best_epoch": best}
+
+
+def _keep_better_phase(run: Run, model, name: str, head_history: dict, head_best: int | None,
+                       history: dict, best: int | None) -> int | None:
+    """After two phases, keep the head phase's best weights when they beat the whole-network phase."""
+    head = len(next(iter(head_history.values()), []))
+    if best is None:  # --last-epoch (both None), or no phase 2
+        return None if history else head_best
+    score1 = head_history.get("val_balanced_accuracy", [None] * head)[head_best - 1] if head_best else None
+    score2 = history.get("val_balanced_accuracy", [None] * best)[best - 1]
+    if score1 is not None and score2 is not None and score1 > score2:
+        import warnings
+
+        with warnings.catch_warnings():  # the file also holds the head phase's (smaller) optimizer state
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(run.out / ".backup" / f"teacher_{name}.head" / "best.weights.h5")
+        click.echo(f"  kept head-phase epoch {head_best}: it beat the whole-network phase on validation")
+        return head_best
+    return head + best
 
 
 def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
-            teacher_models: list, cached: tuple[np.ndarray, np.ndarray] | None):
+            teacher_models: list, cached: tuple[np.ndarray, np.ndarray] | None,
+            kd: tuple[float, float] | None = None):
     """Train one student: alone (no teacher), from cached logits, or online.
 
     With cached views (``run.views``), the student (the baseline too) trains on
     the same fixed augmented views; cached logits then have shape (K, N, C).
+    ``kd`` = (temperature, alpha) overrides the run's (a sweep point).
     """
     import keras
 
     from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
 
     cfg, fd = run.cfg, run.fd
+    temperature, alpha = kd or (cfg.temperature, cfg.alpha)
     x_tr, y_tr, x_va, y_va = fd.x("train"), fd.onehot("train"), fd.x("val"), fd.onehot("val")
     online = cfg.teacher_logits == "online"
     if run.views is not None and not (online and role != "baseline"):
@@ -399,7 +465,7 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
             _compile_classifier(student, cfg.learning_rate)
             trainer, y_fit, y_val = student, y_tr, y_va
         else:
-            trainer = Distiller(student, fd.num_classes, cfg.alpha, cfg.temperature,
+            trainer = Distiller(student, fd.num_classes, alpha, temperature,
                                 teachers=teacher_models if online else None)
             trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
             if online:
@@ -409,13 +475,14 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     fit_data = _batches(run, x_tr, y_fit)
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
-                  f"alpha={cfg.alpha:g}, T={cfg.temperature:g}"))
+                  f"alpha={alpha:g}, T={temperature:g}"))
     trainer(x_va[:1])  # build before restoring a backup
     history, best = _fit(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs)
     seconds = time.perf_counter() - t0
     return _finish_model(run, name, role, teacher_label, student, history, seconds,
                          {"teacher_logits": None if role == "baseline" else cfg.teacher_logits,
-                          "best_epoch": best})
+                          "temperature": None if role == "baseline" else temperature,
+                          "alpha": None if role == "baseline" else alpha, "best_epoch": best})
 
 
 def _batches(run: Run, x: np.ndarray, targets: np.ndarray):
@@ -496,7 +563,8 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
 
             run.views = make_views(fd.x("train"), cfg.views, cfg.seed)
         t_start = time.perf_counter()
-        total = 1 + 2 * len(cfg.teachers) + int(cfg.ensemble)
+        grid = sweep_grid(cfg)
+        total = 1 + (1 + len(grid)) * len(cfg.teachers) + int(cfg.ensemble)
         step = 0
 
         def stage(label: str) -> None:
@@ -519,19 +587,27 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             else:
                 teacher, info = _train_teacher(run, strategy, name)
                 _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
-                              info["seconds"], {"weights": info["weights"], "image_size": info["image_size"],
-                                                "learning_rate": info["learning_rate"],
-                                                "best_epoch": info["best_epoch"]})
+                              info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
+                                                                     "head_epochs", "finetune_learning_rate",
+                                                                     "best_epoch")})
+                from kdtool.distill.checkpoint import drop_backup
+
+                drop_backup(run.out / ".backup" / f"{tname}.head")
             teacher.trainable = False
-            need_cached = cfg.teacher_logits == "cached" and (not run.done(sname) or cfg.ensemble)
+            snames = {kd: student_name(name, kd, len(grid) > 1) for kd in grid}
+            need_cached = cfg.teacher_logits == "cached" and (
+                not all(run.done(s) for s in snames.values()) or cfg.ensemble)
             cached = _teacher_logits(teacher, run) if need_cached else None
             teacher_models.append(teacher)
             cached_all.append(cached)
-            stage(f"{sname}: distil from {tname}")
-            if run.done(sname):
-                click.echo("  already done, skipped")
-            else:
-                _distil(run, strategy, sname, "student", tname, [teacher], cached)
+            for kd, sname in snames.items():
+                stage(f"{sname}: distil from {tname}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if len(grid) > 1 else ""))
+                if run.done(sname):
+                    click.echo("  already done, skipped")
+                else:
+                    _distil(run, strategy, sname, "student", tname, [teacher], cached, kd)
+            if len(grid) > 1:
+                _report_sweep(run, name, snames)
         if cfg.ensemble:
             label = "+".join(f"teacher_{n}" for n in cfg.teachers)
             stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teachers")
@@ -561,6 +637,56 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     print_summary(rows)
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
     return rows
+
+
+def sweep_grid(cfg: DistillConfig) -> list[tuple[float, float]]:
+    """The (temperature, alpha) pairs each teacher's students train with (one pair without a sweep).
+
+    Example:
+        >>> sweep_grid(DistillConfig(temperatures=(2, 4)))
+        [(2.0, 0.3), (4.0, 0.3)]
+    """
+    temps = [float(t) for t in cfg.temperatures] or [float(cfg.temperature)]
+    alphas = [float(a) for a in cfg.alphas] or [float(cfg.alpha)]
+    return [(t, a) for t in dict.fromkeys(temps) for a in dict.fromkeys(alphas)]
+
+
+def student_name(teacher: str, kd: tuple[float, float], swept: bool) -> str:
+    """``student_<teacher>``, with ``_T<T>_a<alpha>`` appended for a sweep point.
+
+    Example:
+        >>> student_name("efficientnet_lite0", (4.0, 0.3), True)
+        'student_efficientnet_lite0_T4_a0.3'
+    """
+    return f"student_{teacher}" + (f"_T{kd[0]:g}_a{kd[1]:g}" if swept else "")
+
+
+def _report_sweep(run: Run, teacher: str, snames: dict) -> None:
+    """Pick the sweep point with the best validation balanced accuracy; run.json, table and heatmap."""
+    from kdtool.distill.plots import plot_sweep
+
+    temps = list(dict.fromkeys(kd[0] for kd in snames))
+    alphas = list(dict.fromkeys(kd[1] for kd in snames))
+    scores = np.full((len(temps), len(alphas)), np.nan)
+    points = []
+    for (t, a), sname in snames.items():
+        rec = run.done(sname)
+        score = rec["val"]["balanced_accuracy"]
+        scores[temps.index(t), alphas.index(a)] = score
+        points.append({"name": sname, "temperature": t, "alpha": a, "val_balanced_accuracy": score,
+                       "val_accuracy": rec["val"]["accuracy"],
+                       "val_melanoma_sensitivity": rec["val"].get("melanoma_sensitivity")})
+    best = max(points, key=lambda p: p["val_balanced_accuracy"])
+    run.doc.setdefault("sweep", {})[f"teacher_{teacher}"] = {"best": best, "points": points}
+    run.save()
+    plot_sweep(temps, alphas, scores, run.out / f"sweep_{teacher}.png", f"KD sweep, teacher_{teacher}")
+    click.echo(f"  sweep over {len(points)} (T, alpha) pairs for teacher_{teacher} (val balanced accuracy, %):")
+    click.echo("  " + "T \\ alpha".ljust(10) + "".join(f"{a:>8g}" for a in alphas))
+    for i, t in enumerate(temps):
+        click.echo("  " + f"{t:<10g}" + "".join(f"{100 * v:>8.1f}" for v in scores[i]))
+    click.echo(f"  best: {best['name']} (T={best['temperature']:g}, alpha={best['alpha']:g}, "
+               f"val balanced accuracy {100 * best['val_balanced_accuracy']:.1f}%); heatmap "
+               f"{run.out / f'sweep_{teacher}.png'}")
 
 
 def _install_signal_handlers() -> dict:
@@ -614,12 +740,13 @@ def print_summary(rows: list[dict]) -> None:
     def pct(v):
         return "   -" if v is None else f"{100 * v:5.1f}"
 
-    head = f"{'#':>2} {'name':<28} {'role':<9} {'params':>11} {'KB':>8} {'val acc':>7} {'bal acc':>7} " \
+    w = max([28, *(len(r["name"]) for r in rows)])
+    head = f"{'#':>2} {'name':<{w}} {'role':<9} {'params':>11} {'KB':>8} {'val acc':>7} {'bal acc':>7} " \
            f"{'mF1':>5} {'mel sens':>8} {'AUC':>5} {'test acc':>8} {'time s':>7}"
     click.echo("\n" + head)
     click.echo("-" * len(head))
     for r in rows:
-        click.echo(f"{r['rank']:>2} {r['name']:<28} {r['role']:<9} {r['params']:>11,} {r['size_bytes'] / 1024:>8.1f} "
+        click.echo(f"{r['rank']:>2} {r['name']:<{w}} {r['role']:<9} {r['params']:>11,} {r['size_bytes'] / 1024:>8.1f} "
                    f"{pct(r['val_accuracy']):>7} {pct(r['balanced_accuracy']):>7} {pct(r['macro_f1']):>5} "
                    f"{pct(r['melanoma_sensitivity']):>8} {pct(r['roc_auc']):>5} {pct(r['test_accuracy']):>8} "
                    f"{r['train_seconds']:>7.1f}")
