@@ -13,7 +13,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
 2. ``cost``: distillation cost. Wall seconds per epoch of the student alone, cached-logit KD and
    online KD (frozen teacher on every batch, as in the Keras example) with a small
    (EfficientNet-Lite0 at 32 px) and a large (Lite0 at 96 px) teacher, through kdtool's own
-   batches (``train._batches``), ``Distiller`` and logit caching (``train._teacher_logits``); the
+   batches (``train.training_batches``), ``Distiller`` and logit caching (``train.teacher_logits``); the
    configurations alternate epoch by epoch (interleaved rounds, the first one untimed) so that
    load from other jobs hits all of them; the median epoch is reported. Plus the one-off logit
    caching and the full-run ratio online / cached = N x online epoch / (caching + N x cached
@@ -402,10 +402,10 @@ class Harness:
                 "full_run_20_epochs_online_over_cached_large": big,
                 "full_run_at_least_4x_faster_than_online_large": big >= 4.0,
             },
-            "method": ("kdtool's own batches (train._batches: balancing, on-the-fly augmentation or fixed views), "
+            "method": ("kdtool's own batches (train.training_batches: balancing, on-the-fly augmentation or fixed views), "
                        "Distiller and compile settings; fit(epochs=1) per configuration in interleaved rounds "
                        "(order reversed every other round); round 1 untimed (graph tracing); median over the timed "
-                       "rounds. Logit caching (train._teacher_logits: every fixed view + val) is timed in the timed "
+                       "rounds. Logit caching (train.teacher_logits: every fixed view + val) is timed in the timed "
                        "rounds too; its cold first call is listed apart. With augmentation, cached KD and the "
                        "student alone train on fixed views made once by make_views (counted with the caching), "
                        "online KD augments every batch on the fly, as kdtool distill does. 'train' = the training "
@@ -425,7 +425,7 @@ class Harness:
         from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
         from kdtool.distill.student import build_student
         from kdtool.distill.teachers import create_teacher
-        from kdtool.distill.train import _batches, _teacher_logits  # the library's own data path
+        from kdtool.distill.train import teacher_logits, training_batches  # the library's own data path
 
         p, a = self.p, self.args
         k = sub.num_classes
@@ -444,7 +444,7 @@ class Harness:
 
         def cache(label):
             t0 = time.perf_counter()
-            got = _teacher_logits(teachers[label], run)
+            got = teacher_logits(teachers[label], run)
             cache_times[label].append(time.perf_counter() - t0)
             return got
 
@@ -485,15 +485,15 @@ class Harness:
         s = student()
         s.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=student_metrics())
-        configs["student_alone"] = (s, _batches(run, x_fit, y_fit), (x_va, y_va))
+        configs["student_alone"] = (s, training_batches(run, x_fit, y_fit), (x_va, y_va))
         d = Distiller(student(), k, cfg.alpha, cfg.temperature)
         d.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
-        configs["cached_kd"] = (d, _batches(run, x_fit, pack_targets(y_fit, cached_logits[0])),
+        configs["cached_kd"] = (d, training_batches(run, x_fit, pack_targets(y_fit, cached_logits[0])),
                                 (x_va, pack_targets(y_va, cached_logits[1])))
         for label in ("small", "large"):
             d = Distiller(student(), k, cfg.alpha, cfg.temperature, teachers=[teachers[label]])
             d.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
-            configs[f"online_kd_{label}"] = (d, _batches(run, x_tr, y_tr), (x_va, y_va))
+            configs[f"online_kd_{label}"] = (d, training_batches(run, x_tr, y_tr), (x_va, y_va))
         timers = {name: EpochTimer() for name in configs}
         rounds = 1 + p["cost_rounds"]
         for r in range(rounds):

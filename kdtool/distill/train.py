@@ -393,7 +393,7 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     click.echo(f"  teacher {name}: {model.count_params():,} params, {info['image_size']}px, "
                f"weights={info['weights']}, {plan}")
     t0 = time.perf_counter()
-    train = _batches(run, fd.x("train"), fd.onehot("train"))
+    train = training_batches(run, fd.x("train"), fd.onehot("train"))
     val = (fd.x("val"), fd.onehot("val"))
     history, best, head_history, head_best = {}, None, {}, None
     backbone = model.get_layer(info["backbone"])
@@ -472,7 +472,7 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
                 y_fit, y_val = y_tr, y_va
             else:
                 y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
-    fit_data = _batches(run, x_tr, y_fit)
+    fit_data = training_batches(run, x_tr, y_fit)
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={alpha:g}, T={temperature:g}"))
@@ -485,8 +485,17 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
                           "alpha": None if role == "baseline" else alpha, "best_epoch": best})
 
 
-def _batches(run: Run, x: np.ndarray, targets: np.ndarray):
-    """Training batches with the run's balancing and augmentation (views: x is (K, N, ...))."""
+def training_batches(run: Run, x: np.ndarray, targets: np.ndarray):
+    """Training batches with the run's balancing and augmentation.
+
+    Args:
+        run: the open run (its config gives batch size, balance, augment, seed).
+        x: float32 training images (N, H, W, 3), or fixed views (K, N, H, W, 3).
+        targets: (N, C) one-hot or packed KD targets, or (K, N, C) with views.
+
+    Returns:
+        A :class:`kdtool.distill.augment.TrainBatches` for ``fit``.
+    """
     from kdtool.distill.augment import TrainBatches, balanced_sampling_probs, class_weights
 
     cfg, fd = run.cfg, run.fd
@@ -513,8 +522,17 @@ def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> t
     return history, best
 
 
-def _teacher_logits(model, run: Run, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Cached teacher logits: train (N, C), or (K, N, C) over the run's fixed views; val (N, C)."""
+def teacher_logits(model, run: Run, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's logits, computed once for cached-logit KD.
+
+    Args:
+        model: a (frozen) teacher.
+        run: the open run (its data, and its fixed views when augmenting).
+        batch: prediction batch size.
+
+    Returns:
+        (train logits: (N, C), or (K, N, C) over the run's fixed views; val logits (N, C)).
+    """
     from kdtool.distill.evaluate import predict_logits
 
     fd = run.fd
@@ -597,7 +615,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             snames = {kd: student_name(name, kd, len(grid) > 1) for kd in grid}
             need_cached = cfg.teacher_logits == "cached" and (
                 not all(run.done(s) for s in snames.values()) or cfg.ensemble)
-            cached = _teacher_logits(teacher, run) if need_cached else None
+            cached = teacher_logits(teacher, run) if need_cached else None
             teacher_models.append(teacher)
             cached_all.append(cached)
             for kd, sname in snames.items():
