@@ -76,6 +76,9 @@ METRICS = [  # (summary.csv key, label)
     ("balanced_accuracy", "val bal acc"),
 ]
 
+# kdtool distill options the KD runs take from the command line when given (else distill's defaults)
+KD_OVERRIDES = ("balance", "augment", "teacher_head_epochs", "teacher_finetune_learning_rate", "temperature", "alpha")
+
 PRESETS = {
     "quick": {
         "teachers": ["efficientnet_lite0"], "seeds": [0, 1], "epochs": 4, "teacher_epochs": 1,
@@ -211,7 +214,7 @@ class Harness:
             "mode": self.mode,
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "data": self.data,
-            "settings": {**self.p, "image_size": args.image_size, "balance": args.balance, "augment": args.augment,
+            "settings": {**self.p, "image_size": args.image_size, **{k: getattr(args, k) for k in KD_OVERRIDES},
                          "small_teacher": [args.cost_teacher, args.small_size],
                          "large_teacher": [args.cost_teacher, args.large_size], "sections": self.sections},
             "notes": [],
@@ -223,7 +226,7 @@ class Harness:
     def kd_config(self, seed: int, out: Path, data: str | None = None, teachers=None):
         from kdtool.distill.train import DistillConfig
 
-        extra = {k: getattr(self.args, k) for k in ("balance", "augment") if getattr(self.args, k) is not None}
+        extra = {k: getattr(self.args, k) for k in KD_OVERRIDES if getattr(self.args, k) is not None}
         return DistillConfig(data=data or self.data, out=str(out), teachers=list(teachers or self.p["teachers"]),
                              epochs=self.p["epochs"], teacher_epochs=self.p["teacher_epochs"],
                              image_size=self.args.image_size, ensemble=self.p["ensemble"] if teachers is None else False,
@@ -814,6 +817,14 @@ def _gain(s: dict | None) -> str:
     return f"{100 * s['mean']:+.1f} ± {100 * s['std']:.1f}"
 
 
+def _head_phase(c: dict) -> str:
+    if not c.get("teacher_head_epochs"):
+        return ""
+    lr2 = c.get("teacher_finetune_learning_rate") or c["teacher_learning_rate"]
+    return (f" (first {c['teacher_head_epochs']} head-only at lr {c['teacher_learning_rate']:g}, then the whole "
+            f"network at lr {lr2:g})")
+
+
 def render_markdown(r: dict) -> str:
     m = r.get("machine", {})
     wall = r.get("wall_seconds") or 0
@@ -831,7 +842,8 @@ def render_markdown(r: dict) -> str:
         c = kd["config"]
         L += [f"## 1. KD gain (mean ± std over seeds {', '.join(map(str, kd['seeds']))})", "",
               f"`run_distill` per seed: teachers {', '.join(c['teachers'])} fine-tuned {c['teacher_epochs']} "
-              f"epoch(s) at {c['image_size']} px, students {c['epochs']} epochs, alpha {c['alpha']}, T "
+              f"epoch(s) at {c['image_size']} px"
+              f"{_head_phase(c)}, students {c['epochs']} epochs, alpha {c['alpha']}, T "
               f"{c['temperature']}, balance {c['balance']}, augment {c['augment']}"
               f"{' (' + str(c['views']) + ' fixed views)' if c['augment'] and c['views'] > 1 else ''}, select-best "
               f"{c['select_best']}, cached logits. Metrics in %, test split unless marked val.", "",
@@ -1052,6 +1064,12 @@ def main(argv=None) -> int:
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                     help="augmentation in the KD runs (default: kdtool distill's default)")
+    ap.add_argument("--teacher-head-epochs", type=int, default=None,
+                    help="of --teacher-epochs, head-only epochs (kdtool distill --teacher-head-epochs)")
+    ap.add_argument("--teacher-finetune-learning-rate", type=float, default=None,
+                    help="learning rate of the whole-network phase after a head phase")
+    ap.add_argument("--temperature", type=float, default=None, help="KD temperature (default: kdtool distill's)")
+    ap.add_argument("--alpha", type=float, default=None, help="KD alpha (default: kdtool distill's)")
     ap.add_argument("--cost-teacher", default="efficientnet_lite0", help="teacher timed in the cost section")
     ap.add_argument("--small-size", type=int, default=32)
     ap.add_argument("--large-size", type=int, default=96)
