@@ -201,14 +201,15 @@ def format_table(rows: Sequence[dict]) -> str:
     def pct(v):
         return f"{100 * v:6.2f}"
 
-    head = (f"{'model':<26} {'mode':<8} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
+    w = max([26, *(len(r["name"]) for r in rows)])
+    head = (f"{'model':<{w}} {'mode':<8} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
             f"{'bal K':>6} {'bal T':>6} {'F1 K':>6} {'F1 T':>6} {'agree':>6}  gate")
     lines = [head, "-" * len(head)]
     for r in rows:
         c = r["check"]
         ratio = r.get("ratio_to_float32")
         lines.append(
-            f"{r['name'][:26]:<26} {r['mode']:<8} {r['size_bytes'] / 1024:8.1f} "
+            f"{r['name']:<{w}} {r['mode']:<8} {r['size_bytes'] / 1024:8.1f} "
             f"{(f'{ratio:.2f}' if ratio else '-'):>5} {pct(c['keras']['accuracy'])} {pct(c['tflite']['accuracy'])} "
             f"{c['accuracy_drop']:+6.2f} {pct(c['keras']['balanced_accuracy'])} {pct(c['tflite']['balanced_accuracy'])} "
             f"{pct(c['keras']['macro_f1'])} {pct(c['tflite']['macro_f1'])} {pct(c['agreement'])}  "
@@ -222,10 +223,11 @@ def format_table(rows: Sequence[dict]) -> str:
 def format_recall_table(rows: Sequence[dict], class_names: Sequence[str]) -> str:
     """Per-class recall drop (points, Keras - TFLite) for each exported file."""
     cols = [str(c)[:7] for c in class_names]
-    head = f"{'recall drop (pts)':<35} " + " ".join(f"{c:>7}" for c in cols)
+    w = max([35, *(len(f"{r['name']}.{r['mode']}") for r in rows)])
+    head = f"{'recall drop (pts)':<{w}} " + " ".join(f"{c:>7}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
         drops = r["check"]["per_class_recall_drop"]
-        label = f"{r['name']}.{r['mode']}"[:35]
-        lines.append(f"{label:<35} " + " ".join(f"{drops[c]:+7.1f}" for c in class_names))
+        label = f"{r['name']}.{r['mode']}"
+        lines.append(f"{label:<{w}} " + " ".join(f"{drops[c]:+7.1f}" for c in class_names))
     return "\n".join(lines)
