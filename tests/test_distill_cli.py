@@ -308,3 +308,19 @@ def test_bad_two_phase_and_sweep_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_better_head_phase_wins(tmp_path):
+    from kdtool.distill.train import _keep_better_phase
+
+    model = _tiny_pretrained((8, 8, 3), None)
+    saved = [w.copy() for w in model.get_weights()]
+    (tmp_path / "head").mkdir()
+    model.save_weights(tmp_path / "head" / "best.weights.h5")
+    model.set_weights([w + 1 for w in saved])
+    head_hist, hist = {"val_balanced_accuracy": [0.5, 0.7]}, {"val_balanced_accuracy": [0.6, 0.65, 0.4]}
+    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 2  # head epoch 2 wins
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved))
+    hist["val_balanced_accuracy"][1] = 0.8
+    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 4  # phase 2's epoch 2
+    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, None, {}, None) is None

@@ -402,7 +402,8 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
         with strategy.scope():
             _compile_classifier(model, lr)
         click.echo("  phase 1: head only (backbone frozen)")
-        head_history, head_best = _fit(run, f"teacher_{name}.head", model, train, val, head)
+        # inside the teacher's own backup folder: dropped with it once the teacher is saved
+        head_history, head_best = _fit(run, f"teacher_{name}/head", model, train, val, head)
         backbone.trainable = True
         if cfg.teacher_epochs > head:
             click.echo("  phase 2: whole network")
@@ -411,7 +412,8 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
             _compile_classifier(model, lr2)
         history, best = _fit(run, f"teacher_{name}", model, train, val, cfg.teacher_epochs - head)
     if head:
-        best = _keep_better_phase(run, model, name, head_history, head_best, history, best)
+        best = _keep_better_phase(model, run.out / ".backup" / f"teacher_{name}" / "head", head,
+                                  head_history, head_best, history, best)
         history = {k: list(head_history.get(k, [])) + list(history.get(k, []))
                    for k in dict.fromkeys([*head_history, *history])}
     seconds = time.perf_counter() - t0
@@ -420,20 +422,21 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
                    "finetune_learning_rate": lr2 if head else None, "best_epoch": best}
 
 
-def _keep_better_phase(run: Run, model, name: str, head_history: dict, head_best: int | None,
+def _keep_better_phase(model, head_backup: Path, head: int, head_history: dict, head_best: int | None,
                        history: dict, best: int | None) -> int | None:
-    """After two phases, keep the head phase's best weights when they beat the whole-network phase."""
-    head = len(next(iter(head_history.values()), []))
+    """After two phases, keep the head phase's best weights when they beat the whole-network phase.
+
+    Returns the kept epoch counted over both phases (None with ``--last-epoch``).
+    """
     if best is None:  # --last-epoch (both None), or no phase 2
         return None if history else head_best
-    score1 = head_history.get("val_balanced_accuracy", [None] * head)[head_best - 1] if head_best else None
-    score2 = history.get("val_balanced_accuracy", [None] * best)[best - 1]
-    if score1 is not None and score2 is not None and score1 > score2:
+    key = "val_balanced_accuracy"  # logged by BestOnValidation whenever a best epoch is kept
+    if head_best and head_history[key][head_best - 1] > history[key][best - 1]:
         import warnings
 
         with warnings.catch_warnings():  # the file also holds the head phase's (smaller) optimizer state
             warnings.simplefilter("ignore", UserWarning)
-            model.load_weights(run.out / ".backup" / f"teacher_{name}.head" / "best.weights.h5")
+            model.load_weights(head_backup / "best.weights.h5")
         click.echo(f"  kept head-phase epoch {head_best}: it beat the whole-network phase on validation")
         return head_best
     return head + best
@@ -582,6 +585,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             run.views = make_views(fd.x("train"), cfg.views, cfg.seed)
         t_start = time.perf_counter()
         grid = sweep_grid(cfg)
+        swept = len(grid) > 1
         total = 1 + (1 + len(grid)) * len(cfg.teachers) + int(cfg.ensemble)
         step = 0
 
@@ -608,23 +612,20 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
                               info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
                                                                      "head_epochs", "finetune_learning_rate",
                                                                      "best_epoch")})
-                from kdtool.distill.checkpoint import drop_backup
-
-                drop_backup(run.out / ".backup" / f"{tname}.head")
             teacher.trainable = False
-            snames = {kd: student_name(name, kd, len(grid) > 1) for kd in grid}
+            snames = {kd: student_name(name, kd, swept) for kd in grid}
             need_cached = cfg.teacher_logits == "cached" and (
                 not all(run.done(s) for s in snames.values()) or cfg.ensemble)
             cached = teacher_logits(teacher, run) if need_cached else None
             teacher_models.append(teacher)
             cached_all.append(cached)
             for kd, sname in snames.items():
-                stage(f"{sname}: distil from {tname}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if len(grid) > 1 else ""))
+                stage(f"{sname}: distil from {tname}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
                 if run.done(sname):
                     click.echo("  already done, skipped")
                 else:
                     _distil(run, strategy, sname, "student", tname, [teacher], cached, kd)
-            if len(grid) > 1:
+            if swept:
                 _report_sweep(run, name, snames)
         if cfg.ensemble:
             label = "+".join(f"teacher_{n}" for n in cfg.teachers)
