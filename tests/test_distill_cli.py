@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -94,6 +95,23 @@ def test_other_config_in_same_out_is_refused(finished_run):
     assert result.exit_code == 2
     assert "holds a run with a different configuration" in result.output
     assert (out / "summary.csv").read_bytes() == summary
+
+
+def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
+    """A run.json written before a setting existed counts as that setting's default, not as another run."""
+    _, out, args, _ = finished_run
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    doc = json.loads((older / "run.json").read_text())
+    del doc["config"]["lr_schedule"]  # as written by kdtool before --lr-schedule
+    (older / "run.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(main, [*args[:args.index("--out")], "--out", str(older),
+                                       *args[args.index("--out") + 2:]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done, skipped") == 6
+    result = CliRunner().invoke(main, [*args[:args.index("--out")], "--out", str(older),
+                                       *args[args.index("--out") + 2:], "--lr-schedule", "cosine"])
+    assert result.exit_code == 2 and "different configuration" in result.output
 
 
 @pytest.mark.parametrize("opt,message", [

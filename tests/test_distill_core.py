@@ -141,3 +141,38 @@ def test_imagenet_unavailable(monkeypatch):
         create_teacher("vgg16", 3, weights="imagenet")
     _, info = create_teacher("vgg16", 3, weights="auto")
     assert info["weights"] == "none" and "training from random init" in info["warning"]
+
+
+def _lr_now(opt) -> float:
+    lr = opt.learning_rate
+    return float(lr(opt.iterations) if callable(lr) else lr)
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes(tmp_path):
+    from kdtool.distill.checkpoint import fit_resumable
+    from kdtool.distill.train import make_optimizer
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 32)]
+
+    def model(schedule):
+        keras.utils.set_random_seed(0)
+        m = build_student((8, 8, 3), 3, filters=(4,), dense_units=0, dropout=0.0)
+        m.compile(optimizer=make_optimizer(1e-2, schedule, epochs=3, steps_per_epoch=4),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return m
+
+    assert _lr_now(model("constant").optimizer) == pytest.approx(1e-2)
+    m = model("cosine")
+    assert _lr_now(m.optimizer) == pytest.approx(1e-2)
+    fit_resumable(m, tmp_path / "a", x, y, 2, batch_size=8, verbose=0)  # "killed" after epoch 2 of 3
+    mid = _lr_now(m.optimizer)
+    assert 0 < mid < 1e-2
+    resumed = model("cosine")
+    resumed(x[:1])
+    fit_resumable(resumed, tmp_path / "a", x, y, 3, batch_size=8, verbose=0)
+    assert int(resumed.optimizer.iterations) == 12  # the schedule went on from step 8, not from 0
+    assert _lr_now(resumed.optimizer) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="constant, cosine"):
+        make_optimizer(1e-3, "step")

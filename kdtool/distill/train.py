@@ -45,6 +45,8 @@ SUMMARY_COLUMNS = [
     "test_melanoma_sensitivity", "test_melanoma_specificity", "test_roc_auc", "train_seconds",
 ]
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class DistillConfig:
@@ -80,6 +82,8 @@ class DistillConfig:
         augment: flips, 90-degree rotations, small shifts and colour jitter.
         views: with ``augment`` and cached logits, fixed augmented views per training image
             whose teacher logits are cached (the teacher runs ``views`` times per image).
+        lr_schedule: ``constant`` or ``cosine`` (each fit decays its learning rate to 0 over its
+            own epochs, per step), for teachers and students alike.
         select_best: keep each model's epoch with the best validation balanced accuracy.
         patience: with ``select_best``, stop after this many epochs without improvement (0: never).
         seed: random seed (same student initialisation for every student).
@@ -110,6 +114,7 @@ class DistillConfig:
     balance: str = "weights"
     augment: bool = True
     views: int = 4
+    lr_schedule: str = "constant"
     select_best: bool = True
     patience: int = 0
     seed: int = 42
@@ -139,6 +144,8 @@ class DistillConfig:
             raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
         if self.balance not in ("none", "weights", "sampling"):
             raise InputError(f"--balance must be none, weights or sampling, got {self.balance!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.views < 1 or self.patience < 0:
             raise InputError("--views must be >= 1 and --patience >= 0")
         if self.ensemble and len(self.teachers) < 2:
@@ -146,6 +153,14 @@ class DistillConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _config_dict(cfg: DistillConfig) -> dict:
+    """The config as run.json stores it (JSON types)."""
+    doc = dataclasses.asdict(cfg)
+    for key in ("student_filters", "temperatures", "alphas"):
+        doc[key] = list(doc[key])
+    return doc
+
 
 def _versions() -> dict:
     import keras
@@ -234,10 +249,7 @@ class Run:
         self._open(fresh)
 
     def _config_doc(self) -> dict:
-        cfg = dataclasses.asdict(self.cfg)
-        for key in ("student_filters", "temperatures", "alphas"):
-            cfg[key] = list(cfg[key])
-        return cfg
+        return _config_dict(self.cfg)
 
     def _open(self, fresh: bool) -> None:
         try:
@@ -249,8 +261,10 @@ class Run:
                 old = json.loads(self.path.read_text())
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.path}: unreadable run.json ({exc}); use --fresh or another --out") from None
-            same_cfg = {k: v for k, v in old.get("config", {}).items() if k not in ("out",)} == {
-                k: v for k, v in self._config_doc().items() if k not in ("out",)}
+            # a setting added to kdtool after that run was written counts as its default there
+            old_cfg = {**_config_dict(DistillConfig()), **old.get("config", {})}
+            same_cfg = {k: v for k, v in old_cfg.items() if k != "out"} == {
+                k: v for k, v in self._config_doc().items() if k != "out"}
             same_data = old.get("data", {}).get("fingerprint") == self.fd.fingerprint()
             if not (same_cfg and same_data):
                 what = "configuration" if not same_cfg else "data"
@@ -309,12 +323,39 @@ def _is_synthetic(fd: FData) -> bool:
         return False
 
 
-def _compile_classifier(model, lr: float):
+def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1):
+    """The Adam optimizer every kdtool model trains with.
+
+    Args:
+        learning_rate: the initial learning rate.
+        schedule: ``constant``, or ``cosine``: decay to 0 over ``epochs * steps_per_epoch`` steps.
+            The step count lives in the optimizer's state, which the per-epoch backups keep,
+            so a resumed fit continues the schedule where it stopped.
+        epochs: epochs of this fit.
+        steps_per_epoch: batches per epoch.
+
+    Returns:
+        A ``keras.optimizers.Adam``.
+
+    Example:
+        >>> opt = make_optimizer(1e-3, "cosine", epochs=20, steps_per_epoch=94)  # doctest: +SKIP
+    """
+    import keras
+
+    if schedule == "cosine":
+        steps = max(1, int(epochs) * int(steps_per_epoch))
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps))
+    if schedule != "constant":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1):
     import keras
 
     from kdtool.distill.distiller import student_metrics
 
-    model.compile(optimizer=keras.optimizers.Adam(lr),
+    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=student_metrics())
 
 
@@ -400,7 +441,7 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     if head:
         backbone.trainable = False
         with strategy.scope():
-            _compile_classifier(model, lr)
+            _compile_classifier(model, lr, cfg.lr_schedule, head, len(train))
         click.echo("  phase 1: head only (backbone frozen)")
         # inside the teacher's own backup folder: dropped with it once the teacher is saved
         head_history, head_best = _fit(run, f"teacher_{name}/head", model, train, val, head)
@@ -409,7 +450,7 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
             click.echo("  phase 2: whole network")
     if cfg.teacher_epochs > head:
         with strategy.scope():
-            _compile_classifier(model, lr2)
+            _compile_classifier(model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train))
         history, best = _fit(run, f"teacher_{name}", model, train, val, cfg.teacher_epochs - head)
     if head:
         best = _keep_better_phase(model, run.out / ".backup" / f"teacher_{name}" / "head", head,
@@ -451,8 +492,6 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     the same fixed augmented views; cached logits then have shape (K, N, C).
     ``kd`` = (temperature, alpha) overrides the run's (a sweep point).
     """
-    import keras
-
     from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
 
     cfg, fd = run.cfg, run.fd
@@ -462,15 +501,17 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     if run.views is not None and not (online and role != "baseline"):
         x_tr, y_tr = run.views, np.broadcast_to(y_tr, (run.views.shape[0], *y_tr.shape))
     t0 = time.perf_counter()
+    steps = -(-(x_tr.shape[1] if x_tr.ndim == 5 else x_tr.shape[0]) // cfg.batch_size)  # as TrainBatches
     with strategy.scope():
         student = _student(cfg, fd, name)
         if role == "baseline":
-            _compile_classifier(student, cfg.learning_rate)
+            _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, steps)
             trainer, y_fit, y_val = student, y_tr, y_va
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
                                 teachers=teacher_models if online else None)
-            trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
+            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, steps),
+                            metrics=student_metrics())
             if online:
                 y_fit, y_val = y_tr, y_va
             else:
