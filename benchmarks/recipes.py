@@ -45,6 +45,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                         ["--balance", "sampling", "--augment", "--views", "1", *_CONSTANT, "--epochs", "15"]),
     "cos_views4": ("4 fixed views, cosine lr decay, 15 epochs",
                    ["--balance", "weights", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
+    "cos_noaug": ("no augmentation, cosine lr decay, 15 epochs",
+                  ["--balance", "weights", "--no-augment", *_COSINE, "--epochs", "15"]),
     "cos_online": ("fresh augmentation, cosine lr decay, 15 epochs",
                    ["--balance", "weights", "--augment", "--views", "1", *_COSINE, "--epochs", "15"]),
     "cos_online_e30": ("fresh augmentation, cosine lr decay, 30 epochs",
