@@ -98,20 +98,29 @@ def test_other_config_in_same_out_is_refused(finished_run):
 
 
 def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
-    """A run.json written before a setting existed counts as that setting's default, not as another run."""
+    """A run.json written before --lr-schedule existed (constant learning rate) is that setting, not another run."""
     _, out, args, _ = finished_run
     older = tmp_path / "older"
     shutil.copytree(out, older)
     doc = json.loads((older / "run.json").read_text())
     del doc["config"]["lr_schedule"]  # as written by kdtool before --lr-schedule
     (older / "run.json").write_text(json.dumps(doc))
-    result = CliRunner().invoke(main, [*args[:args.index("--out")], "--out", str(older),
-                                       *args[args.index("--out") + 2:]], catch_exceptions=False)
+    rest = [*args[:args.index("--out")], "--out", str(older), *args[args.index("--out") + 2:]]
+    result = CliRunner().invoke(main, [*rest, "--lr-schedule", "constant"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.count("already done, skipped") == 6
-    result = CliRunner().invoke(main, [*args[:args.index("--out")], "--out", str(older),
-                                       *args[args.index("--out") + 2:], "--lr-schedule", "cosine"])
+    result = CliRunner().invoke(main, rest)  # today's default, cosine: not what that run did
     assert result.exit_code == 2 and "different configuration" in result.output
+
+
+def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
+    data, out, args, _ = finished_run
+    link = tmp_path / "same-data"
+    link.symlink_to(data.resolve(), target_is_directory=True)
+    i = args.index("--data")
+    result = CliRunner().invoke(main, [*args[:i + 1], str(link), *args[i + 2:]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done, skipped") == 6
 
 
 @pytest.mark.parametrize("opt,message", [

@@ -50,7 +50,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--balance", type=click.Choice(["none", "weights", "sampling"]), default="weights", help="Class imbalance: weights (class-weighted CE and KD terms), sampling (class-balanced batches), for teachers and students.")
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
 @click.option("--views", type=int, default=4, help="With --augment and cached logits: fixed augmented views per training image whose teacher logits are cached (the teacher runs this many times per image).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", help="Learning rate over each model's training: constant, or cosine decay to 0 by its last epoch.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine", help="Learning rate over each model's training: cosine decay to 0 by its last epoch (default: steadier across seeds, see benchmarks/recipes.md), or constant.")
 @click.option("--select-best/--last-epoch", "select_best", default=True, help="Keep each model's epoch with the best validation balanced accuracy, or the last epoch.")
 @click.option("--patience", type=int, default=0, help="With --select-best: stop a model after this many epochs without improvement (0: never).")
 @click.option("--seed", type=int, default=42, help="Random seed (all students start from the same weights).")

@@ -46,6 +46,10 @@ SUMMARY_COLUMNS = [
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
+# Settings added after run.json's config was first written, with the value that means "what kdtool did
+# before the setting existed": a run.json without the key matches that value, so re-running an older
+# folder still skips its finished models. A new setting must be added here.
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant"}
 
 
 @dataclass
@@ -114,7 +118,7 @@ class DistillConfig:
     balance: str = "weights"
     augment: bool = True
     views: int = 4
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     select_best: bool = True
     patience: int = 0
     seed: int = 42
@@ -261,10 +265,11 @@ class Run:
                 old = json.loads(self.path.read_text())
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.path}: unreadable run.json ({exc}); use --fresh or another --out") from None
-            # a setting added to kdtool after that run was written counts as its default there
-            old_cfg = {**_config_dict(DistillConfig()), **old.get("config", {})}
-            same_cfg = {k: v for k, v in old_cfg.items() if k != "out"} == {
-                k: v for k, v in self._config_doc().items() if k != "out"}
+            # a setting added to kdtool after that run was written counts as what kdtool did before it;
+            # the data are compared by fingerprint, not by the path they were given as
+            old_cfg = {**SETTINGS_BEFORE_THEY_EXISTED, **old.get("config", {})}
+            same_cfg = {k: v for k, v in old_cfg.items() if k not in ("out", "data")} == {
+                k: v for k, v in self._config_doc().items() if k not in ("out", "data")}
             same_data = old.get("data", {}).get("fingerprint") == self.fd.fingerprint()
             if not (same_cfg and same_data):
                 what = "configuration" if not same_cfg else "data"
