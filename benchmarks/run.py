@@ -843,7 +843,8 @@ def render_markdown(r: dict) -> str:
         L += [f"## 1. KD gain (mean ± std over seeds {', '.join(map(str, kd['seeds']))})", "",
               f"`run_distill` per seed: teachers {', '.join(c['teachers'])} fine-tuned {c['teacher_epochs']} "
               f"epoch(s) at {c['image_size']} px"
-              f"{_head_phase(c)}, students {c['epochs']} epochs, alpha {c['alpha']}, T "
+              f"{_head_phase(c)}, students {c['epochs']} epochs, learning rate "
+              f"{c.get('lr_schedule', 'constant')}, alpha {c['alpha']}, T "
               f"{c['temperature']}, balance {c['balance']}, augment {c['augment']}"
               f"{' (' + str(c['views']) + ' fixed views)' if c['augment'] and c['views'] > 1 else ''}, select-best "
               f"{c['select_best']}, cached logits. Metrics in %, test split unless marked val.", "",
