@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(ROOT), str(HERE)]  # kdtool from this checkout, and run.py's helpers
 
 from kdtool.data import atomic_write_text  # noqa: E402
 from run import machine_facts, machine_line, rnd, stats  # noqa: E402
@@ -164,7 +164,9 @@ def main(argv=None) -> int:
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+        seeds = []
+    if not seeds:
+        ap.error(f"--seeds must be one or more comma-separated integers, got {args.seeds!r}")
     t0 = time.perf_counter()
     docs = {v: {s: run_one(args.data, Path(args.root), v, args.teachers, s) for s in seeds} for v in variants}
     doc = {"command": " ".join(["python benchmarks/recipes.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -77,7 +77,8 @@ METRICS = [  # (summary.csv key, label)
 ]
 
 # kdtool distill options the KD runs take from the command line when given (else distill's defaults)
-KD_OVERRIDES = ("balance", "augment", "teacher_head_epochs", "teacher_finetune_learning_rate", "temperature", "alpha")
+KD_OVERRIDES = ("balance", "augment", "teacher_head_epochs", "teacher_finetune_learning_rate", "temperature", "alpha",
+                "lr_schedule")
 
 PRESETS = {
     "quick": {
@@ -1071,6 +1072,8 @@ def main(argv=None) -> int:
                     help="learning rate of the whole-network phase after a head phase")
     ap.add_argument("--temperature", type=float, default=None, help="KD temperature (default: kdtool distill's)")
     ap.add_argument("--alpha", type=float, default=None, help="KD alpha (default: kdtool distill's)")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                    help="Learning-rate schedule of the KD runs (default: kdtool distill's)")
     ap.add_argument("--cost-teacher", default="efficientnet_lite0", help="teacher timed in the cost section")
     ap.add_argument("--small-size", type=int, default=32)
     ap.add_argument("--large-size", type=int, default=96)

@@ -47,8 +47,14 @@ def test_render_has_one_row_per_variant_and_model(recipes):
     assert "| `views4` | teacher_x | 50.0 ± 0.0 | 70.0 ± 0.0 |" in md
 
 
-def test_unknown_variant_is_refused(recipes, capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["--variants", "nope"], "choose from: views4"),
+    (["--seeds", ","], "--seeds must be one or more comma-separated integers"),
+    (["--seeds", "a"], "--seeds must be one or more comma-separated integers"),
+])
+def test_bad_arguments_are_refused(recipes, capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as exc:
-        recipes.main(["--variants", "nope"])
+        recipes.main([*argv, "--json", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
     assert exc.value.code == 2
-    assert "choose from: views4" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written

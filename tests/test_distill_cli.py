@@ -93,8 +93,24 @@ def test_other_config_in_same_out_is_refused(finished_run):
     summary = (out / "summary.csv").read_bytes()
     result = CliRunner().invoke(main, [*args, "--alpha", "0.5"])
     assert result.exit_code == 2
-    assert "holds a run with a different configuration" in result.output
+    assert "holds a run with a different configuration (alpha: " in result.output
+    assert ", 0.5 now)" in result.output
     assert (out / "summary.csv").read_bytes() == summary
+
+
+def test_fresh_never_resumes_an_earlier_runs_backup(finished_run, tmp_path):
+    _, out, args, _ = finished_run
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    stale = other / ".backup" / "student_alone"
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
+    (stale / "epoch-1.weights.h5").write_bytes(b"weights of another configuration")
+    i = args.index("--out")
+    result = CliRunner().invoke(main, [*args[:i + 1], str(other), *args[i + 2:], "--fresh"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "resuming student_alone" not in result.output
+    assert not (stale / "state.json").exists()
 
 
 def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -260,19 +261,25 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"{self.out}: cannot create output folder ({exc.strerror})") from None
+        if fresh:  # epoch backups of an earlier run must not be resumed by a fresh one
+            shutil.rmtree(self.out / ".backup", ignore_errors=True)
         if self.path.exists() and not fresh:
             try:
                 old = json.loads(self.path.read_text())
+                if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                    raise ValueError("not a kdtool run record")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{self.path}: unreadable run.json ({exc}); use --fresh or another --out") from None
             # a setting added to kdtool after that run was written counts as what kdtool did before it;
             # the data are compared by fingerprint, not by the path they were given as
             old_cfg = {**SETTINGS_BEFORE_THEY_EXISTED, **old.get("config", {})}
-            same_cfg = {k: v for k, v in old_cfg.items() if k not in ("out", "data")} == {
-                k: v for k, v in self._config_doc().items() if k not in ("out", "data")}
-            same_data = old.get("data", {}).get("fingerprint") == self.fd.fingerprint()
-            if not (same_cfg and same_data):
-                what = "configuration" if not same_cfg else "data"
+            new_cfg = self._config_doc()
+            differ = [k for k in dict.fromkeys([*old_cfg, *new_cfg])
+                      if k not in ("out", "data") and old_cfg.get(k) != new_cfg.get(k)]
+            same_data = (old.get("data") or {}).get("fingerprint") == self.fd.fingerprint()
+            if differ or not same_data:
+                what = ("configuration (" + "; ".join(f"{k}: {old_cfg.get(k)!r} there, {new_cfg.get(k)!r} now"
+                                                       for k in differ[:3]) + ")") if differ else "data"
                 raise InputError(
                     f"{self.path}: this folder holds a run with a different {what}; "
                     "use another --out, or --fresh to retrain here"
