@@ -32,8 +32,10 @@ sys.path[:0] = [str(ROOT), str(HERE)]  # kdtool from this checkout, and run.py's
 from kdtool.data import atomic_write_text  # noqa: E402
 from run import machine_facts, machine_line, rnd, stats  # noqa: E402
 
-_CONSTANT = ["--lr-schedule", "constant"]
-_COSINE = ["--lr-schedule", "cosine"]
+# the teacher settings these variants were measured with (kdtool's defaults until the 96 px result)
+_TEACHER = ["--image-size", "32", "--temperature", "4", "--alpha", "0.3"]
+_CONSTANT = ["--lr-schedule", "constant", *_TEACHER]
+_COSINE = ["--lr-schedule", "cosine", *_TEACHER]
 VARIANTS = {  # name -> (what it is, kdtool distill options)
     "views4": ("4 fixed augmented views (cached-KD style), constant lr, 15 epochs",
                ["--balance", "weights", "--augment", "--views", "4", *_CONSTANT, "--epochs", "15"]),

@@ -18,7 +18,7 @@ from kdtool.cli import main
 
 pytest.importorskip("tensorflow")
 
-TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none",
+TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none", "--image-size", "32",
         "--student-filters", "8,16", "--student-dense", "16"]
 
 
@@ -38,7 +38,7 @@ def test_run_writes_everything(finished_run):
     _, out, _, output = finished_run
     doc = json.loads((out / "run.json").read_text())
     assert doc["status"] == "FINISHED"
-    assert doc["config"]["alpha"] == 0.3 and doc["config"]["teachers"] == ["vgg16", "resnet50"]
+    assert doc["config"]["alpha"] == 0.5 and doc["config"]["teachers"] == ["vgg16", "resnet50"]
     assert len(doc["data"]["fingerprint"]) == 64 and doc["versions"]["tensorflow"]
     names = {m["name"]: m for m in doc["models"]}
     assert set(names) == {"student_alone", "teacher_vgg16", "student_vgg16", "teacher_resnet50",
@@ -91,10 +91,10 @@ def test_rerun_skips_finished_models(finished_run):
 def test_other_config_in_same_out_is_refused(finished_run):
     data, out, args, _ = finished_run
     summary = (out / "summary.csv").read_bytes()
-    result = CliRunner().invoke(main, [*args, "--alpha", "0.5"])
+    result = CliRunner().invoke(main, [*args, "--alpha", "0.7"])
     assert result.exit_code == 2
     assert "holds a run with a different configuration (alpha: " in result.output
-    assert ", 0.5 now)" in result.output
+    assert ", 0.7 now)" in result.output
     assert (out / "summary.csv").read_bytes() == summary
 
 

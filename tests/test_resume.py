@@ -26,7 +26,7 @@ MODELS = ["student_alone", "teacher_vgg16", "student_vgg16", "teacher_efficientn
 def _cmd(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--out", str(out),
             "--teachers", "vgg16,efficientnet_lite0", "--weights", "none", "--epochs", str(EPOCHS),
-            "--teacher-epochs", str(TEACHER_EPOCHS), "--batch-size", "16", "--student-filters", "8,16",
+            "--teacher-epochs", str(TEACHER_EPOCHS), "--batch-size", "16", "--image-size", "32", "--student-filters", "8,16",
             "--student-dense", "16"]
 
 

@@ -99,7 +99,7 @@ class DistillConfig:
     out: str = "models"
     teachers: list = field(default_factory=lambda: ["efficientnet_lite0"])
     weights: str = "auto"
-    image_size: int = 32
+    image_size: int = 96
     epochs: int = 20
     teacher_epochs: int = 5
     batch_size: int = 64
@@ -107,8 +107,8 @@ class DistillConfig:
     teacher_learning_rate: float = 1e-3
     teacher_head_epochs: int = 0
     teacher_finetune_learning_rate: float | None = None
-    alpha: float = 0.3
-    temperature: float = 4.0
+    alpha: float = 0.5
+    temperature: float = 2.0
     teacher_logits: str = "cached"
     temperatures: tuple = ()
     alphas: tuple = ()
