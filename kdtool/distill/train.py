@@ -159,14 +159,6 @@ class DistillConfig:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _config_dict(cfg: DistillConfig) -> dict:
-    """The config as run.json stores it (JSON types)."""
-    doc = dataclasses.asdict(cfg)
-    for key in ("student_filters", "temperatures", "alphas"):
-        doc[key] = list(doc[key])
-    return doc
-
-
 def _versions() -> dict:
     import keras
     import tensorflow as tf
@@ -254,7 +246,10 @@ class Run:
         self._open(fresh)
 
     def _config_doc(self) -> dict:
-        return _config_dict(self.cfg)
+        cfg = dataclasses.asdict(self.cfg)
+        for key in ("student_filters", "temperatures", "alphas"):
+            cfg[key] = list(cfg[key])
+        return cfg
 
     def _open(self, fresh: bool) -> None:
         try:
@@ -513,22 +508,21 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     if run.views is not None and not (online and role != "baseline"):
         x_tr, y_tr = run.views, np.broadcast_to(y_tr, (run.views.shape[0], *y_tr.shape))
     t0 = time.perf_counter()
-    steps = -(-(x_tr.shape[1] if x_tr.ndim == 5 else x_tr.shape[0]) // cfg.batch_size)  # as TrainBatches
+    if role == "baseline" or online:
+        y_fit, y_val = y_tr, y_va
+    else:
+        y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
+    fit_data = training_batches(run, x_tr, y_fit)
     with strategy.scope():
         student = _student(cfg, fd, name)
         if role == "baseline":
-            _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, steps)
-            trainer, y_fit, y_val = student, y_tr, y_va
+            _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data))
+            trainer = student
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
                                 teachers=teacher_models if online else None)
-            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, steps),
+            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
                             metrics=student_metrics())
-            if online:
-                y_fit, y_val = y_tr, y_va
-            else:
-                y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
-    fit_data = training_batches(run, x_tr, y_fit)
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={alpha:g}, T={temperature:g}"))
