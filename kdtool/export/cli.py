@@ -26,7 +26,11 @@ from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
                    "file is still written but the command exits with code 3.")
 @click.option("--include-teachers", is_flag=True,
               help="Also export a run's teachers (and report each student's size against its teacher's float32 .tflite).")
-def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers):
+@click.option("--bias-correction/--no-bias-correction", default=True,
+              help="int8: measure the int8 model's mean logit error per class on the calibration (train) images "
+                   "and remove it from the output layer's bias, then convert again (the .keras file is not changed).")
+def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
+                   bias_correction):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -65,5 +69,6 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     if io_type is not None and "int8" not in modes:
         raise InputError("--io applies to int8 models only; add int8 to --quantize")
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
-                            io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers)
+                            io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
+                            bias_correction=bias_correction)
     export_models(model, options)

@@ -54,6 +54,8 @@ class ExportOptions:
         out: output folder; None = ``<run>/export`` or the .keras file's folder.
         max_drop: accuracy drop (points) above which the command exits 3.
         include_teachers: also export a run's teachers.
+        bias_correction: int8 only: remove the mean per-class logit error measured on the
+            calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
     """
 
     modes: list[str] = field(default_factory=lambda: ["int8"])
@@ -63,6 +65,7 @@ class ExportOptions:
     out: str | None = None
     max_drop: float = 1.0
     include_teachers: bool = False
+    bias_correction: bool = True
 
 
 @dataclass
@@ -126,6 +129,30 @@ def _sizes(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: dict[st
 def _keras_logits(model, x: np.ndarray) -> np.ndarray:
     with quiet():
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
+
+
+def _bias_corrected(model, converted: tuple[bytes, dict], representative, io: str) -> tuple[bytes, dict]:
+    from kdtool.export.bias import correct_output_bias  # noqa: PLC0415
+    from kdtool.export.check import run_tflite  # noqa: PLC0415
+
+    data, record = converted
+    data, correction = correct_output_bias(
+        model, data, representative,
+        convert=lambda: convert_model(model, "int8", representative, io),
+        keras_logits=lambda x: _keras_logits(model, x),
+        run_tflite=run_tflite)
+    return data, {**record, "bias_correction": correction}
+
+
+def _bias_note(record: dict) -> str:
+    correction = record.get("bias_correction")
+    if not correction:
+        return ""
+    if not correction["applied"]:
+        return f" (no bias correction: {correction['reason']})"
+    before = np.abs(correction["mean_error_before"]).max()
+    after = np.abs(correction["mean_error_after"]).max()
+    return f", output bias corrected (largest mean logit error {before:.3f} -> {after:.3f})"
 
 
 def export_models(target: str, options: ExportOptions) -> ExportResult:
@@ -195,8 +222,16 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
                 errors.append(exc.format_message())
                 click.secho(f"  error: {exc.format_message()}", fg="red", err=True)
                 continue
+            if mode == "int8" and options.bias_correction:
+                try:
+                    converted[mode] = _bias_corrected(model, converted[mode], representative, options.io)
+                except RuntimeFailure as exc:
+                    errors.append(exc.format_message())
+                    click.secho(f"  error: {exc.format_message()}", fg="red", err=True)
+                    del converted[mode]
+                    continue
             click.echo(f"  {mode:<8} converted in {time.perf_counter() - t0:5.1f} s, "
-                       f"{len(converted[mode][0]) / 1024:8.1f} KB")
+                       f"{len(converted[mode][0]) / 1024:8.1f} KB{_bias_note(converted[mode][1])}")
         f32 = len(converted["float32"][0]) if "float32" in converted else None
         if f32 is None and converted:  # for the size ratio only, not written
             try:
