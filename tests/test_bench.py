@@ -223,6 +223,18 @@ def test_bench_metrics_match_sklearn_with_an_absent_class(tiny, tmp_path):
         )
     assert rec["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     assert rec["melanoma_sensitivity"] == pytest.approx(rc[1])
+    mel_neg = y_true != 1
+    assert rec["melanoma_specificity"] == pytest.approx(float((y_pred[mel_neg] != 1).mean()))
+    # ROC-AUC from the softmax of the dequantized int8 outputs, against scikit-learn on the same probabilities
+    from kdtool.bench.evaluate import predict_proba
+    from kdtool.bench.runtime import load_model
+
+    probs = predict_proba(load_model(tiny.i8, select_runtime()), load_fdata(data).x("test"))
+    assert np.array_equal(probs.argmax(1), y_pred)
+    present = sorted(set(y_true.tolist()))
+    expected = np.mean([sk.roc_auc_score(y_true == c, probs[:, c]) for c in present])
+    assert rec["roc_auc_macro"] == pytest.approx(expected, abs=1e-6)
+    assert 0.0 <= rec["ece"] <= 1.0
     assert rec["latency_ms"] == dict.fromkeys(("min", "median", "mean", "std", "p90", "p99"))  # --runs 0
 
 
@@ -286,7 +298,7 @@ def test_json_keys_are_documented_and_stable(tiny, tmp_path):
     recs, r = bench_json(tiny, tmp_path, tiny.models)  # a folder: every *.tflite in it
     assert [x["model"] for x in recs] == ["tiny.float32.tflite", "tiny.int8.tflite"]
     keys = documented_keys()
-    assert len(keys) >= 39 and "melanoma_sensitivity" in keys
+    assert len(keys) >= 42 and "roc_auc_macro" in keys and "melanoma_sensitivity" in keys
     for rec in recs:
         assert list(rec) == keys  # same keys, same order, every time
         assert set(rec["latency_ms"]) == {"min", "median", "mean", "std", "p90", "p99"}

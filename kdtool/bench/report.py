@@ -25,6 +25,10 @@ class_names              K class names, in label order (from the data folder)
 accuracy                 top-1 accuracy, 0..1
 balanced_accuracy        mean recall over the classes present in the split
 melanoma_sensitivity     recall of the "mel"/"melanoma" class, null without one
+melanoma_specificity     fraction of non-melanoma images not called melanoma, null without one
+roc_auc_macro            one-vs-rest ROC-AUC from the softmax of the (dequantized) outputs,
+                         unweighted mean over the classes present (null if fewer than 2)
+ece                      expected calibration error of the top-1 probability (15 bins)
 macro                    {precision, recall, f1}: unweighted mean over all K classes
 weighted                 {precision, recall, f1}: mean weighted by support
 per_class                {class name: {precision, recall, f1, support}}
@@ -84,7 +88,7 @@ MAX_RESULT_BYTES = 64 * 2**20
 
 CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
-    "accuracy", "balanced_accuracy", "melanoma_sensitivity",
+    "accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "roc_auc_macro", "ece",
     "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1",
     "mean_confidence", "reference", "reference_agreement",
     "latency_min_ms", "latency_median_ms", "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_p99_ms",
@@ -143,15 +147,16 @@ def format_table(records: Sequence[dict]) -> str:
     if not records:
         return "(no models)"
     with_ref = any(r.get("reference") for r in records)
-    header = ["model", "mode", "size", "params", "acc", "bal.acc", "mel.sens", "median ms", "p90 ms", "img/s",
-              "init ms"] + (["ref.agree"] if with_ref else [])  # fmt: skip
+    header = ["model", "mode", "size", "params", "acc", "bal.acc", "F1", "mel.sens", "AUC", "median ms", "p90 ms",
+              "img/s", "init ms"] + (["ref.agree"] if with_ref else [])  # fmt: skip
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
         row = [
             r["model"], r.get("mode") or "-", fmt_bytes(r.get("size_bytes")), fmt_count(r.get("params")),
             _f(r.get("accuracy"), ".4f"), _f(r.get("balanced_accuracy"), ".4f"),
-            _f(r.get("melanoma_sensitivity"), ".4f"), _f(lat.get("median"), ".3f"), _f(lat.get("p90"), ".3f"),
+            _f((r.get("macro") or {}).get("f1"), ".4f"), _f(r.get("melanoma_sensitivity"), ".4f"),
+            _f(r.get("roc_auc_macro"), ".4f"), _f(lat.get("median"), ".3f"), _f(lat.get("p90"), ".3f"),
             _f(r.get("images_per_second"), ".1f"), _f(r.get("init_ms"), ".1f"),
         ]  # fmt: skip
         if with_ref:
