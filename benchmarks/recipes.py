@@ -53,6 +53,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                    ["--balance", "weights", "--augment", "--views", "1", *_COSINE, "--epochs", "15"]),
     "cos_online_e30": ("fresh augmentation, cosine lr decay, 30 epochs",
                        ["--balance", "weights", "--augment", "--views", "1", *_COSINE, "--epochs", "30"]),
+    "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
+                      ["--balance", "logit-adjust", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
 }
 METRICS = [("test", "accuracy", "test acc"), ("test", "balanced_accuracy", "test bal acc"),
            ("test", "macro_f1", "test macro-F1"), ("test", "melanoma_sensitivity", "test mel sens"),

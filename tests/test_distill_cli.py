@@ -226,6 +226,46 @@ def test_same_seed_same_weights(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monkeypatch):
+    from kdtool.distill import distiller, train
+
+    data = write_fdata(tmp_path / "FData", n=(40, 12, 12), class_names=["nv", "mel", "bcc"])
+    seen = {"compile": [], "batches": [], "distiller": []}
+
+    class SpyDistiller(distiller.Distiller):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["distiller"].append(self.logit_offset)
+
+    monkeypatch.setattr(distiller, "Distiller", SpyDistiller)
+    real_compile, real_batches = train._compile_classifier, train.training_batches
+
+    def spy_compile(model, *args, offset=None, **kwargs):
+        seen["compile"].append((model.name, offset))
+        return real_compile(model, *args, offset=offset, **kwargs)
+
+    def spy_batches(run, x, targets):
+        batches = real_batches(run, x, targets)
+        seen["batches"].append((batches.sample_weight, batches.sampling_probs))
+        return batches
+
+    monkeypatch.setattr(train, "_compile_classifier", spy_compile)
+    monkeypatch.setattr(train, "training_batches", spy_batches)
+    out = tmp_path / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16", "--balance", "logit-adjust",
+            "--no-augment", *TINY]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    prior = np.log(np.bincount(np.load(data / "y_train.npy").argmax(1), minlength=3) / 40)
+    # the teacher and the student alone compile with the log prior; the distilled student's Distiller holds it
+    assert len(seen["compile"]) == 2 and len(seen["distiller"]) == 1  # teacher, student alone; distilled student
+    for offset in [o for _, o in seen["compile"]] + seen["distiller"]:
+        np.testing.assert_allclose(offset, prior, rtol=1e-5)
+    assert all(w is None and p is None for w, p in seen["batches"])  # no class weights, no resampling
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["config"]["balance"] == "logit-adjust" and doc["status"] == "FINISHED"
+
+
 def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):
     import errno
     import os as os_module

@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from kdtool.distill.distiller import Distiller, pack_targets, student_metrics  # noqa: E402
-from kdtool.distill.losses import ensemble_logits, kd_loss  # noqa: E402
+from kdtool.distill.losses import ensemble_logits, kd_loss, log_prior, logit_adjusted_crossentropy  # noqa: E402
 from kdtool.distill.student import build_student  # noqa: E402
 from kdtool.distill.teachers import TEACHERS, create_teacher, list_teachers, parse_teachers  # noqa: E402
 from kdtool.errors import InputError, RuntimeFailure  # noqa: E402
@@ -33,6 +33,41 @@ def test_kd_loss_by_hand():
     # alpha = 1 is plain cross-entropy; identical logits give zero KL
     assert float(np.asarray(kd_loss(y, t, s, 1.0, T))[0]) == pytest.approx(ce, rel=1e-5)
     assert float(np.asarray(kd_loss(y, s, s, 0.0, T))[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_logit_adjustment_by_hand():
+    # train split with classes 0, 0, 0, 1 and an empty class 2 (counted as one image)
+    prior = log_prior(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(prior, np.log([3 / 5, 1 / 5, 1 / 5]), rtol=1e-6)
+    y = np.array([[0.0, 1.0, 0.0]], np.float32)
+    s = np.array([[1.0, 1.0, 0.0]], np.float32)
+    z = [1.0 + math.log(3 / 5), 1.0 + math.log(1 / 5), math.log(1 / 5)]  # the logits the CE term sees
+    expected = -(z[1] - math.log(sum(math.exp(v) for v in z)))
+    assert float(np.asarray(logit_adjusted_crossentropy(prior)(y, s))[0]) == pytest.approx(expected, rel=1e-5)
+    # in the KD loss the offset moves the hard-label term only: alpha = 1 is the adjusted CE,
+    # alpha = 0 ignores it, and a zero offset is the plain loss
+    t = np.array([[0.0, 2.0, 1.0]], np.float32)
+    assert float(np.asarray(kd_loss(y, t, s, 1.0, 2.0, prior))[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(np.asarray(kd_loss(y, t, s, 0.0, 2.0, prior))[0]) == pytest.approx(
+        float(np.asarray(kd_loss(y, t, s, 0.0, 2.0))[0]), rel=1e-6)
+    assert float(np.asarray(kd_loss(y, t, s, 0.5, 2.0, np.zeros(3, np.float32)))[0]) == pytest.approx(
+        float(np.asarray(kd_loss(y, t, s, 0.5, 2.0))[0]), rel=1e-6)
+    # a rare class's (adjusted) loss is larger: the model must push its raw logit further up
+    assert expected > -math.log(math.exp(1.0) / (2 * math.exp(1.0) + 1))
+
+
+def test_distiller_applies_the_logit_offset():
+    student = build_student((8, 8, 3), 3, filters=(4,), dense_units=0, dropout=0.0)
+    x = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+    teacher = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    offset = np.log(np.array([0.7, 0.2, 0.1], np.float32))
+    plain, adjusted = Distiller(student, 3, 1.0, 2.0), Distiller(student, 3, 1.0, 2.0, logit_offset=offset)
+    logits = student(x)
+    expected = np.asarray(logit_adjusted_crossentropy(offset)(y, logits)).mean()
+    got = float(adjusted.compute_loss(x, pack_targets(y, teacher), logits))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert abs(float(plain.compute_loss(x, pack_targets(y, teacher), logits)) - got) > 1e-3
 
 
 def test_ensemble_logits_average_soft_targets():

@@ -6,16 +6,59 @@
 factor keeps the soft term's gradients on the same scale as the hard term's
 when T changes.
 
+Logit adjustment (``--balance logit-adjust``; Menon et al., 2021, "Long-tail
+learning via logit adjustment"): the hard-label term becomes CE(y, softmax(s + log p)),
+with ``p`` the training split's class frequencies. The model learns logits ``s``
+whose argmax is the class-balanced decision, with no weighting of the loss.
+
 Example:
     >>> per_sample = kd_loss(y, teacher_logits, student_logits, alpha=0.3, temperature=4.0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 
-def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: float):
+def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """log of each class's frequency in ``labels`` (a class with no image counts as one).
+
+    Args:
+        labels: integer labels (N,) of the training split.
+        num_classes: K.
+
+    Returns:
+        (K,) float32, added to the logits by the logit-adjusted cross-entropy.
+
+    Example:
+        >>> log_prior(np.array([0, 0, 0, 1]), 2).round(3).tolist()
+        [-0.288, -1.386]
+    """
+    counts = np.maximum(np.bincount(np.asarray(labels, np.int64), minlength=num_classes), 1).astype(np.float64)
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def logit_adjusted_crossentropy(offset: np.ndarray):
+    """Cross-entropy on ``logits + offset`` (offset = :func:`log_prior`), as a Keras loss.
+
+    Args:
+        offset: (K,) added to the logits inside the loss only; the model's own
+            outputs stay unadjusted.
+
+    Returns:
+        ``loss(y_true, logits) -> (B,)``.
+    """
+    offset = np.asarray(offset, np.float32)
+
+    def logit_adjusted_ce(y_true, logits):
+        z = ops.cast(logits, "float32") + offset
+        return -ops.sum(ops.cast(y_true, "float32") * ops.log_softmax(z, axis=-1), axis=-1)
+
+    return logit_adjusted_ce
+
+
+def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: float, logit_offset=None):
     """Per-sample KD loss (average it yourself, so sample weights can apply).
 
     Args:
@@ -24,6 +67,8 @@ def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: f
         student_logits: (B, K) logits.
         alpha: weight of the hard-label cross-entropy, in [0, 1].
         temperature: softening temperature T > 0.
+        logit_offset: optional (K,) added to the student's logits in the hard-label
+            term only (logit adjustment); the KL term compares the logits as they are.
 
     Returns:
         A (B,) tensor.
@@ -32,7 +77,8 @@ def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: f
     y_true = ops.cast(y_true, "float32")
     student_logits = ops.cast(student_logits, "float32")
     teacher_logits = ops.stop_gradient(ops.cast(teacher_logits, "float32"))
-    ce = -ops.sum(y_true * ops.log_softmax(student_logits, axis=-1), axis=-1)
+    hard = student_logits if logit_offset is None else student_logits + ops.cast(logit_offset, "float32")
+    ce = -ops.sum(y_true * ops.log_softmax(hard, axis=-1), axis=-1)
     log_p_teacher = ops.log_softmax(teacher_logits / t, axis=-1)
     log_p_student = ops.log_softmax(student_logits / t, axis=-1)
     kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)

@@ -46,6 +46,7 @@ SUMMARY_COLUMNS = [
     "test_melanoma_sensitivity", "test_melanoma_specificity", "test_roc_auc", "train_seconds",
 ]
 
+BALANCE_MODES = ("none", "weights", "sampling", "logit-adjust")
 LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
@@ -82,8 +83,9 @@ class DistillConfig:
         teacher_logits: ``cached`` or ``online``.
         ensemble: also distil one student from the mean of all teachers' soft targets.
         student_filters, student_dense, student_dropout: student architecture.
-        balance: ``none``, ``weights`` (class-weighted CE and KD terms) or ``sampling``
-            (class-balanced sampling), for teachers and students alike.
+        balance: ``none``, ``weights`` (class-weighted CE and KD terms), ``sampling``
+            (class-balanced sampling) or ``logit-adjust`` (CE on logits + log class prior),
+            for teachers and students alike.
         augment: flips, 90-degree rotations, small shifts and colour jitter.
         views: with ``augment`` and cached logits, fixed augmented views per training image
             whose teacher logits are cached (the teacher runs ``views`` times per image).
@@ -147,8 +149,8 @@ class DistillConfig:
                              f"{list(self.alphas)} and {list(self.temperatures)}")
         if self.teacher_logits not in ("cached", "online"):
             raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
-        if self.balance not in ("none", "weights", "sampling"):
-            raise InputError(f"--balance must be none, weights or sampling, got {self.balance!r}")
+        if self.balance not in BALANCE_MODES:
+            raise InputError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.views < 1 or self.patience < 0:
@@ -357,13 +359,26 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
     return keras.optimizers.Adam(learning_rate)
 
 
-def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1):
+def logit_offset(run: Run) -> np.ndarray | None:
+    """The log class prior of the train split with ``--balance logit-adjust``, else None."""
+    from kdtool.distill.losses import log_prior
+
+    if run.cfg.balance != "logit-adjust":
+        return None
+    return log_prior(run.fd.labels("train"), run.fd.num_classes)
+
+
+def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
+                        offset: np.ndarray | None = None):
     import keras
 
     from kdtool.distill.distiller import student_metrics
+    from kdtool.distill.losses import logit_adjusted_crossentropy
 
-    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=student_metrics())
+    loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if offset is None
+            else logit_adjusted_crossentropy(offset))
+    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch), loss=loss,
+                  metrics=student_metrics())
 
 
 def _verbose() -> int:
@@ -448,7 +463,7 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     if head:
         backbone.trainable = False
         with strategy.scope():
-            _compile_classifier(model, lr, cfg.lr_schedule, head, len(train))
+            _compile_classifier(model, lr, cfg.lr_schedule, head, len(train), offset=logit_offset(run))
         click.echo("  phase 1: head only (backbone frozen)")
         # inside the teacher's own backup folder: dropped with it once the teacher is saved
         head_history, head_best = _fit(run, f"teacher_{name}/head", model, train, val, head)
@@ -457,7 +472,8 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
             click.echo("  phase 2: whole network")
     if cfg.teacher_epochs > head:
         with strategy.scope():
-            _compile_classifier(model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train))
+            _compile_classifier(model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train),
+                                offset=logit_offset(run))
         history, best = _fit(run, f"teacher_{name}", model, train, val, cfg.teacher_epochs - head)
     if head:
         best = _keep_better_phase(model, run.out / ".backup" / f"teacher_{name}" / "head", head,
@@ -516,11 +532,12 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
     with strategy.scope():
         student = _student(cfg, fd, name)
         if role == "baseline":
-            _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data))
+            _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
+                                offset=logit_offset(run))
             trainer = student
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
-                                teachers=teacher_models if online else None)
+                                teachers=teacher_models if online else None, logit_offset=logit_offset(run))
             trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
                             metrics=student_metrics())
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
