@@ -1062,7 +1062,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (quick 4, full 20)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (quick 1, full 5)")
     ap.add_argument("--image-size", type=int, default=32, help="teacher input size in the KD section")
-    ap.add_argument("--balance", default=None, choices=("none", "weights", "sampling"),
+    ap.add_argument("--balance", default=None, choices=("none", "weights", "sampling", "logit-adjust"),
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                     help="augmentation in the KD runs (default: kdtool distill's default)")

@@ -162,3 +162,45 @@ def test_export_records_the_correction_and_leaves_the_keras_file_alone(tmp_path)
         assert np.abs(err_on).mean() < np.abs(err_off).mean()
     else:
         np.testing.assert_allclose(err_on, err_off, atol=1e-6)
+
+
+def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp_path):
+    import keras
+
+    from kdtool.distill.student import build_student
+    from kdtool.export.check import run_tflite
+
+    data = write_fdata(tmp_path / "FData", n=(60, 30, 12), class_names=["akiec", "bcc", "mel"])
+    fd = load_fdata(data)
+    keras.utils.set_random_seed(1)
+    model = build_student(fd.image_shape, fd.num_classes, filters=(8,), dense_units=8, dropout=0.0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "o"),
+                                       "--quantize", "float32", "--prior-shift", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    side = json.loads((tmp_path / "o" / "m.float32.json").read_text())
+    counts = np.bincount(fd.labels("train"), minlength=3)
+    point = side["operating_point"]
+    assert point["prior_shift"] == 0.5 and point["train_counts"] == counts.tolist()
+    np.testing.assert_allclose(point["bias_added"], 0.5 * np.log(counts / counts.sum()), atol=1e-5)
+    x = fd.x("val")
+    got = run_tflite((tmp_path / "o" / "m.float32.tflite").read_bytes(), x)
+    np.testing.assert_allclose(got, model.predict(x, verbose=0) + np.asarray(point["bias_added"]), atol=1e-4)
+
+    plain = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "p"),
+                                      "--quantize", "float32"])
+    assert plain.exit_code == 0
+    assert json.loads((tmp_path / "p" / "m.float32.json").read_text())["operating_point"] == {"prior_shift": 0.0}
+
+
+def test_prior_shift_refuses_a_model_without_a_logits_layer(tmp_path):
+    data = write_fdata(tmp_path / "FData", n=(12, 6, 6), k=3, size=4)
+    path = tmp_path / "probs.keras"
+    _model("softmax").save(path)
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--prior-shift", "1"])
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "probs.keras" in lines[0] and "--prior-shift needs a linear Dense output layer" in lines[0]

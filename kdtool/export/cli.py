@@ -29,8 +29,13 @@ from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
 @click.option("--bias-correction/--no-bias-correction", default=True,
               help="int8: measure the int8 model's mean logit error per class on the calibration (train) images "
                    "and remove it from the output layer's bias, then convert again (the .keras file is not changed).")
+@click.option("--prior-shift", default=0.0, type=click.FloatRange(0.0, 1.0), metavar="TAU",
+              help="Operating point: add TAU * log(train class frequencies) to the output logits of every "
+                   "exported file. 0 keeps the model's balanced decisions (best balanced accuracy and "
+                   "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
+                   "accuracy). Use another --out to keep both.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction):
+                   bias_correction, prior_shift):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -70,5 +75,5 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
         raise InputError("--io applies to int8 models only; add int8 to --quantize")
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
-                            bias_correction=bias_correction)
+                            bias_correction=bias_correction, prior_shift=prior_shift)
     export_models(model, options)

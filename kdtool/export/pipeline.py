@@ -56,6 +56,8 @@ class ExportOptions:
         include_teachers: also export a run's teachers.
         bias_correction: int8 only: remove the mean per-class logit error measured on the
             calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
+        prior_shift: the operating point tau: ``tau * log(train class frequencies)`` is added
+            to the output layer's bias of every exported file (0: the model as trained).
     """
 
     modes: list[str] = field(default_factory=lambda: ["int8"])
@@ -66,6 +68,7 @@ class ExportOptions:
     max_drop: float = 1.0
     include_teachers: bool = False
     bias_correction: bool = True
+    prior_shift: float = 0.0
 
 
 @dataclass
@@ -129,6 +132,27 @@ def _sizes(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: dict[st
 def _keras_logits(model, x: np.ndarray) -> np.ndarray:
     with quiet():
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
+
+
+def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
+    """Add ``tau * log(prior)`` to the in-memory model's output bias (the file is untouched); the record."""
+    from kdtool.distill.losses import log_prior  # noqa: PLC0415
+    from kdtool.export.bias import output_dense_layer  # noqa: PLC0415
+
+    if not tau:
+        return {"prior_shift": 0.0}
+    layer, why = output_dense_layer(model)
+    if layer is None:
+        raise InputError(f"{path}: --prior-shift needs a linear Dense output layer with a bias ({why})")
+    if "train" not in fd.arrays:
+        raise InputError(f"{fd.root}: --prior-shift needs the train split (its class frequencies)")
+    labels = fd.labels("train")
+    prior = log_prior(labels, fd.num_classes)
+    shift = (float(tau) * prior).astype(np.float32)
+    layer.bias.assign(np.asarray(layer.bias.numpy()) + shift)
+    return {"prior_shift": float(tau), "log_prior": [round(float(v), 6) for v in prior],
+            "bias_added": [round(float(v), 6) for v in shift], "prior_from": "train split class frequencies",
+            "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
 
 
 def _bias_corrected(model, converted: tuple[bytes, dict], representative, io: str) -> tuple[bytes, dict]:
@@ -207,6 +231,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     for i, src in enumerate(plan.sources, 1):
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
+        operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
         role = f" ({src.role})" if src.role else ""
         click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
         digest = sha256_file(src.path)
@@ -272,6 +297,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
                 "data": {"path": str(fd.root), "fingerprint": fd.fingerprint(), "image_shape": list(fd.image_shape)},
                 "sizes": sizes,
                 "check": check,
+                "operating_point": operating_point,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             write_export(out, src.name, mode, data, sidecar)
