@@ -14,6 +14,11 @@ Writes ``benchmarks/recipes.json`` and ``benchmarks/recipes.md``: per variant an
 accuracy, balanced accuracy, macro-F1, melanoma sensitivity and ROC-AUC, validation balanced
 accuracy and the kept epoch, as mean +- std over seeds (ddof=1), plus the paired difference
 to the first variant (same model, same seed).
+
+With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8``,
+into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``) and benched on the
+test split (``kdtool bench ... --split test --runs 0``): the tables gain the int8 files' test
+metrics and their validation accuracy drop (points, Keras minus int8).
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
                       ["--balance", "logit-adjust", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
 }
+INT8_METRICS = [("int8", "accuracy", "int8 test acc"), ("int8", "balanced_accuracy", "int8 test bal acc"),
+                ("int8", "macro_f1", "int8 test macro-F1"), ("int8", "melanoma_sensitivity", "int8 test mel sens"),
+                ("int8", "roc_auc", "int8 test ROC-AUC"), ("int8", "val_accuracy_drop", "int8 val acc drop (pts)")]
 METRICS = [("test", "accuracy", "test acc"), ("test", "balanced_accuracy", "test bal acc"),
            ("test", "macro_f1", "test macro-F1"), ("test", "melanoma_sensitivity", "test mel sens"),
            ("test", "roc_auc", "test ROC-AUC"), ("val", "balanced_accuracy", "val bal acc")]
@@ -88,13 +96,43 @@ def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> di
     return json.loads((out / "run.json").read_text())
 
 
-def summarise(docs: dict[str, dict[int, dict]], baseline: str) -> dict:
+def int8_results(run: Path, data: str, tau: float) -> dict[str, dict]:
+    """Export a run's students to int8 and bench them on the test split (both reused when done).
+
+    Returns:
+        {model name: {accuracy, balanced_accuracy, macro_f1, melanoma_sensitivity, roc_auc,
+        val_accuracy_drop}}, fractions (the drop divided by 100, so tables print points).
+    """
+    out = run / ("export" if not tau else f"export_tau{tau:g}")
+    bench = out / "bench_test.json"
+    if not bench.is_file():
+        export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", "int8", "--data", data,
+                  "--out", str(out), "--prior-shift", str(tau)]
+        rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
+        if rc.returncode not in (0, 3):  # 3: some drop above --max-drop, the files are written
+            raise SystemExit(f"{run}: kdtool export exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
+        cmd = [sys.executable, "-m", "kdtool", "bench", str(out), "--data", data, "--split", "test", "--runs", "0",
+               "--json", str(bench)]
+        rc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if rc.returncode != 0:
+            raise SystemExit(f"{run}: kdtool bench exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
+    results = {}
+    for rec in json.loads(bench.read_text()):
+        name = rec["model"].removesuffix(".int8.tflite")
+        side = json.loads((out / f"{name}.int8.json").read_text())
+        results[name] = {"accuracy": rec["accuracy"], "balanced_accuracy": rec["balanced_accuracy"],
+                         "macro_f1": rec["macro"]["f1"], "melanoma_sensitivity": rec["melanoma_sensitivity"],
+                         "roc_auc": rec.get("roc_auc_macro"), "val_accuracy_drop": side["check"]["accuracy_drop"] / 100}
+    return results
+
+
+def summarise(docs: dict[str, dict[int, dict]], baseline: str, metrics=None) -> dict:
     """Per variant and model: metric stats over seeds, and paired differences to ``baseline``."""
     def values(variant: str, model: str, split: str, key: str) -> dict[int, float]:
         out = {}
         for seed, doc in docs[variant].items():
             rec = next((m for m in doc["models"] if m["name"] == model), None)
-            if rec is not None and rec[split].get(key) is not None:
+            if rec is not None and (rec.get(split) or {}).get(key) is not None:
                 out[seed] = float(rec[split][key])
         return out
 
@@ -104,7 +142,7 @@ def summarise(docs: dict[str, dict[int, dict]], baseline: str) -> dict:
         rows = {}
         for name in names:
             row = {}
-            for split, key, _ in METRICS:
+            for split, key, _ in metrics or METRICS:
                 mine = values(variant, name, split, key)
                 row[f"{split}_{key}"] = stats(mine.values())
                 base = values(baseline, name, split, key) if baseline in docs else {}
@@ -128,6 +166,7 @@ def _pm(s: dict | None, scale: float = 100.0, nd: int = 1) -> str:
 
 def render(doc: dict) -> str:
     base = doc["baseline"]
+    metrics = METRICS + (INT8_METRICS if doc.get("int8") else [])
     lines = [
         "# Student training recipes, over seeds",
         "",
@@ -140,16 +179,20 @@ def render(doc: dict) -> str:
         f"In %, mean ± std over seeds. \"vs {base}\": paired difference in test balanced accuracy "
         "(same model, same seed), in points.",
         "",
-        "| variant | model | " + " | ".join(label for _, _, label in METRICS)
+        "| variant | model | " + " | ".join(label for _, _, label in metrics)
         + f" | test bal acc vs {base} | kept epoch | train s |",
-        "|---|---|" + "---|" * (len(METRICS) + 3),
+        "|---|---|" + "---|" * (len(metrics) + 3),
     ]
     for variant, v in doc["variants"].items():
         for name, row in v["models"].items():
-            cells = [_pm(row[f"{split}_{key}"]) for split, key, _ in METRICS]
+            cells = [_pm(row[f"{split}_{key}"]) for split, key, _ in metrics]
             lines.append(f"| `{variant}` | {name} | " + " | ".join(cells)
                          + f" | {_pm(row['test_balanced_accuracy_vs_baseline'])} | "
                          f"{_pm(row['best_epoch'], 1.0)} | {_pm(row['train_seconds'], 1.0, 0)} |")
+    if doc.get("int8"):
+        lines += ["", f"int8 columns: `kdtool export RUN --quantize int8 --prior-shift {doc['prior_shift']:g}` (output "
+                  "bias correction on), then `kdtool bench` on the test split; the drop is the export's "
+                  "validation check, Keras minus int8, in points."]
     lines += ["", "Variants:", ""]
     lines += [f"- `{name}`: {v['description']} (`{' '.join(v['options'])}`)" for name, v in doc["variants"].items()]
     return "\n".join(lines) + "\n"
@@ -167,6 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(ROOT / "runs" / "recipes"), help="Folder for the runs.")
     ap.add_argument("--json", default=str(HERE / "recipes.json"), help="Results JSON.")
     ap.add_argument("--md", default=str(HERE / "recipes.md"), help="Results Markdown.")
+    ap.add_argument("--int8", action="store_true", help="Also export every run's students to int8 and bench them "
+                                                          "on the test split.")
+    ap.add_argument("--prior-shift", type=float, default=0.0, help="With --int8: kdtool export --prior-shift.")
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -180,10 +226,17 @@ def main(argv=None) -> int:
         ap.error(f"--seeds must be one or more comma-separated integers, got {args.seeds!r}")
     t0 = time.perf_counter()
     docs = {v: {s: run_one(args.data, Path(args.root), v, args.teachers, s) for s in seeds} for v in variants}
+    if args.int8:
+        for v in variants:
+            for s in seeds:
+                found = int8_results(_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift)
+                for m in docs[v][s]["models"]:
+                    m["int8"] = found.get(m["name"])
     doc = {"command": " ".join(["python benchmarks/recipes.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine_facts(), "data": args.data, "seeds": seeds, "teachers": args.teachers,
            "baseline": variants[0], "wall_seconds": time.perf_counter() - t0,
-           "variants": summarise(docs, variants[0])}
+           "int8": args.int8, "prior_shift": args.prior_shift,
+           "variants": summarise(docs, variants[0], METRICS + (INT8_METRICS if args.int8 else []))}
     atomic_write_text(Path(args.json), json.dumps(rnd(doc), indent=1) + "\n")
     atomic_write_text(Path(args.md), render(doc))
     print(render(doc))

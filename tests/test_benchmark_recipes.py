@@ -47,6 +47,24 @@ def test_render_has_one_row_per_variant_and_model(recipes):
     assert "| `views4` | teacher_x | 50.0 ± 0.0 | 70.0 ± 0.0 |" in md
 
 
+def test_int8_columns_for_exported_students_only(recipes):
+    docs = {"views4": {s: _doc({"student_alone": 0.5, "teacher_x": 0.7}) for s in (0, 1)}}
+    for s, drop in ((0, 0.5), (1, 1.5)):
+        docs["views4"][s]["models"][0]["int8"] = {"accuracy": 0.6, "balanced_accuracy": 0.5, "macro_f1": 0.4,
+                                                  "melanoma_sensitivity": 0.3, "roc_auc": 0.9,
+                                                  "val_accuracy_drop": drop / 100}
+    metrics = recipes.METRICS + recipes.INT8_METRICS
+    doc = {"command": "c", "machine": {}, "data": "d", "seeds": [0, 1], "teachers": "x", "baseline": "views4",
+           "wall_seconds": 60.0, "int8": True, "prior_shift": 0.0,
+           "variants": recipes.summarise(docs, "views4", metrics)}
+    md = recipes.render(doc)
+    assert "int8 val acc drop (pts)" in md and "--prior-shift 0" in md
+    student = next(ln for ln in md.splitlines() if "| student_alone |" in ln)
+    teacher = next(ln for ln in md.splitlines() if "| teacher_x |" in ln)
+    assert "| 60.0 ± 0.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 0.0 | 90.0 ± 0.0 | 1.0 ± 0.7 |" in student
+    assert teacher.count("|  |") >= 6  # no int8 file for the teacher: empty cells, not zeros
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--variants", "nope"], "choose from: views4"),
     (["--seeds", ","], "--seeds must be one or more comma-separated integers"),
