@@ -77,3 +77,13 @@ def ham_slice(tmp_path_factory, ham_dir) -> Path:
         idx = stratified_indices(fd.labels(split), n, seed=0)
         arrays[split] = (fd.raw_x(split)[idx], fd.onehot(split)[idx])
     return save_fdata(out, arrays, fd.class_names)
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (not a package) as a module, for unit tests of its helpers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

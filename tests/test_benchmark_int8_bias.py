@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def int8_bias():
-    spec = importlib.util.spec_from_file_location("int8_bias", ROOT / "benchmarks" / "int8_bias.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("int8_bias")
 
 
 def _sidecar(name, keras_acc, drop, agreement, role="student", applied=None):
