@@ -82,9 +82,13 @@ def test_students_share_initial_weights_and_baseline_is_independent(finished_run
 def test_rerun_skips_finished_models(finished_run):
     _, out, args, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
+    first = json.loads((out / "run.json").read_text())
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.count("already done, skipped") == 6
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["first_started"] == first.get("first_started", first["started"])  # when the run began stays
+    assert doc["first_command"] == first.get("first_command", first["command"])
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
 
 

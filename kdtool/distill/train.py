@@ -285,11 +285,17 @@ class Run:
                 f = self.out / rec.get("file", "")
                 if rec.get("sha256") and f.is_file() and sha256_file(f) == rec["sha256"]:
                     self.records[rec["name"]] = rec
+            # the run continues in this folder: when and how it began stays on record
+            first = {"first_started": old.get("first_started", old.get("started")),
+                     "first_command": old.get("first_command", old.get("command"))}
+        else:
+            first = {}
         self.doc = {
             "kdtool_version": __version__,
             "status": "RUNNING",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join(sys.argv),
+            **first,
             "config": self._config_doc(),
             "data": {"path": str(self.fd.root), "fingerprint": self.fd.fingerprint(),
                      "class_names": self.fd.class_names, "image_shape": list(self.fd.image_shape),
