@@ -118,7 +118,7 @@ class DistillConfig:
     student_filters: tuple = (32, 64, 128)
     student_dense: int = 256
     student_dropout: float = 0.3
-    balance: str = "weights"
+    balance: str = "logit-adjust"
     augment: bool = True
     views: int = 4
     lr_schedule: str = "cosine"
