@@ -23,7 +23,9 @@ model. The sidecar records the shift and the mean logit error before and after.
 
 Example:
     >>> data, record = convert_model(model, "int8", rep)                   # doctest: +SKIP
-    >>> data, correction = correct_output_bias(model, data, rep, "int8")   # doctest: +SKIP
+    >>> data, correction = correct_output_bias(                            # doctest: +SKIP
+    ...     model, data, rep, convert=lambda: convert_model(model, "int8", rep),
+    ...     keras_logits=model.predict, run_tflite=run_tflite)
     >>> correction["applied"], correction["shift"]                         # doctest: +SKIP
     (True, [-0.158, -0.078, 0.013, -0.032, -0.017, 0.21, 0.054])
 """
@@ -34,7 +36,6 @@ import contextlib
 from typing import Callable, Iterator
 
 import numpy as np
-
 
 
 def output_dense_layer(model):
