@@ -32,7 +32,7 @@ def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
         (K,) float32, added to the logits by the logit-adjusted cross-entropy.
 
     Example:
-        >>> log_prior(np.array([0, 0, 0, 1]), 2).round(3).tolist()
+        >>> [round(float(v), 3) for v in log_prior(np.array([0, 0, 0, 1]), 2)]
         [-0.288, -1.386]
     """
     counts = np.maximum(np.bincount(np.asarray(labels, np.int64), minlength=num_classes), 1).astype(np.float64)
