@@ -65,6 +65,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                     "20 epochs", ["--balance", "weights", *_D96]),
     "d96_la": ("the same with logit adjustment instead of class weights",
                ["--balance", "logit-adjust", *_D96]),
+    "d128_la": ("logit adjustment with the teacher at 128 px instead of 96",
+                ["--balance", "logit-adjust", *[a if a != "96" else "128" for a in _D96]]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
                       ["--balance", "logit-adjust", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
 }
