@@ -41,9 +41,14 @@ from run import machine_facts, machine_line, rnd, stats  # noqa: E402
 _TEACHER = ["--image-size", "32", "--temperature", "4", "--alpha", "0.3"]
 _CONSTANT = ["--lr-schedule", "constant", *_TEACHER]
 _COSINE = ["--lr-schedule", "cosine", *_TEACHER]
-# the 96 px recipe (kdtool's defaults since the three-seed cosine measurement), spelled out
-_D96 = ["--augment", "--views", "4", "--lr-schedule", "cosine", "--image-size", "96", "--temperature", "2",
-        "--alpha", "0.5", "--epochs", "20", "--teacher-epochs", "5"]
+
+
+def _d96(image_size: int = 96) -> list[str]:
+    """The 96 px recipe (kdtool's defaults since the three-seed cosine measurement), spelled out."""
+    return ["--augment", "--views", "4", "--lr-schedule", "cosine", "--image-size", str(image_size),
+            "--temperature", "2", "--alpha", "0.5", "--epochs", "20", "--teacher-epochs", "5"]
+
+
 VARIANTS = {  # name -> (what it is, kdtool distill options)
     "views4": ("4 fixed augmented views (cached-KD style), constant lr, 15 epochs",
                ["--balance", "weights", "--augment", "--views", "4", *_CONSTANT, "--epochs", "15"]),
@@ -62,11 +67,11 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "cos_online_e30": ("fresh augmentation, cosine lr decay, 30 epochs",
                        ["--balance", "weights", "--augment", "--views", "1", *_COSINE, "--epochs", "30"]),
     "d96_weights": ("kdtool's defaults until logit adjustment: class weights, 96 px teacher, T=2, alpha=0.5, cosine, "
-                    "20 epochs", ["--balance", "weights", *_D96]),
+                    "20 epochs", ["--balance", "weights", *_d96()]),
     "d96_la": ("the same with logit adjustment instead of class weights",
-               ["--balance", "logit-adjust", *_D96]),
+               ["--balance", "logit-adjust", *_d96()]),
     "d128_la": ("logit adjustment with the teacher at 128 px instead of 96",
-                ["--balance", "logit-adjust", *[a if a != "96" else "128" for a in _D96]]),
+                ["--balance", "logit-adjust", *_d96(128)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
                       ["--balance", "logit-adjust", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
 }

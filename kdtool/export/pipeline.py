@@ -137,7 +137,7 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
 def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
     """Add ``tau * log(prior)`` to the in-memory model's output bias (the file is untouched); the record."""
     from kdtool.distill.losses import log_prior  # noqa: PLC0415
-    from kdtool.export.bias import output_dense_layer  # noqa: PLC0415
+    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
 
     if not tau:
         return {"prior_shift": 0.0}
@@ -149,7 +149,7 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
     labels = fd.labels("train")
     prior = log_prior(labels, fd.num_classes)
     shift = (float(tau) * prior).astype(np.float32)
-    layer.bias.assign(np.asarray(layer.bias.numpy()) + shift)
+    add_to_bias(layer, shift)
     return {"prior_shift": float(tau), "log_prior": [round(float(v), 6) for v in prior],
             "bias_added": [round(float(v), 6) for v in shift], "prior_from": "train split class frequencies",
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
