@@ -733,7 +733,7 @@ def sweep_grid(cfg: DistillConfig) -> list[tuple[float, float]]:
 
     Example:
         >>> sweep_grid(DistillConfig(temperatures=(2, 4)))
-        [(2.0, 0.3), (4.0, 0.3)]
+        [(2.0, 0.5), (4.0, 0.5)]
     """
     temps = [float(t) for t in cfg.temperatures] or [float(cfg.temperature)]
     alphas = [float(a) for a in cfg.alphas] or [float(cfg.alpha)]
