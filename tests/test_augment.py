@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("keras")
 
-from kdtool.distill.augment import TrainBatches, augment, balanced_sampling_probs, class_weights, make_views  # noqa: E402
+from kdtool.distill.augment import TrainBatches, augment, make_views  # noqa: E402
+from kdtool.distill.balance import balanced_sampling_probs, class_weights  # noqa: E402
 
 
 def test_augment_preserves_range_and_content():
@@ -78,3 +79,21 @@ def test_best_epoch_is_restored(tmp_path):
     from kdtool.metrics import classification_report
 
     assert classification_report(y.argmax(1), preds, ["a", "b"])["balanced_accuracy"] == pytest.approx(max(scores))
+
+
+def test_balancing_sets_one_thing_per_mode():
+    from kdtool.distill.balance import BALANCE_MODES, balancing, log_prior
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    fields = {m: balancing(m, labels, 3) for m in BALANCE_MODES}
+    assert all(b.mode == m for m, b in fields.items())
+    assert fields["none"].sample_weight is None and fields["none"].sampling_probs is None
+    assert fields["none"].logit_offset is None
+    np.testing.assert_allclose(fields["weights"].sample_weight, class_weights(labels, 3)[labels])
+    assert fields["weights"].sampling_probs is None and fields["weights"].logit_offset is None
+    np.testing.assert_allclose(fields["sampling"].sampling_probs, balanced_sampling_probs(labels, 3))
+    assert fields["sampling"].sample_weight is None and fields["sampling"].logit_offset is None
+    np.testing.assert_allclose(fields["logit-adjust"].logit_offset, log_prior(labels, 3))
+    assert fields["logit-adjust"].sample_weight is None and fields["logit-adjust"].sampling_probs is None
+    with pytest.raises(ValueError, match="none, weights, sampling, logit-adjust"):
+        balancing("focal", labels, 3)

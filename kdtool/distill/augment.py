@@ -130,18 +130,3 @@ class TrainBatches(keras.utils.PyDataset):
         if self.sample_weight is None:
             return xb, yb
         return xb, yb, self.sample_weight[idx]
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Balanced class weights N / (K * n_c) (mean weight over the images is 1); absent classes get 0."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = np.zeros(num_classes)
-    present = counts > 0
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return weights.astype(np.float32)
-
-
-def balanced_sampling_probs(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-image probabilities that draw every present class equally often."""
-    w = class_weights(labels, num_classes)[labels].astype(np.float64)
-    return w / w.sum()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kdtool.distill.balance import BALANCE_MODES
 from kdtool.errors import InputError
 
 
@@ -47,7 +48,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--student-filters", default="32,64,128", help="Filters of the student's conv blocks.")
 @click.option("--student-dense", type=int, default=256, help="Units of the student's dense layer (0: none).")
 @click.option("--student-dropout", type=float, default=0.3, help="Dropout before the student's logits.")
-@click.option("--balance", type=click.Choice(["none", "weights", "sampling", "logit-adjust"]), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
+@click.option("--balance", type=click.Choice(BALANCE_MODES), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
 @click.option("--views", type=int, default=4, help="With --augment and cached logits: fixed augmented views per training image whose teacher logits are cached (the teacher runs this many times per image).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine", help="Learning rate over each model's training: cosine decay to 0 by its last epoch (default: steadier across seeds, see benchmarks/recipes.md), or constant.")

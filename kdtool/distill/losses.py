@@ -21,26 +21,8 @@ import numpy as np
 from keras import ops
 
 
-def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """log of each class's frequency in ``labels`` (a class with no image counts as one).
-
-    Args:
-        labels: integer labels (N,) of the training split.
-        num_classes: K.
-
-    Returns:
-        (K,) float32, added to the logits by the logit-adjusted cross-entropy.
-
-    Example:
-        >>> [round(float(v), 3) for v in log_prior(np.array([0, 0, 0, 1]), 2)]
-        [-0.288, -1.386]
-    """
-    counts = np.maximum(np.bincount(np.asarray(labels, np.int64), minlength=num_classes), 1).astype(np.float64)
-    return np.log(counts / counts.sum()).astype(np.float32)
-
-
 def logit_adjusted_crossentropy(offset: np.ndarray):
-    """Cross-entropy on ``logits + offset`` (offset = :func:`log_prior`), as a Keras loss.
+    """Cross-entropy on ``logits + offset`` (offset = :func:`kdtool.distill.balance.log_prior`), as a Keras loss.
 
     Args:
         offset: (K,) added to the logits inside the loss only; the model's own

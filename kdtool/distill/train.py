@@ -37,6 +37,7 @@ import numpy as np
 
 from kdtool import __version__
 from kdtool.data import FData, atomic_write_text, load_fdata, sha256_file
+from kdtool.distill.balance import BALANCE_MODES, Balancing, balancing
 from kdtool.errors import InputError, RuntimeFailure
 
 SUMMARY_COLUMNS = [
@@ -46,7 +47,6 @@ SUMMARY_COLUMNS = [
     "test_melanoma_sensitivity", "test_melanoma_specificity", "test_roc_auc", "train_seconds",
 ]
 
-BALANCE_MODES = ("none", "weights", "sampling", "logit-adjust")
 LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
@@ -245,6 +245,7 @@ class Run:
         self.records: dict[str, dict] = {}
         self.doc: dict = {}
         self.views: np.ndarray | None = None  # (K, N, H, W, 3) fixed augmented views, when used
+        self.balancing: Balancing = balancing(cfg.balance, fd.labels("train"), fd.num_classes)
         self._open(fresh)
 
     def _config_doc(self) -> dict:
@@ -367,11 +368,7 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
 
 def logit_offset(run: Run) -> np.ndarray | None:
     """The log class prior of the train split with ``--balance logit-adjust``, else None."""
-    from kdtool.distill.losses import log_prior
-
-    if run.cfg.balance != "logit-adjust":
-        return None
-    return log_prior(run.fd.labels("train"), run.fd.num_classes)
+    return run.balancing.logit_offset
 
 
 def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
@@ -569,14 +566,11 @@ def training_batches(run: Run, x: np.ndarray, targets: np.ndarray):
     Returns:
         A :class:`kdtool.distill.augment.TrainBatches` for ``fit``.
     """
-    from kdtool.distill.augment import TrainBatches, balanced_sampling_probs, class_weights
+    from kdtool.distill.augment import TrainBatches
 
-    cfg, fd = run.cfg, run.fd
-    labels = fd.labels("train")
-    weights = class_weights(labels, fd.num_classes)[labels] if cfg.balance == "weights" else None
-    probs = balanced_sampling_probs(labels, fd.num_classes) if cfg.balance == "sampling" else None
-    return TrainBatches(x, targets, cfg.batch_size, sample_weight=weights, augment=cfg.augment, seed=cfg.seed,
-                        sampling_probs=probs)
+    cfg, bal = run.cfg, run.balancing
+    return TrainBatches(x, targets, cfg.batch_size, sample_weight=bal.sample_weight, augment=cfg.augment,
+                        seed=cfg.seed, sampling_probs=bal.sampling_probs)
 
 
 def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> tuple[dict, int | None]:

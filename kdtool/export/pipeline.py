@@ -136,7 +136,7 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
 
 def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
     """Add ``tau * log(prior)`` to the in-memory model's output bias (the file is untouched); the record."""
-    from kdtool.distill.losses import log_prior  # noqa: PLC0415
+    from kdtool.distill.balance import log_prior  # noqa: PLC0415
     from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
 
     if not tau:
