@@ -34,7 +34,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
 4 student epochs, kdtool distill's default recipe otherwise (``--balance``/``--augment`` override
 it), cost timed on a 20% stratified subset (2 timed rounds); the pipeline of section 6 is the
 quick KD configuration (its 100% point is the last seed's KD run, not repeated). The full run: teachers
-efficientnet_lite0 and efficientnet_lite2 plus their ensemble, seeds 0, 1, 2, kdtool's
+efficientnet_lite0 and efficientnet_lite2 at 96 px (kdtool distill's default) plus their ensemble, seeds 0, 1, 2, kdtool's
 default epochs (20 student, 5 teacher), cost on the whole training split, and the
 library-default pipeline (``kdtool distill --data D`` with nothing else) for section 6.
 
@@ -84,12 +84,13 @@ PRESETS = {
     "quick": {
         "teachers": ["efficientnet_lite0"], "seeds": [0, 1], "epochs": 4, "teacher_epochs": 1,
         "ensemble": False, "cost_fraction": 0.2, "cost_rounds": 2, "lat_runs": 300, "keras_runs": 200,
-        "predict_runs": 40, "fractions": [0.25, 0.5, 1.0], "pipeline": "quick",
+        "predict_runs": 40, "fractions": [0.25, 0.5, 1.0], "pipeline": "quick", "image_size": 32,
     },
     "full": {
         "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": 20,
         "teacher_epochs": 5, "ensemble": True, "cost_fraction": 1.0, "cost_rounds": 4, "lat_runs": 1000,
         "keras_runs": 500, "predict_runs": 100, "fractions": [0.25, 0.5, 1.0], "pipeline": "default",
+        "image_size": 96,  # kdtool distill's default
     },
 }
 
@@ -199,7 +200,7 @@ class Harness:
         self.args = args
         self.mode = "quick" if args.quick else "full"
         self.p = dict(PRESETS[self.mode])
-        for key in ("teachers", "seeds", "epochs", "teacher_epochs"):
+        for key in ("teachers", "seeds", "epochs", "teacher_epochs", "image_size"):
             if getattr(args, key) is not None:
                 self.p[key] = getattr(args, key)
         if args.ensemble is not None:
@@ -215,7 +216,7 @@ class Harness:
             "mode": self.mode,
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "data": self.data,
-            "settings": {**self.p, "image_size": args.image_size, **{k: getattr(args, k) for k in KD_OVERRIDES},
+            "settings": {**self.p, **{k: getattr(args, k) for k in KD_OVERRIDES},
                          "small_teacher": [args.cost_teacher, args.small_size],
                          "large_teacher": [args.cost_teacher, args.large_size], "sections": self.sections},
             "notes": [],
@@ -230,7 +231,7 @@ class Harness:
         extra = {k: getattr(self.args, k) for k in KD_OVERRIDES if getattr(self.args, k) is not None}
         return DistillConfig(data=data or self.data, out=str(out), teachers=list(teachers or self.p["teachers"]),
                              epochs=self.p["epochs"], teacher_epochs=self.p["teacher_epochs"],
-                             image_size=self.args.image_size, ensemble=self.p["ensemble"] if teachers is None else False,
+                             image_size=self.p["image_size"], ensemble=self.p["ensemble"] if teachers is None else False,
                              seed=seed, **extra)
 
     def pipeline_config(self, out: Path, data: str):
@@ -264,7 +265,7 @@ class Harness:
         lines = [
             f"mode {self.mode}: data {self.data}, work folder {self.work}",
             f"1 kd: {s} seed(s) {p['seeds']} x [{t} teacher(s) {', '.join(p['teachers'])} fine-tuned "
-            f"{p['teacher_epochs']} epoch(s) at {self.args.image_size} px + {students} students x {p['epochs']} "
+            f"{p['teacher_epochs']} epoch(s) at {p['image_size']} px + {students} students x {p['epochs']} "
             f"epochs] = {s * t} teacher and {s * students} student trainings on the full train split",
             f"2 cost: 4 configurations (alone, cached, online {self.args.cost_teacher}@{self.args.small_size}, "
             f"online @{self.args.large_size}) x {p['cost_rounds']} timed + 1 warm-up epoch on "
@@ -292,17 +293,21 @@ class Harness:
             te = [m for m in rec if m["role"] == "teacher"]
             s_epoch = np.mean([m["train_seconds"] / max(1, m["epochs"]) for m in st])
             t_epoch = np.mean([m["train_seconds"] / max(1, m["epochs"] or 1) for m in te])
+            t_size = int(prev["settings"].get("image_size") or 32)
         except Exception:  # noqa: BLE001 - no previous run: no estimate
             return None
         p = self.p
+        # measured here for Lite0: an epoch at 96 px costs ~2.9x one at 32 px, about the ratio of the sides
+        t_epoch_here = t_epoch * p["image_size"] / t_size
         lite2 = sum(2.0 if "lite2" in n else 1.0 for n in p["teachers"])  # lite2 ~2x lite0 per epoch (guess)
         students = 1 + len(p["teachers"]) + int(p["ensemble"])
-        per_seed = lite2 * p["teacher_epochs"] * t_epoch + students * p["epochs"] * s_epoch
+        per_seed = lite2 * p["teacher_epochs"] * t_epoch_here + students * p["epochs"] * s_epoch
         kd = len(p["seeds"]) * per_seed
-        pipe = 5 * t_epoch + 2 * 20 * s_epoch if p["pipeline"] == "default" else per_seed / lite2
+        pipe = 5 * t_epoch * 96 / t_size + 2 * 20 * s_epoch if p["pipeline"] == "default" else per_seed / lite2
         total = kd + 1.75 * pipe + 300
         return (f"rough estimate from {self.args.json} ({prev.get('mode')} run's per-epoch rates: student "
-                f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at 32 px): about {total / 60:.0f} min")
+                f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at {t_size} px, scaled by the side): about "
+                f"{total / 60:.0f} min")
 
     # -------------------------------------------------------------- 1. KD gain
     def section_kd(self) -> None:
@@ -1061,8 +1066,11 @@ def main(argv=None) -> int:
                     help="distil an ensemble student too (needs >= 2 teachers; full: on)")
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (quick 4, full 20)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (quick 1, full 5)")
-    ap.add_argument("--image-size", type=int, default=32, help="teacher input size in the KD section")
-    ap.add_argument("--balance", default=None, choices=("none", "weights", "sampling", "logit-adjust"),
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="teacher input size in the KD section (quick 32, full 96 as kdtool distill)")
+    from kdtool.distill.balance import BALANCE_MODES
+
+    ap.add_argument("--balance", default=None, choices=BALANCE_MODES,
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                     help="augmentation in the KD runs (default: kdtool distill's default)")
