@@ -105,6 +105,23 @@ def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> di
     return json.loads((out / "run.json").read_text())
 
 
+def _exports_current(run: Path, out: Path, bench: Path) -> bool:
+    """True when ``bench`` exists and every student's int8 file was exported from the run's current .keras.
+
+    A run retrained in the same folder (``--fresh``) has new SHA-256s in run.json; its old exports are stale.
+    """
+    if not bench.is_file():
+        return False
+    models = json.loads((run / "run.json").read_text())["models"]
+    for m in models:
+        if m["role"] == "teacher":
+            continue
+        side = out / f"{m['name']}.int8.json"
+        if not side.is_file() or json.loads(side.read_text()).get("source", {}).get("sha256") != m["sha256"]:
+            return False
+    return True
+
+
 def int8_results(run: Path, data: str, tau: float) -> dict[str, dict]:
     """Export a run's students to int8 and bench them on the test split (both reused when done).
 
@@ -114,7 +131,7 @@ def int8_results(run: Path, data: str, tau: float) -> dict[str, dict]:
     """
     out = run / ("export" if not tau else f"export_tau{tau:g}")
     bench = out / "bench_test.json"
-    if not bench.is_file():
+    if not _exports_current(run, out, bench):
         export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", "int8", "--data", data,
                   "--out", str(out), "--prior-shift", str(tau)]
         rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)

@@ -71,3 +71,22 @@ def test_bad_arguments_are_refused(recipes, capsys, tmp_path, argv, message):
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_exports_are_redone_after_the_run_retrains(recipes, tmp_path):
+    import json
+
+    run, out = tmp_path / "s0", tmp_path / "s0" / "export"
+    out.mkdir(parents=True)
+    models = [{"name": "teacher_x", "role": "teacher", "sha256": "t"},
+              {"name": "student_alone", "role": "baseline", "sha256": "a"}]
+    (run / "run.json").write_text(json.dumps({"models": models}))
+    bench = out / "bench_test.json"
+    assert not recipes._exports_current(run, out, bench)  # nothing benched yet
+    bench.write_text("[]")
+    assert not recipes._exports_current(run, out, bench)  # no export of the student
+    (out / "student_alone.int8.json").write_text(json.dumps({"source": {"sha256": "a"}}))
+    assert recipes._exports_current(run, out, bench)
+    models[1]["sha256"] = "b"  # retrained with --fresh
+    (run / "run.json").write_text(json.dumps({"models": models}))
+    assert not recipes._exports_current(run, out, bench)
