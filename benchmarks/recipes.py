@@ -43,10 +43,10 @@ _CONSTANT = ["--lr-schedule", "constant", *_TEACHER]
 _COSINE = ["--lr-schedule", "cosine", *_TEACHER]
 
 
-def _d96(image_size: int = 96, teacher_epochs: int = 5) -> list[str]:
+def _d96(image_size: int = 96, teacher_epochs: int = 5, views: int = 4, epochs: int = 20) -> list[str]:
     """The 96 px recipe (kdtool's defaults since the three-seed cosine measurement), spelled out."""
-    return ["--augment", "--views", "4", "--lr-schedule", "cosine", "--image-size", str(image_size),
-            "--temperature", "2", "--alpha", "0.5", "--epochs", "20", "--teacher-epochs", str(teacher_epochs)]
+    return ["--augment", "--views", str(views), "--lr-schedule", "cosine", "--image-size", str(image_size),
+            "--temperature", "2", "--alpha", "0.5", "--epochs", str(epochs), "--teacher-epochs", str(teacher_epochs)]
 
 
 VARIANTS = {  # name -> (what it is, kdtool distill options)
@@ -72,6 +72,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                ["--balance", "logit-adjust", *_d96()]),
     "d128_la": ("logit adjustment with the teacher at 128 px instead of 96",
                 ["--balance", "logit-adjust", *_d96(128)]),
+    "d96_la_v8e60": ("logit adjustment; students (alone and distilled) 60 epochs on 8 cached views instead of "
+                     "20 on 4", ["--balance", "logit-adjust", *_d96(views=8, epochs=60)]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
