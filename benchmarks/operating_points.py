@@ -22,7 +22,6 @@ TensorFlow): the logits come from kdtool bench's interpreter.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,9 +33,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from kdtool.data import atomic_write_text, load_fdata  # noqa: E402
+from kdtool.data import load_fdata  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
-from run import machine_facts, machine_line, rnd, stats  # noqa: E402
+from run import machine_facts, machine_line, stats, write_results  # noqa: E402
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.05), 4)
 PENALTY = 5.0  # accuracy points given up per point of shortfall below the floor
@@ -177,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
            "machine": machine_facts(), "data": args.data, "floor": args.floor, "results": results,
            "wall_seconds": time.perf_counter() - t0}
     doc["machine_line"] = machine_line(doc["machine"])
-    atomic_write_text(Path(args.json), json.dumps(rnd(doc), indent=1) + "\n")
-    atomic_write_text(Path(args.md), render(doc))
-    print(render(doc))
+    write_results(doc, args.json, args.md, render(doc))
     return 0
 
 

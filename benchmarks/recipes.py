@@ -34,8 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]  # kdtool from this checkout, and run.py's helpers
 
-from kdtool.data import atomic_write_text  # noqa: E402
-from run import machine_facts, machine_line, rnd, stats  # noqa: E402
+from run import machine_facts, machine_line, stats, write_results  # noqa: E402
 
 # the teacher settings these variants were measured with (kdtool's defaults until the 96 px result)
 _TEACHER = ["--image-size", "32", "--temperature", "4", "--alpha", "0.3"]
@@ -265,9 +264,7 @@ def main(argv=None) -> int:
            "baseline": variants[0], "wall_seconds": time.perf_counter() - t0,
            "int8": args.int8, "prior_shift": args.prior_shift,
            "variants": summarise(docs, variants[0], METRICS + (INT8_METRICS if args.int8 else []))}
-    atomic_write_text(Path(args.json), json.dumps(rnd(doc), indent=1) + "\n")
-    atomic_write_text(Path(args.md), render(doc))
-    print(render(doc))
+    write_results(doc, args.json, args.md, render(doc))
     return 0
 
 

@@ -181,6 +181,15 @@ def machine_facts() -> dict:
     return facts
 
 
+def write_results(doc: dict, json_path: str | Path, md_path: str | Path, markdown: str) -> None:
+    """Write a benchmark script's results: ``doc`` as JSON and ``markdown``, both atomically; print the Markdown."""
+    from kdtool.data import atomic_write_text
+
+    atomic_write_text(Path(json_path), json.dumps(rnd(doc), indent=1) + "\n")
+    atomic_write_text(Path(md_path), markdown)
+    print(markdown)
+
+
 def machine_line(m: dict) -> str:
     v = m.get("versions", {})
     tf = v.get("tensorflow") or v.get("tensorflow-cpu")
