@@ -35,7 +35,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
 it), cost timed on a 20% stratified subset (2 timed rounds); the pipeline of section 6 is the
 quick KD configuration (its 100% point is the last seed's KD run, not repeated). The full run: teachers
 efficientnet_lite0 and efficientnet_lite2 at 96 px (kdtool distill's default) plus their ensemble, seeds 0, 1, 2, kdtool's
-default epochs (20 student, 5 teacher), cost on the whole training split, and the
+default epochs (60 student, 5 teacher), cost on the whole training split, and the
 library-default pipeline (``kdtool distill --data D`` with nothing else) for section 6.
 
 Outputs: ``--json`` (default benchmarks/results.json, rewritten after every section) and
@@ -87,7 +87,7 @@ PRESETS = {
         "predict_runs": 40, "fractions": [0.25, 0.5, 1.0], "pipeline": "quick", "image_size": 32,
     },
     "full": {
-        "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": 20,
+        "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": 60,
         "teacher_epochs": 5, "ensemble": True, "cost_fraction": 1.0, "cost_rounds": 4, "lat_runs": 1000,
         "keras_runs": 500, "predict_runs": 100, "fractions": [0.25, 0.5, 1.0], "pipeline": "default",
         "image_size": 96,  # kdtool distill's default
@@ -312,7 +312,7 @@ class Harness:
         students = 1 + len(p["teachers"]) + int(p["ensemble"])
         per_seed = lite2 * p["teacher_epochs"] * t_epoch_here + students * p["epochs"] * s_epoch
         kd = len(p["seeds"]) * per_seed
-        pipe = 5 * t_epoch * 96 / t_size + 2 * 20 * s_epoch if p["pipeline"] == "default" else per_seed / lite2
+        pipe = 5 * t_epoch * 96 / t_size + 2 * 60 * s_epoch if p["pipeline"] == "default" else per_seed / lite2
         total = kd + 1.75 * pipe + 300
         return (f"rough estimate from {self.args.json} ({prev.get('mode')} run's per-epoch rates: student "
                 f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at {t_size} px, scaled by the side): about "
@@ -1073,7 +1073,7 @@ def main(argv=None) -> int:
     ap.add_argument("--teachers", type=_names, default=None, help="teachers of the KD section")
     ap.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
                     help="distil an ensemble student too (needs >= 2 teachers; full: on)")
-    ap.add_argument("--epochs", type=int, default=None, help="student epochs (quick 4, full 20)")
+    ap.add_argument("--epochs", type=int, default=None, help="student epochs (quick 4, full 60 as kdtool distill)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (quick 1, full 5)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="teacher input size in the KD section (quick 32, full 96 as kdtool distill)")

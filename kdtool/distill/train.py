@@ -102,7 +102,7 @@ class DistillConfig:
     teachers: list = field(default_factory=lambda: ["efficientnet_lite0"])
     weights: str = "auto"
     image_size: int = 96
-    epochs: int = 20
+    epochs: int = 60
     teacher_epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -120,7 +120,7 @@ class DistillConfig:
     student_dropout: float = 0.3
     balance: str = "logit-adjust"
     augment: bool = True
-    views: int = 4
+    views: int = 8
     lr_schedule: str = "cosine"
     select_best: bool = True
     patience: int = 0
