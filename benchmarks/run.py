@@ -443,11 +443,14 @@ class Harness:
         from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
         from kdtool.distill.student import build_student
         from kdtool.distill.teachers import create_teacher
+        from kdtool.distill.balance import balancing
         from kdtool.distill.train import teacher_logits, training_batches  # the library's own data path
 
         p, a = self.p, self.args
         k = sub.num_classes
-        run = types.SimpleNamespace(cfg=cfg, fd=sub, views=None)
+        # the parts of a kdtool Run that training_batches reads
+        run = types.SimpleNamespace(cfg=cfg, fd=sub, views=None,
+                                    balancing=balancing(cfg.balance, sub.labels("train"), k))
         views_s = 0.0
         if cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1:
             t0 = time.perf_counter()
