@@ -66,6 +66,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from kdtool.data import atomic_write_text  # noqa: E402
+from kdtool.distill.balance import BALANCE_MODES  # noqa: E402
+from kdtool.distill.train import DistillConfig  # noqa: E402  (numpy only until a run starts)
+
+DEFAULTS = DistillConfig()  # kdtool distill's defaults, which the full run follows
+
 SECTIONS = ("kd", "cost", "quant", "latency", "compression", "scaling")
 METRICS = [  # (summary.csv key, label)
     ("test_accuracy", "test acc"),
@@ -87,10 +93,11 @@ PRESETS = {
         "predict_runs": 40, "fractions": [0.25, 0.5, 1.0], "pipeline": "quick", "image_size": 32,
     },
     "full": {
-        "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": 60,
-        "teacher_epochs": 5, "ensemble": True, "cost_fraction": 1.0, "cost_rounds": 4, "lat_runs": 1000,
+        "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": DEFAULTS.epochs,
+        "teacher_epochs": DEFAULTS.teacher_epochs, "ensemble": True, "cost_fraction": 1.0, "cost_rounds": 4,
+        "lat_runs": 1000,
         "keras_runs": 500, "predict_runs": 100, "fractions": [0.25, 0.5, 1.0], "pipeline": "default",
-        "image_size": 96,  # kdtool distill's default
+        "image_size": DEFAULTS.image_size,
     },
 }
 
@@ -183,8 +190,6 @@ def machine_facts() -> dict:
 
 def write_results(doc: dict, json_path: str | Path, md_path: str | Path, markdown: str) -> None:
     """Write a benchmark script's results: ``doc`` as JSON and ``markdown``, both atomically; print the Markdown."""
-    from kdtool.data import atomic_write_text
-
     atomic_write_text(Path(json_path), json.dumps(rnd(doc), indent=1) + "\n")
     atomic_write_text(Path(md_path), markdown)
     print(markdown)
@@ -235,8 +240,6 @@ class Harness:
 
     # -------------------------------------------------------------- config
     def kd_config(self, seed: int, out: Path, data: str | None = None, teachers=None):
-        from kdtool.distill.train import DistillConfig
-
         extra = {k: getattr(self.args, k) for k in KD_OVERRIDES if getattr(self.args, k) is not None}
         return DistillConfig(data=data or self.data, out=str(out), teachers=list(teachers or self.p["teachers"]),
                              epochs=self.p["epochs"], teacher_epochs=self.p["teacher_epochs"],
@@ -245,8 +248,6 @@ class Harness:
 
     def pipeline_config(self, out: Path, data: str):
         """The configuration section 6 times: the quick KD one, or kdtool distill's defaults."""
-        from kdtool.distill.train import DistillConfig
-
         if self.p["pipeline"] == "default":
             return DistillConfig(data=data, out=str(out))
         # the last seed: its KD run is not the process's first training, like the subset runs
@@ -257,10 +258,8 @@ class Harness:
         self.results["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         path = Path(self.args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(rnd(self.results, 6), indent=1, default=str) + "\n")
-        os.replace(tmp, path)
-        Path(self.args.md).write_text(render_markdown(self.results))
+        atomic_write_text(path, json.dumps(rnd(self.results, 6), indent=1, default=str) + "\n")
+        atomic_write_text(Path(self.args.md), render_markdown(self.results))
 
     def note(self, text: str) -> None:
         log(f"note: {text}")
@@ -312,7 +311,9 @@ class Harness:
         students = 1 + len(p["teachers"]) + int(p["ensemble"])
         per_seed = lite2 * p["teacher_epochs"] * t_epoch_here + students * p["epochs"] * s_epoch
         kd = len(p["seeds"]) * per_seed
-        pipe = 5 * t_epoch * 96 / t_size + 2 * 60 * s_epoch if p["pipeline"] == "default" else per_seed / lite2
+        d = DEFAULTS
+        pipe = ((d.teacher_epochs * t_epoch * d.image_size / t_size + 2 * d.epochs * s_epoch)
+                if p["pipeline"] == "default" else per_seed / lite2)
         total = kd + 1.75 * pipe + 300
         return (f"rough estimate from {self.args.json} ({prev.get('mode')} run's per-epoch rates: student "
                 f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at {t_size} px, scaled by the side): about "
@@ -1080,8 +1081,6 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (quick 1, full 5)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="teacher input size in the KD section (quick 32, full 96 as kdtool distill)")
-    from kdtool.distill.balance import BALANCE_MODES
-
     ap.add_argument("--balance", default=None, choices=BALANCE_MODES,
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,

@@ -4,7 +4,8 @@ Rounding every weight of a layer to int8 is a zero-mean error per weight, but fo
 one output unit the errors times the layer's (positive, post-ReLU) inputs add up
 to a *fixed* offset: the same for every image. In kdtool's students it shows as
 a per-class shift of the int8 logits (measured over 63 student exports: the
-largest class's 0.03 to 0.39 logits; nevi pushed down, akiec/bcc up), which moves borderline images to a lower-index class and
+largest class's 0.03 to 0.39 logits; nevi pushed down, akiec/bcc up), which
+moves borderline images to a lower-index class and
 costs 1-3 points of accuracy on a model whose float predictions are close
 calls. (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization
 and Bias Correction", correct the same expected error layer by layer.)
