@@ -13,11 +13,12 @@ the Keras model's on val and test:
 - **|dz|**: mean absolute logit error, int8 minus Keras.
 
 Variants: 3000 calibration images instead of 300; the first conv block kept in float (a
-diagnostic only: the model is then not full-integer); int16 activations with int8 weights
-(TFLite's 16x8 mode, same file size); and the Keras logits merely rounded to the int8 model's
-output grid (the floor that any int8 output imposes, with no other error).
+diagnostic); ``kdtool export --quantize int8-floatends`` (first conv and logits layer float,
+the rest int8); int16 activations with int8 weights (TFLite's 16x8 mode, same file size); and
+the Keras logits merely rounded to the int8 model's output grid (the floor that any int8
+output imposes, with no other error).
 
-Needs the ``[train]`` install (TensorFlow converts). About 40 s per student on 2 cores.
+Needs the ``[train]`` install (TensorFlow converts). About 1 minute per student on 2 cores.
 
     python benchmarks/int8_noise.py runs/recipes/d96_la_v8e60_efficientnet_lite0/s*/student_*.keras
         [--data ../shared/data/ham10000] [--json benchmarks/int8_noise.json] [--md benchmarks/int8_noise.md]
@@ -43,11 +44,12 @@ from kdtool.data import load_fdata  # noqa: E402
 from run import machine_facts, machine_line, stats, write_results  # noqa: E402
 
 TIE_SEED = 0
-VARIANTS = ("int8", "int8_calib3000", "int8_block1_float", "int16x8", "output_grid")
+VARIANTS = ("int8", "int8_calib3000", "int8_block1_float", "int8-floatends", "int16x8", "output_grid")
 LABELS = {
     "int8": "int8, as kdtool export writes it (300 calibration images, bias-corrected)",
     "int8_calib3000": "int8, 3000 calibration images",
     "int8_block1_float": "int8, first conv block kept float (diagnostic, not full-integer)",
+    "int8-floatends": "kdtool export --quantize int8-floatends (first conv and logits layer float)",
     "int16x8": "16-bit activations, int8 weights (same size)",
     "output_grid": "Keras logits rounded to the int8 output grid (no other error)",
 }
@@ -183,10 +185,12 @@ def analyse(path: Path, fd) -> dict:
         "int8": _corrected(model, rep300, lambda: convert_model(model, "int8", rep300, "int8")),
         "int8_calib3000": _corrected(model, rep3000, lambda: convert_model(model, "int8", rep3000, "int8")),
         "int8_block1_float": _block1_float(model, rep300, splits["val"][0][:50]),
+        "int8-floatends": _corrected(model, rep300, lambda: convert_model(model, "int8-floatends", rep300)),
         "int16x8": _corrected(model, rep300, lambda: (_converter(model, rep300, "int16x8").convert(), {})),
     }
     out = {"model": str(path), "output_quantization": dict(zip(("scale", "zero_point"),
                                                                 _output_quantization(files["int8"])))}
+    out["size_bytes"] = {name: len(data) for name, data in files.items()}
     q = out["output_quantization"]
     for name in VARIANTS:
         out[name] = {}
@@ -219,6 +223,8 @@ def render(doc: dict) -> str:
             lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
         lines.append("")
     scales = [r["output_quantization"]["scale"] for r in doc["results"]]
+    sizes = {n: stats([r["size_bytes"][n] for r in doc["results"]])["mean"] / 1024 for n in doc["results"][0]["size_bytes"]}
+    lines += ["Mean file size: " + ", ".join(f"{n} {kb:.1f} KB" for n, kb in sizes.items()) + ".", ""]
     lines += [f"int8 output step (logits): {min(scales):.3f} to {max(scales):.3f}. Wall time "
               f"{doc['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)

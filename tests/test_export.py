@@ -15,7 +15,7 @@ from conftest import write_fdata
 from kdtool.cli import main
 from kdtool.data import FData, load_fdata, stratified_indices
 
-MODES = ("float32", "float16", "dynamic", "int8")
+MODES = ("float32", "float16", "dynamic", "int8", "int8-floatends")
 
 
 def _train_tiny(fd: FData, filters=(8, 16), dense=16, epochs=3, seed=0):
@@ -88,7 +88,7 @@ def test_each_mode_converts_and_runs_in_litert(tiny, mode, tmp_path):
     from kdtool.export.convert import convert_model, representative_dataset, write_export
 
     fd = tiny["fd"]
-    rep = representative_dataset(fd, 30) if mode == "int8" else None
+    rep = representative_dataset(fd, 30) if mode.startswith("int8") else None
     data, record = convert_model(tiny["model"], mode, representative=rep)
     assert data[4:8] == b"TFL3"
     tflite, _ = write_export(tmp_path, "tiny", mode, data, {"mode": mode})
@@ -101,10 +101,31 @@ def test_each_mode_converts_and_runs_in_litert(tiny, mode, tmp_path):
     keras_pred = tiny["model"].predict(fd.x("val"), verbose=0).argmax(1)
     assert logits.shape == (60, 3)
     assert (logits.argmax(1) == keras_pred).mean() >= 0.95
-    assert record["recipe"] == {"float32": "wfp32_afp32", "float16": "wfp16_afp32",
-                                "dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}[mode]
+    assert record["recipe"] == {"float32": "wfp32_afp32", "float16": "wfp16_afp32", "dynamic": "dynamic_wi8_afp32",
+                                "int8": "static_wi8_ai8", "int8-floatends": "static_wi8_ai8_floatends"}[mode]
     if mode == "int8":
         assert record["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
+
+
+def test_floatends_keeps_only_the_first_and_last_layers_in_float(tiny):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kdtool.export.convert import convert_model, representative_dataset
+
+    rep = representative_dataset(tiny["fd"], 30)
+    data, record = convert_model(tiny["model"], "int8-floatends", representative=rep)
+    first, last = record["float_nodes"]
+    assert "block1_conv" in first
+    interp = Interpreter(model_content=data)
+    interp.allocate_tensors()
+    kinds = []
+    for op in interp._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            kinds.append((op["op_name"], np.dtype(interp._get_tensor_details(op["inputs"][1], 0)["dtype"]).name))
+    assert kinds[0] == ("CONV_2D", "float32")  # the stem's weights stay float
+    assert kinds[-1] == ("FULLY_CONNECTED", "float32")  # so do the logits'
+    assert kinds[1:-1] and all(dtype == "int8" for _, dtype in kinds[1:-1])  # every conv/dense between is int8
+    assert len(data) < len(convert_model(tiny["model"], "float16")[0])  # still far below a float model
 
 
 def test_quant_modes_registry():
@@ -209,6 +230,18 @@ def test_export_calibrates_on_train_only(tiny, tmp_path, monkeypatch):
     assert cal["split"] == "train" and cal["samples"] == 45 and len(seen) == 1
 
 
+def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out, "--quantize", "int8-floatends")
+    assert result.exit_code == 0, result.output
+    side = json.loads((out / "tiny.int8-floatends.json").read_text())
+    assert side["mode"] == "int8-floatends" and side["input"]["dtype"] == "float32"
+    assert side["converter"]["calibration"]["split"] == "train"
+    assert len(side["converter"]["float_nodes"]) == 2
+    assert side["converter"]["bias_correction"]["applied"] in (True, False)
+    assert side["check"]["agreement"] >= 0.95
+
+
 # ----------------------------------------------------------------------------- quality gate
 
 
@@ -226,6 +259,7 @@ def test_sabotaged_calibration_trips_the_gate(tiny, tmp_path, monkeypatch):
     result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out)
     assert result.exit_code == 3, result.output
     assert "QUALITY GATE FAILED" in result.output
+    assert "--quantize int8-floatends keeps the two layers" in result.output  # the way out, named
     assert "accuracy drop above --max-drop 1 points: tiny.int8" in result.output.strip().splitlines()[-1]
     side = json.loads((out / "tiny.int8.json").read_text())  # still written
     assert (out / "tiny.int8.tflite").is_file()

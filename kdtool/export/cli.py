@@ -11,7 +11,9 @@ from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
 @click.command(context_settings={"show_default": True})
 @click.argument("model", metavar="MODEL.keras|RUN_DIR", type=click.Path())
 @click.option("--quantize", "quantize", default="int8", metavar="|".join((*MODE_ORDER, "all")),
-              help="Quantization mode(s): float32, float16, dynamic, int8, a comma list, or all.")
+              help="Quantization mode(s): float32, float16, dynamic, int8, int8-floatends (int8 except the first "
+                   "conv and the logits layer, kept float32: about 7 KB larger, far fewer decisions flipped), a comma "
+                   "list, or all.")
 @click.option("--data", default=None, type=click.Path(file_okay=False),
               help="FData folder: int8 calibration comes from its train split, the check uses its val split. "
                    "[default: run.json's data path for a run folder, else FData]")
@@ -45,6 +47,8 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       dynamic  int8 weights, float32 activations and I/O (about a quarter)
       int8     full-integer: every op int8, int8 input/output (--io), calibrated
                on --representative-samples TRAIN images; for microcontrollers/NPUs
+      int8-floatends  int8 except the first conv and the logits layer (float32,
+               float I/O): the two layers behind most of int8's flipped decisions
 
     Given a run folder, exports its students (baseline, distilled, ensemble);
     teachers only with --include-teachers. Each file is then run with LiteRT's

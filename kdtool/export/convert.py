@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ import numpy as np
 
 from kdtool.data import FData, atomic_write_bytes, atomic_write_text, sha256_file, stratified_indices
 from kdtool.errors import InputError, RuntimeFailure, require_train_extra
-from kdtool.export.modes import QUANT_MODES
+from kdtool.export.modes import CALIBRATED_MODES, QUANT_MODES
 
 REPRESENTATIVE_SEED = 0
 SIDECAR_FORMAT = 1
@@ -237,8 +238,9 @@ def convert_model(model, mode: str, representative: Callable | None = None, io: 
     Args:
         model: a loaded ``keras.Model``.
         mode: a key of :data:`kdtool.export.modes.QUANT_MODES`.
-        representative: calibration data (int8 only; see :func:`representative_dataset`).
+        representative: calibration data (the int8 modes; see :func:`representative_dataset`).
         io: int8 mode's input/output type: int8, uint8 or float32.
+            ``int8-floatends`` records the nodes it left in float as ``float_nodes``.
 
     Returns:
         ``(tflite_bytes, converter_record)``.
@@ -249,17 +251,56 @@ def convert_model(model, mode: str, representative: Callable | None = None, io: 
     if mode not in QUANT_MODES:
         raise InputError(f"unknown quantization mode {mode!r}; choose from {', '.join(QUANT_MODES)}")
     tf = import_tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    record = QUANT_MODES[mode](converter, representative=representative if mode == "int8" else None, io=io)
+
+    def configured():
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        rec = QUANT_MODES[mode](conv, representative=representative if mode in CALIBRATED_MODES else None, io=io)
+        return conv, rec
+
+    converter, record = configured()
     log: list[str] = []
     try:
         with quiet() as log:
-            data = converter.convert()
+            if record.get("float_ops") == "ends":
+                data, record["float_nodes"] = _convert_float_ends(tf, configured, representative)
+            else:
+                data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - converter errors come in many types
         detail = next((ln.strip() for ln in reversed(log) if "error" in ln.lower()), "")
         msg = _one_line(exc, 240) + (f" | {detail[:200]}" if detail else "")
         raise RuntimeFailure(f"{model.name}: {mode} conversion failed ({msg})") from None
     return bytes(data), record
+
+
+def _convert_float_ends(tf, configured: Callable, representative, debug_images: int = 32) -> tuple[bytes, list[str]]:
+    """Selective quantization: every op int8 except the first and last quantized ones, left float32.
+
+    TFLite's quantization debugger lists the quantized ops' output tensors in
+    execution order; the first and the last are denylisted and the debugger
+    builds the model without its debugging outputs. ``configured()`` returns a
+    fresh ``(converter, record)`` set up by the mode function.
+
+    Returns:
+        ``(tflite_bytes, [denylisted node names])``.
+    """
+    images = [batch for _, batch in zip(range(debug_images), representative())]
+
+    def debug_data():
+        yield from images
+
+    debugger = tf.lite.experimental.QuantizationDebugger
+    probe = debugger(converter=configured()[0], debug_dataset=debug_data)
+    probe.run()
+    buf = io.StringIO()
+    probe.layer_statistics_dump(buf)
+    buf.seek(0)
+    names = [row["tensor_name"] for row in csv.DictReader(buf)]
+    if not names:
+        raise RuntimeError("the quantization debugger found no quantized op to keep in float")
+    ends = list(dict.fromkeys([names[0], names[-1]]))
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=ends)
+    final = debugger(converter=configured()[0], debug_dataset=debug_data, debug_options=options)
+    return bytes(final.get_nondebug_quantized_model()), ends
 
 
 def versions() -> dict:
