@@ -18,7 +18,8 @@ to the first variant (same model, same seed).
 With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8``,
 into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``) and benched on the
 test split (``kdtool bench ... --split test --runs 0``): the tables gain the int8 files' test
-metrics and their validation accuracy drop (points, Keras minus int8).
+metrics and their validation accuracy drop (points, Keras minus int8). ``--quantize int8-floatends``
+exports that mode instead (into ``RUN/export_int8-floatends``).
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> di
     return json.loads((out / "run.json").read_text())
 
 
-def _exports_current(run: Path, out: Path, bench: Path) -> bool:
-    """True when ``bench`` exists and every student's int8 file was exported from the run's current .keras.
+def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8") -> bool:
+    """True when ``bench`` exists and every student's ``mode`` file was exported from the run's current .keras.
 
     A run retrained in the same folder (``--fresh``) has new SHA-256s in run.json; its old exports are stale.
     """
@@ -118,23 +119,23 @@ def _exports_current(run: Path, out: Path, bench: Path) -> bool:
     for m in models:
         if m["role"] == "teacher":
             continue
-        side = out / f"{m['name']}.int8.json"
+        side = out / f"{m['name']}.{mode}.json"
         if not side.is_file() or json.loads(side.read_text()).get("source", {}).get("sha256") != m["sha256"]:
             return False
     return True
 
 
-def int8_results(run: Path, data: str, tau: float) -> dict[str, dict]:
-    """Export a run's students to int8 and bench them on the test split (both reused when done).
+def int8_results(run: Path, data: str, tau: float, mode: str = "int8") -> dict[str, dict]:
+    """Export a run's students to int8 (or ``mode``) and bench them on the test split (both reused when done).
 
     Returns:
         {model name: {accuracy, balanced_accuracy, macro_f1, melanoma_sensitivity, roc_auc,
         val_accuracy_drop}}, fractions (the drop divided by 100, so tables print points).
     """
-    out = run / ("export" if not tau else f"export_tau{tau:g}")
+    out = run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else ""))
     bench = out / "bench_test.json"
-    if not _exports_current(run, out, bench):
-        export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", "int8", "--data", data,
+    if not _exports_current(run, out, bench, mode):
+        export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", mode, "--data", data,
                   "--out", str(out), "--prior-shift", str(tau)]
         rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
         if rc.returncode not in (0, 3):  # 3: some drop above --max-drop, the files are written
@@ -146,8 +147,8 @@ def int8_results(run: Path, data: str, tau: float) -> dict[str, dict]:
             raise SystemExit(f"{run}: kdtool bench exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
     results = {}
     for rec in json.loads(bench.read_text()):
-        name = rec["model"].removesuffix(".int8.tflite")
-        side = json.loads((out / f"{name}.int8.json").read_text())
+        name = rec["model"].removesuffix(f".{mode}.tflite")
+        side = json.loads((out / f"{name}.{mode}.json").read_text())
         results[name] = {"accuracy": rec["accuracy"], "balanced_accuracy": rec["balanced_accuracy"],
                          "macro_f1": rec["macro"]["f1"], "melanoma_sensitivity": rec["melanoma_sensitivity"],
                          "roc_auc": rec.get("roc_auc_macro"), "val_accuracy_drop": side["check"]["accuracy_drop"] / 100}
@@ -194,6 +195,7 @@ def _pm(s: dict | None, scale: float = 100.0, nd: int = 1) -> str:
 
 def render(doc: dict) -> str:
     base = doc["baseline"]
+    mode = doc.get("quantize", "int8")
     metrics = METRICS + (INT8_METRICS if doc.get("int8") else [])
     lines = [
         "# Student training recipes, over seeds",
@@ -207,7 +209,7 @@ def render(doc: dict) -> str:
         f"In %, mean ± std over seeds. \"vs {base}\": paired difference in test balanced accuracy "
         "(same model, same seed), in points.",
         "",
-        "| variant | model | " + " | ".join(label for _, _, label in metrics)
+        "| variant | model | " + " | ".join(label.replace("int8", mode, 1) for _, _, label in metrics)
         + f" | test bal acc vs {base} | kept epoch | train s |",
         "|---|---|" + "---|" * (len(metrics) + 3),
     ]
@@ -218,9 +220,9 @@ def render(doc: dict) -> str:
                          + f" | {_pm(row['test_balanced_accuracy_vs_baseline'])} | "
                          f"{_pm(row['best_epoch'], 1.0)} | {_pm(row['train_seconds'], 1.0, 0)} |")
     if doc.get("int8"):
-        lines += ["", f"int8 columns: `kdtool export RUN --quantize int8 --prior-shift {doc['prior_shift']:g}` (output "
-                  "bias correction on), then `kdtool bench` on the test split; the drop is the export's "
-                  "validation check, Keras minus int8, in points."]
+        lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}` "
+                  "(output bias correction on), then `kdtool bench` on the test split; the drop is the export's "
+                  f"validation check, Keras minus {mode}, in points."]
     lines += ["", "Variants:", ""]
     lines += [f"- `{name}`: {v['description']} (`{' '.join(v['options'])}`)" for name, v in doc["variants"].items()]
     return "\n".join(lines) + "\n"
@@ -241,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", action="store_true", help="Also export every run's students to int8 and bench them "
                                                           "on the test split.")
     ap.add_argument("--prior-shift", type=float, default=0.0, help="With --int8: kdtool export --prior-shift.")
+    ap.add_argument("--quantize", default="int8", choices=("int8", "int8-floatends"),
+                    help="With --int8: the kdtool export mode of the exported files.")
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -257,13 +261,14 @@ def main(argv=None) -> int:
     if args.int8:
         for v in variants:
             for s in seeds:
-                found = int8_results(_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift)
+                found = int8_results(_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift,
+                                     args.quantize)
                 for m in docs[v][s]["models"]:
                     m["int8"] = found.get(m["name"])
     doc = {"command": " ".join(["python benchmarks/recipes.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine_facts(), "data": args.data, "seeds": seeds, "teachers": args.teachers,
            "baseline": variants[0], "wall_seconds": time.perf_counter() - t0,
-           "int8": args.int8, "prior_shift": args.prior_shift,
+           "int8": args.int8, "prior_shift": args.prior_shift, "quantize": args.quantize,
            "variants": summarise(docs, variants[0], METRICS + (INT8_METRICS if args.int8 else []))}
     write_results(doc, args.json, args.md, render(doc))
     return 0
