@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from kdtool.data import load_fdata  # noqa: E402
-from run import machine_facts, machine_line, stats, write_results  # noqa: E402
+from run import results_doc, stats, write_results  # noqa: E402
 
 TIE_SEED = 0
 VARIANTS = ("int8", "int8_calib3000", "int8_block1_float", "int8-floatends", "int16x8", "output_grid")
@@ -249,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m} ...", flush=True)
         with quiet():
             results.append(analyse(Path(m), fd))
-    doc = {"command": " ".join(["python benchmarks/int8_noise.py", *(argv if argv is not None else sys.argv[1:])]),
-           "machine": machine_facts(), "data": args.data, "results": results,
-           "wall_seconds": time.perf_counter() - t0}
-    doc["machine_line"] = machine_line(doc["machine"])
+    doc = results_doc("int8_noise.py", argv, args.data, results, t0)
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

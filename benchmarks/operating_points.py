@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdtool.data import load_fdata  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
-from run import machine_facts, machine_line, stats, write_results  # noqa: E402
+from run import results_doc, stats, write_results  # noqa: E402
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.05), 4)
 PENALTY = 5.0  # accuracy points given up per point of shortfall below the floor
@@ -171,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.data}: no class named like melanoma ('mel'); nothing to hold at the floor")
     t0 = time.perf_counter()
     results = [analyse(Path(m), fd, args.floor) for m in args.models]
-    doc = {"command": " ".join(["python benchmarks/operating_points.py",
-                                *(argv if argv is not None else sys.argv[1:])]),
-           "machine": machine_facts(), "data": args.data, "floor": args.floor, "results": results,
-           "wall_seconds": time.perf_counter() - t0}
-    doc["machine_line"] = machine_line(doc["machine"])
+    doc = results_doc("operating_points.py", argv, args.data, results, t0, floor=args.floor)
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

@@ -188,6 +188,15 @@ def machine_facts() -> dict:
     return facts
 
 
+def results_doc(script: str, argv: list[str] | None, data: str, results: list, t0: float, **extra) -> dict:
+    """The JSON document of a per-model benchmark script: command, machine, data, results, wall time."""
+    doc = {"command": " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+           "machine": machine_facts(), "data": data, **extra, "results": results,
+           "wall_seconds": time.perf_counter() - t0}
+    doc["machine_line"] = machine_line(doc["machine"])
+    return doc
+
+
 def write_results(doc: dict, json_path: str | Path, md_path: str | Path, markdown: str) -> None:
     """Write a benchmark script's results: ``doc`` as JSON and ``markdown``, both atomically; print the Markdown."""
     atomic_write_text(Path(json_path), json.dumps(rnd(doc), indent=1) + "\n")

@@ -202,14 +202,15 @@ def format_table(rows: Sequence[dict]) -> str:
         return f"{100 * v:6.2f}"
 
     w = max([26, *(len(r["name"]) for r in rows)])
-    head = (f"{'model':<{w}} {'mode':<8} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
+    wm = max([8, *(len(r["mode"]) for r in rows)])
+    head = (f"{'model':<{w}} {'mode':<{wm}} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
             f"{'bal K':>6} {'bal T':>6} {'F1 K':>6} {'F1 T':>6} {'agree':>6}  gate")
     lines = [head, "-" * len(head)]
     for r in rows:
         c = r["check"]
         ratio = r.get("ratio_to_float32")
         lines.append(
-            f"{r['name']:<{w}} {r['mode']:<8} {r['size_bytes'] / 1024:8.1f} "
+            f"{r['name']:<{w}} {r['mode']:<{wm}} {r['size_bytes'] / 1024:8.1f} "
             f"{(f'{ratio:.2f}' if ratio else '-'):>5} {pct(c['keras']['accuracy'])} {pct(c['tflite']['accuracy'])} "
             f"{c['accuracy_drop']:+6.2f} {pct(c['keras']['balanced_accuracy'])} {pct(c['tflite']['balanced_accuracy'])} "
             f"{pct(c['keras']['macro_f1'])} {pct(c['tflite']['macro_f1'])} {pct(c['agreement'])}  "
