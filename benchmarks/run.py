@@ -571,6 +571,7 @@ class Harness:
 
     # -------------------------------------------------------------- 3 + 4 + 5: export, bench, keras
     def export_student(self) -> dict:
+        from kdtool.export.modes import MODE_ORDER
         from kdtool.export.pipeline import ExportOptions, export_models
 
         run = self.seed0_run()
@@ -578,10 +579,10 @@ class Harness:
         students = [m for m in doc["models"] if m["role"] in ("student", "ensemble")]
         name = (students[0] if students else doc["models"][0])["name"]
         out = self.work / "export_quant"
-        log(f"quant: exporting {run / (name + '.keras')} float32/float16/dynamic/int8 -> {out}", bold=True)
+        log(f"quant: exporting {run / (name + '.keras')} {'/'.join(MODE_ORDER)} -> {out}", bold=True)
         t0 = time.perf_counter()
         res = export_models(str(run / f"{name}.keras"),
-                            ExportOptions(modes=["float32", "float16", "dynamic", "int8"], data=self.data,
+                            ExportOptions(modes=list(MODE_ORDER), data=self.data,
                                           out=str(out), max_drop=100.0))
         self._export = {"run": run, "name": name, "out": out, "rows": {r["mode"]: r for r in res.rows},
                         "seconds": time.perf_counter() - t0, "doc": doc}
@@ -623,7 +624,7 @@ class Harness:
                 "test_macro_f1": rec["macro"]["f1"], "test_melanoma_sensitivity": rec["melanoma_sensitivity"],
                 "latency_ms_median_1thread": rec["latency_ms"]["median"],
             }
-            log(f"quant: {mode:<8} {row['size_bytes']:>9,} B  val acc {100 * chk['tflite']['accuracy']:.2f}% "
+            log(f"quant: {mode:<14} {row['size_bytes']:>9,} B  val acc {100 * chk['tflite']['accuracy']:.2f}% "
                 f"(drop {chk['accuracy_drop']:+.2f})  test acc {100 * rec['accuracy']:.2f}%  "
                 f"bal {100 * rec['balanced_accuracy']:.2f}%  {rec['latency_ms']['median']:.3f} ms")
         f32, i8 = modes.get("float32"), modes.get("int8")
@@ -961,7 +962,8 @@ def render_markdown(r: dict) -> str:
     if q:
         L += ["## 3. Quantization", "",
               f"`{q['model']}` ({q['params']:,} params) from seed 0's run, exported with `export_models` "
-              "(int8: full-integer, int8 I/O, 300 stratified train images for calibration); val columns from the "
+              "(int8: full-integer, int8 I/O, 300 stratified train images for calibration; int8-floatends: the same with "
+              "the first conv and the logits layer float32); val columns from the "
               "export check (852 images), test columns from kdtool bench (1704 images). Accuracies in %.", "",
               "| mode | bytes | x float32 | val acc (Keras -> TFLite) | val drop pts | val bal acc | test acc | "
               "test bal acc | test macro-F1 | test mel sens |", "|---|---|---|---|---|---|---|---|---|---|"]
