@@ -240,6 +240,11 @@ def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_pa
     assert len(side["converter"]["float_nodes"]) == 2
     assert side["converter"]["bias_correction"]["applied"] in (True, False)
     assert side["check"]["agreement"] >= 0.95
+    bench = CliRunner().invoke(main, ["bench", str(out / "tiny.int8-floatends.tflite"), "--data", str(tiny["data"]),
+                                      "--runs", "2", "--warmup", "0", "--json", str(tmp_path / "b.json")])
+    assert bench.exit_code == 0, bench.output  # the light bench reads the mixed file from its sidecar
+    (rec,) = json.loads((tmp_path / "b.json").read_text())
+    assert rec["mode"] == "int8-floatends" and rec["accuracy"] > 0.9
 
 
 # ----------------------------------------------------------------------------- quality gate
