@@ -18,7 +18,7 @@ the rest int8); int16 activations with int8 weights (TFLite's 16x8 mode, same fi
 the Keras logits merely rounded to the int8 model's output grid (the floor that any int8
 output imposes, with no other error).
 
-Needs the ``[train]`` install (TensorFlow converts). About 1 minute per student on 2 cores.
+Needs the ``[train]`` install (TensorFlow converts). About 40 s per student on 2 cores.
 
     python benchmarks/int8_noise.py runs/recipes/d96_la_v8e60_efficientnet_lite0/s*/student_*.keras
         [--data ../shared/data/ham10000] [--json benchmarks/int8_noise.json] [--md benchmarks/int8_noise.md]
@@ -27,8 +27,6 @@ Needs the ``[train]`` install (TensorFlow converts). About 1 minute per student 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import time
 from pathlib import Path
@@ -114,53 +112,37 @@ def compare(keras_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) ->
 
 # ----------------------------------------------------------------------------- conversions (TensorFlow)
 
-def _converter(model, representative, ops: str):
+def _int16x8(model, representative) -> tuple[bytes, dict]:
+    """TFLite's 16x8 mode (int16 activations, int8 weights): not a kdtool export mode, measured here only."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative
-    conv.target_spec.supported_ops = {
-        "int8": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
-        "int8+float": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS],
-        "int16x8": [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8],
-    }[ops]
-    return conv
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return conv.convert(), {}
 
 
-def _corrected(model, representative, convert) -> bytes:
-    """Convert, then apply kdtool export's output bias correction (same calibration images)."""
-    from kdtool.export.bias import correct_output_bias
-    from kdtool.export.check import run_tflite
-    from kdtool.export.pipeline import _keras_logits
-
-    data, _ = convert()
-    data, _ = correct_output_bias(model, data, representative, convert=convert,
-                                  keras_logits=lambda x: _keras_logits(model, x), run_tflite=run_tflite)
-    return data
-
-
-def _block1_float(model, representative, debug_x: np.ndarray) -> bytes:
-    """int8 with the first conv block's fused op left in float (TFLite's quantization debugger)."""
-    import tensorflow as tf
-
-    from kdtool.export.convert import RepresentativeData
-
-    debug = RepresentativeData(debug_x, np.arange(len(debug_x)), 0)
-    conv = _converter(model, representative, "int8+float")
-    probe = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug)
-    probe.run()
-    buf = io.StringIO()
-    probe.layer_statistics_dump(buf)
-    buf.seek(0)
-    names = [row["tensor_name"] for row in csv.DictReader(buf)]
+def _first_block(names: list[str]) -> list[str]:
+    """The first conv block's fused op among the quantized ops' output tensors (kdtool's students only)."""
     first = next((n for n in names if "block1_" in n and "pool" not in n.lower()), None)
     if first is None:
-        raise SystemExit(f"{model.name}: no tensor of a layer named block1_* found; is this a kdtool student?")
-    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[first])
-    conv = _converter(model, representative, "int8+float")
-    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug,
-                                                     debug_options=opts).get_nondebug_quantized_model()
+        raise SystemExit("no tensor of a layer named block1_* found; is this a kdtool student?")
+    return [first]
+
+
+def _block1_float(model, representative) -> bytes:
+    """int8 with the first conv block's fused op left in float (kdtool export's selective quantization)."""
+    import tensorflow as tf
+
+    from kdtool.export.convert import convert_selective
+    from kdtool.export.modes import QUANT_MODES
+
+    def configured():
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        return conv, QUANT_MODES["int8-floatends"](conv, representative=representative)
+
+    return convert_selective(tf, configured, representative, _first_block)[0]
 
 
 def _output_quantization(data: bytes) -> tuple[float, int]:
@@ -174,19 +156,22 @@ def analyse(path: Path, fd) -> dict:
     """Every variant of one student, compared with its Keras model on val and test."""
     from kdtool.export.check import run_tflite
     from kdtool.export.convert import convert_model, load_keras_model, representative_dataset
-    from kdtool.export.pipeline import _keras_logits
+    from kdtool.export.pipeline import _keras_logits, bias_corrected
 
     model = load_keras_model(path)
     splits = {s: (fd.x(s), fd.labels(s)) for s in ("val", "test")}
     keras = {s: _keras_logits(model, x) for s, (x, _) in splits.items()}
     rep300 = representative_dataset(fd, 300)
     rep3000 = representative_dataset(fd, 3000)
+    def corrected(rep, convert) -> bytes:  # as kdtool export writes it: output bias corrected
+        return bias_corrected(model, convert(), rep, convert)[0]
+
     files = {
-        "int8": _corrected(model, rep300, lambda: convert_model(model, "int8", rep300, "int8")),
-        "int8_calib3000": _corrected(model, rep3000, lambda: convert_model(model, "int8", rep3000, "int8")),
-        "int8_block1_float": _block1_float(model, rep300, splits["val"][0][:50]),
-        "int8-floatends": _corrected(model, rep300, lambda: convert_model(model, "int8-floatends", rep300)),
-        "int16x8": _corrected(model, rep300, lambda: (_converter(model, rep300, "int16x8").convert(), {})),
+        "int8": corrected(rep300, lambda: convert_model(model, "int8", rep300, "int8")),
+        "int8_calib3000": corrected(rep3000, lambda: convert_model(model, "int8", rep3000, "int8")),
+        "int8_block1_float": _block1_float(model, rep300),
+        "int8-floatends": corrected(rep300, lambda: convert_model(model, "int8-floatends", rep300)),
+        "int16x8": corrected(rep300, lambda: _int16x8(model, rep300)),
     }
     out = {"model": str(path), "output_quantization": dict(zip(("scale", "zero_point"),
                                                                 _output_quantization(files["int8"])))}

@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]  # kdtool from this checkout, and run.py's helpers
 
+from kdtool.export.modes import CALIBRATED_MODES  # noqa: E402 - no TensorFlow at import
 from run import machine_facts, machine_line, stats, write_results  # noqa: E402
 
 # the teacher settings these variants were measured with (kdtool's defaults until the 96 px result)
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", action="store_true", help="Also export every run's students to int8 and bench them "
                                                           "on the test split.")
     ap.add_argument("--prior-shift", type=float, default=0.0, help="With --int8: kdtool export --prior-shift.")
-    ap.add_argument("--quantize", default="int8", choices=("int8", "int8-floatends"),
+    ap.add_argument("--quantize", default="int8", choices=CALIBRATED_MODES,
                     help="With --int8: the kdtool export mode of the exported files.")
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -262,7 +262,7 @@ def convert_model(model, mode: str, representative: Callable | None = None, io: 
     try:
         with quiet() as log:
             if record.get("float_ops") == "ends":
-                data, record["float_nodes"] = _convert_float_ends(tf, configured, representative)
+                data, record["float_nodes"] = convert_selective(tf, configured, representative, first_and_last)
             else:
                 data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - converter errors come in many types
@@ -272,13 +272,26 @@ def convert_model(model, mode: str, representative: Callable | None = None, io: 
     return bytes(data), record
 
 
-def _convert_float_ends(tf, configured: Callable, representative, debug_images: int = 32) -> tuple[bytes, list[str]]:
-    """Selective quantization: every op int8 except the first and last quantized ones, left float32.
+def first_and_last(names: list[str]) -> list[str]:
+    """The first and the last of the quantized ops' output tensors (``int8-floatends``'s float ops)."""
+    return list(dict.fromkeys([names[0], names[-1]]))
+
+
+def convert_selective(tf, configured: Callable, representative, pick: Callable[[list[str]], list[str]],
+                      debug_images: int = 32) -> tuple[bytes, list[str]]:
+    """Selective quantization: int8 except the ops whose output tensors ``pick`` chooses, left float32.
 
     TFLite's quantization debugger lists the quantized ops' output tensors in
-    execution order; the first and the last are denylisted and the debugger
-    builds the model without its debugging outputs. ``configured()`` returns a
-    fresh ``(converter, record)`` set up by the mode function.
+    execution order; ``pick(names)`` chooses which to denylist, and the debugger
+    builds the model without its debugging outputs.
+
+    Args:
+        tf: the ``tensorflow`` module.
+        configured: returns a fresh ``(converter, record)`` set up by a mode function
+            that allows float builtin ops (``int8-floatends``'s).
+        representative: the calibration data; its first ``debug_images`` batches feed the debugger.
+        pick: ``names -> the names to keep float``, e.g. :func:`first_and_last`.
+        debug_images: images the debugger runs to list the ops.
 
     Returns:
         ``(tflite_bytes, [denylisted node names])``.
@@ -297,10 +310,10 @@ def _convert_float_ends(tf, configured: Callable, representative, debug_images: 
     names = [row["tensor_name"] for row in csv.DictReader(buf)]
     if not names:
         raise RuntimeError("the quantization debugger found no quantized op to keep in float")
-    ends = list(dict.fromkeys([names[0], names[-1]]))
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=ends)
+    keep = pick(names)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
     final = debugger(converter=configured()[0], debug_dataset=debug_data, debug_options=options)
-    return bytes(final.get_nondebug_quantized_model()), ends
+    return bytes(final.get_nondebug_quantized_model()), keep
 
 
 def versions() -> dict:

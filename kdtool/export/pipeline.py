@@ -155,17 +155,19 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
 
 
-def _bias_corrected(model, converted: tuple[bytes, dict], representative, io: str,
-                    mode: str = "int8") -> tuple[bytes, dict]:
+def bias_corrected(model, converted: tuple[bytes, dict], representative,
+                   convert: Callable[[], tuple[bytes, dict]]) -> tuple[bytes, dict]:
+    """``converted`` after :func:`kdtool.export.bias.correct_output_bias`; ``convert()`` converts again.
+
+    Returns:
+        ``(tflite_bytes, record)`` with the correction under ``record["bias_correction"]``.
+    """
     from kdtool.export.bias import correct_output_bias  # noqa: PLC0415
     from kdtool.export.check import run_tflite  # noqa: PLC0415
 
     data, record = converted
-    data, correction = correct_output_bias(
-        model, data, representative,
-        convert=lambda: convert_model(model, mode, representative, io),
-        keras_logits=lambda x: _keras_logits(model, x),
-        run_tflite=run_tflite)
+    data, correction = correct_output_bias(model, data, representative, convert=convert,
+                                           keras_logits=lambda x: _keras_logits(model, x), run_tflite=run_tflite)
     return data, {**record, "bias_correction": correction}
 
 
@@ -205,6 +207,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     )
 
     modes = [m for m in MODE_ORDER if m in options.modes]
+    wm = max([8, *map(len, modes)])  # the mode column of the progress lines
     plan = plan_export(target, options.include_teachers)
     for w in plan.warnings:
         _warn(w)
@@ -250,13 +253,15 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
                 continue
             if mode in CALIBRATED_MODES and options.bias_correction:
                 try:
-                    converted[mode] = _bias_corrected(model, converted[mode], representative, options.io, mode)
+                    converted[mode] = bias_corrected(
+                        model, converted[mode], representative,
+                        lambda: convert_model(model, mode, representative, options.io))
                 except RuntimeFailure as exc:
                     errors.append(exc.format_message())
                     click.secho(f"  error: {exc.format_message()}", fg="red", err=True)
                     del converted[mode]
                     continue
-            click.echo(f"  {mode:<8} converted in {time.perf_counter() - t0:5.1f} s, "
+            click.echo(f"  {mode:<{wm}} converted in {time.perf_counter() - t0:5.1f} s, "
                        f"{len(converted[mode][0]) / 1024:8.1f} KB{_bias_note(converted[mode][1])}")
         f32 = len(converted["float32"][0]) if "float32" in converted else None
         if f32 is None and converted:  # for the size ratio only, not written
@@ -304,7 +309,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
             }
             write_export(out, src.name, mode, data, sidecar)
             rows.append({**sidecar, "ratio_to_float32": sizes["ratio_to_float32"]})
-            line = (f"  {mode:<8} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
+            line = (f"  {mode:<{wm}} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
                     f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, "
                     f"agreement {100 * check['agreement']:.1f}%)")
             click.echo(line)
