@@ -14,9 +14,14 @@ If even the oracle stays below the accuracy target, no operating point of that s
 targets: the model's ranking, not its threshold, has to improve. Runs with the light install (no
 TensorFlow): the logits come from kdtool bench's interpreter.
 
+``--ensemble`` also analyses the mean logits of all the models given (e.g. three seeds' teachers
+exported with ``kdtool export TEACHER.keras --quantize float32``): an upper reference for what a
+better-ranking model would do. ``--val-margin M`` holds melanoma sensitivity at ``floor + M`` when
+tuning on val (a safety margin for the val-to-test gap; the oracle keeps the plain floor).
+
     python benchmarks/operating_points.py runs/recipes/d96_la_efficientnet_lite0/s*/export/student_efficientnet_lite0.int8.tflite
         [--data ../shared/data/ham10000] [--floor 0.6] [--json benchmarks/operating_points.json]
-        [--md benchmarks/operating_points.md]
+        [--md benchmarks/operating_points.md] [--ensemble] [--val-margin 0.1]
 """
 
 from __future__ import annotations
@@ -56,13 +61,16 @@ def rule_metrics(logits: np.ndarray, labels: np.ndarray, offset: np.ndarray, mel
             "melanoma_sensitivity": recall.get(mel, float("nan"))}
 
 
-def objective(m: dict, floor: float) -> float:
-    """Accuracy, minus PENALTY x the shortfall of balanced accuracy and melanoma sensitivity below ``floor``."""
-    short = max(0.0, floor - m["balanced_accuracy"]) + max(0.0, floor - m["melanoma_sensitivity"])
+def objective(m: dict, floor: float, mel_floor: float | None = None) -> float:
+    """Accuracy, minus PENALTY x the shortfall of balanced accuracy below ``floor`` and of melanoma
+    sensitivity below ``mel_floor`` (``floor`` when None)."""
+    mel_floor = floor if mel_floor is None else mel_floor
+    short = max(0.0, floor - m["balanced_accuracy"]) + max(0.0, mel_floor - m["melanoma_sensitivity"])
     return m["accuracy"] - PENALTY * short
 
 
-def search_offsets(logits: np.ndarray, labels: np.ndarray, mel: int, floor: float, sweeps: int = 6) -> np.ndarray:
+def search_offsets(logits: np.ndarray, labels: np.ndarray, mel: int, floor: float, sweeps: int = 6,
+                   mel_floor: float | None = None) -> np.ndarray:
     """Per-class offsets maximising :func:`objective` by coordinate ascent over GRID (starts at 0).
 
     Args:
@@ -71,20 +79,21 @@ def search_offsets(logits: np.ndarray, labels: np.ndarray, mel: int, floor: floa
         mel: the melanoma class index.
         floor: the lower bound for balanced accuracy and melanoma sensitivity.
         sweeps: passes over the K classes.
+        mel_floor: a different lower bound for melanoma sensitivity (None: ``floor``).
 
     Returns:
         (K,) float offsets; only changes that raise the objective are kept, so the result
         scores at least as well as no offset.
     """
     b = np.zeros(logits.shape[1])
-    best = objective(rule_metrics(logits, labels, b, mel), floor)
+    best = objective(rule_metrics(logits, labels, b, mel), floor, mel_floor)
     for _ in range(sweeps):
         improved = False
         for c in range(len(b)):
             for g in GRID:
                 trial = b.copy()
                 trial[c] = g
-                score = objective(rule_metrics(logits, labels, trial, mel), floor)
+                score = objective(rule_metrics(logits, labels, trial, mel), floor, mel_floor)
                 if score > best + 1e-12:
                     best, b, improved = score, trial, True
         if not improved:
@@ -101,14 +110,14 @@ def student_logits(path: Path, fd) -> dict[str, np.ndarray]:
     return {split: predict_scores(model, fd.x(split)) for split in ("val", "test")}
 
 
-def analyse(path: Path, fd, floor: float) -> dict:
+def analyse(name: str, z: dict[str, np.ndarray], fd, floor: float, val_margin: float = 0.0) -> dict:
+    """Plain, val-tuned and oracle decision rules for one model's val and test logits."""
     mel = melanoma_index(fd.class_names)
-    z = student_logits(path, fd)
     yv, yt = fd.labels("val"), fd.labels("test")
-    tuned = search_offsets(z["val"], yv, mel, floor)
+    tuned = search_offsets(z["val"], yv, mel, floor, mel_floor=floor + val_margin)
     oracle = search_offsets(z["test"], yt, mel, floor)
     zero = np.zeros(fd.num_classes)
-    return {"model": str(path),
+    return {"model": name,
             "plain": rule_metrics(z["test"], yt, zero, mel),
             "val_tuned": {"offset": tuned.tolist(), "val": rule_metrics(z["val"], yv, tuned, mel),
                           "test": rule_metrics(z["test"], yt, tuned, mel)},
@@ -127,25 +136,28 @@ def render(doc: dict) -> str:
         s = stats(vals)
         return f"{100 * s['mean']:.1f} ± {100 * (s['std'] or 0):.1f}"
 
-    floor = 100 * doc["floor"]
+    floor, margin = 100 * doc["floor"], 100 * doc.get("val_margin", 0.0)
+    tuned = (f" (on val, melanoma sensitivity held >= {floor + margin:.0f}%: a {margin:.0f}-point margin)"
+             if margin else "")
     lines = [
         "# Operating points: what per-class logit offsets can and cannot do",
         "",
         f"`{doc['command']}` — {doc['machine_line']}",
         "",
-        f"{len(doc['results'])} int8 student(s); data `{doc['data']}`. Each rule is argmax(logits + b); b maximises "
+        f"{len(doc['results'])} model(s); data `{doc['data']}`. Each rule is argmax(logits + b); b maximises "
         f"test or val accuracy with balanced accuracy and melanoma sensitivity held >= {floor:.0f}% (a penalty of "
-        f"{PENALTY:g} points per point below), by coordinate ascent over b in [-3, 3] step 0.05. Mean ± std over the "
-        "students, %.",
+        f"{PENALTY:g} points per point below){tuned}, by coordinate ascent over b in [-3, 3] step 0.05. Mean ± std "
+        "over the models, %.",
         "",
         "| rule | acc | bal acc | mel sens |",
         "|---|---|---|---|",
     ]
     for label, get in ROWS:
         lines.append(f"| {label} | " + " | ".join(pm([get(r)[k] for r in doc["results"]]) for k in KEYS) + " |")
-    lines += ["", "Per student (test split):", "", "| model | plain acc / bal / mel | val-tuned | oracle |",
-              "|---|---|---|---|"]
-    for r in doc["results"]:
+    ens = doc.get("ensemble")
+    lines += ["", "Per model (test split)" + (", and the mean of their logits (ensemble)" if ens else "") + ":", "",
+              "| model | plain acc / bal / mel | val-tuned | oracle |", "|---|---|---|---|"]
+    for r in doc["results"] + ([ens] if ens else []):
         cells = [" / ".join(f"{100 * m[k]:.1f}" for k in KEYS)
                  for m in (r["plain"], r["val_tuned"]["test"], r["oracle"]["test"])]
         lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
@@ -160,9 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", type=float, default=0.60, help="lower bound for bal acc and mel sens (0..1)")
     ap.add_argument("--json", default=str(HERE / "operating_points.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "operating_points.md"), help="results Markdown")
+    ap.add_argument("--ensemble", action="store_true", help="also analyse the mean logits of all the models given")
+    ap.add_argument("--val-margin", type=float, default=0.0,
+                    help="hold melanoma sensitivity at floor + this when tuning on val (0..1, default 0)")
     args = ap.parse_args(argv)
     if not 0.0 < args.floor < 1.0:
         ap.error(f"--floor must lie in (0, 1), got {args.floor}")
+    if not 0.0 <= args.val_margin < 1.0 - args.floor:
+        ap.error(f"--val-margin must lie in [0, {1.0 - args.floor:g}), got {args.val_margin}")
+    if args.ensemble and len(args.models) < 2:
+        ap.error("--ensemble needs at least two models")
     missing = [m for m in args.models if not Path(m).is_file()]
     if missing:
         ap.error(f"no such model file: {missing[0]}")
@@ -170,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     if melanoma_index(fd.class_names) is None:
         ap.error(f"{args.data}: no class named like melanoma ('mel'); nothing to hold at the floor")
     t0 = time.perf_counter()
-    results = [analyse(Path(m), fd, args.floor) for m in args.models]
-    doc = results_doc("operating_points.py", argv, args.data, results, t0, floor=args.floor)
+    logits = {m: student_logits(Path(m), fd) for m in args.models}
+    results = [analyse(m, z, fd, args.floor, args.val_margin) for m, z in logits.items()]
+    ensemble = None
+    if args.ensemble:
+        mean = {split: np.mean([z[split] for z in logits.values()], axis=0) for split in ("val", "test")}
+        ensemble = analyse(f"ensemble (mean logits) of {len(logits)}", mean, fd, args.floor, args.val_margin)
+    doc = results_doc("operating_points.py", argv, args.data, results, t0, floor=args.floor,
+                      val_margin=args.val_margin, ensemble=ensemble)
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

@@ -48,3 +48,46 @@ def test_docstring_examples(op):
 
     result = doctest.testmod(op, verbose=False)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def test_a_melanoma_floor_of_its_own_moves_the_rule(op):
+    rng = np.random.default_rng(1)
+    labels = np.array([0] * 80 + [1] * 20)
+    z = rng.normal(0, 0.5, (100, 2))
+    z[:, 0] += 1.0
+    z[labels == 1, 1] += 1.0
+    at_floor = op.rule_metrics(z, labels, op.search_offsets(z, labels, mel=1, floor=0.6), mel=1)
+    margin = op.rule_metrics(z, labels, op.search_offsets(z, labels, mel=1, floor=0.6, mel_floor=0.8), mel=1)
+    assert margin["melanoma_sensitivity"] >= 0.8 > at_floor["melanoma_sensitivity"]
+    assert margin["accuracy"] <= at_floor["accuracy"]  # the margin is paid for in accuracy
+    m = {"accuracy": 0.9, "balanced_accuracy": 0.7, "melanoma_sensitivity": 0.7}
+    assert op.objective(m, 0.6) == pytest.approx(0.9)
+    assert op.objective(m, 0.6, mel_floor=0.75) == pytest.approx(0.9 - op.PENALTY * 0.05)
+
+
+def test_ensemble_and_margin_arguments_are_checked(op, tmp_path, capsys):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    with pytest.raises(SystemExit) as exc:
+        op.main([str(model), "--ensemble"])
+    assert exc.value.code == 2 and "--ensemble needs at least two models" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        op.main([str(model), "--val-margin", "0.5"])
+    assert exc.value.code == 2 and "--val-margin must lie in [0, 0.4)" in capsys.readouterr().err
+
+
+def test_render_lists_the_ensemble_after_the_models(op):
+    m = {"accuracy": 0.7, "balanced_accuracy": 0.6, "melanoma_sensitivity": 0.5}
+
+    def result(name):
+        return {"model": name, "plain": m, "val_tuned": {"offset": [0.0], "val": m, "test": m},
+                "oracle": {"offset": [0.0], "test": m}}
+
+    doc = {"command": "c", "machine_line": "here", "data": "d", "floor": 0.6, "val_margin": 0.1,
+           "results": [result("a"), result("b")], "ensemble": result("ensemble (mean logits) of 2"),
+           "wall_seconds": 1.0}
+    text = op.render(doc)
+    assert "2 model(s)" in text and "held >= 70%: a 10-point margin" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["a", "b", "ensemble (mean logits) of 2"]
+    assert "| plain argmax(z), test | 70.0 ± 0.0 | 60.0 ± 0.0 | 50.0 ± 0.0 |" in text
