@@ -76,7 +76,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                 ["--balance", "logit-adjust", *_d96(128)]),
     "d96_la_v8e60": ("logit adjustment; students (alone and distilled) 60 epochs on 8 cached views instead of "
                      "20 on 4", ["--balance", "logit-adjust", *_d96(views=8, epochs=60)]),
-    "d96_la_v8e120": ("today's defaults with students trained 120 epochs instead of 60 (same 8 cached views)",
+    "d96_la_v8e120": ("students trained 120 epochs instead of 60 (same 8 cached views): kdtool's defaults since the "
+                      "three-seed measurement",
                       ["--balance", "logit-adjust", *_d96(views=8, epochs=120)]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),

@@ -35,7 +35,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
 it), cost timed on a 20% stratified subset (2 timed rounds); the pipeline of section 6 is the
 quick KD configuration (its 100% point is the last seed's KD run, not repeated). The full run: teachers
 efficientnet_lite0 and efficientnet_lite2 at 96 px (kdtool distill's default) plus their ensemble, seeds 0, 1, 2, kdtool's
-default epochs (60 student, 5 teacher), cost on the whole training split, and the
+default epochs (120 student, 5 teacher), cost on the whole training split, and the
 library-default pipeline (``kdtool distill --data D`` with nothing else) for section 6.
 
 Outputs: ``--json`` (default benchmarks/results.json, rewritten after every section) and

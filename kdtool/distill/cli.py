@@ -32,7 +32,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--list-teachers", is_flag=True, help="List the registered teachers and exit.")
 @click.option("--weights", type=click.Choice(["auto", "imagenet", "none"]), default="auto", help="Teacher init: imagenet (fail if unavailable), auto (ImageNet, else random init with a warning), none (from scratch).")
 @click.option("--image-size", type=int, default=96, help="Side teachers resize images to inside the model (raised to each architecture's minimum, e.g. 71 for Xception). 96 measured far better than 32 for EfficientNet-Lite0, for about 2x the teacher time.")
-@click.option("--epochs", type=int, default=60, help="Training epochs for every student (distilled and alone). 60 on 8 views measured better than 20 on 4 on every test metric but melanoma sensitivity (benchmarks/recipes_v8e60.md), for about 3.5 more minutes per student on 2 CPU cores.")
+@click.option("--epochs", type=int, default=120, help="Training epochs for every student (distilled and alone), on the cached views. 120 measured better than 60 on every test metric of the distilled student over three seeds (balanced accuracy +3.8 points paired; benchmarks/recipes_v8e120.md), for twice the student training time.")
 @click.option("--teacher-epochs", type=int, default=5, help="Fine-tuning epochs for each teacher, head phase included.")
 @click.option("--teacher-head-epochs", type=int, default=0, help="Of --teacher-epochs, how many train only the new logits head with the pretrained backbone frozen, before the whole network is fine-tuned (0: whole network from the start; ignored for randomly initialised teachers).")
 @click.option("--batch-size", type=int, default=64, help="Batch size for teachers and students.")

@@ -102,7 +102,7 @@ class DistillConfig:
     teachers: list = field(default_factory=lambda: ["efficientnet_lite0"])
     weights: str = "auto"
     image_size: int = 96
-    epochs: int = 60
+    epochs: int = 120
     teacher_epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3
