@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from kdtool.data import load_fdata  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
-from run import results_doc, stats, write_results  # noqa: E402
+from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.05), 4)
 PENALTY = 5.0  # accuracy points given up per point of shortfall below the floor
@@ -133,8 +133,7 @@ KEYS = ("accuracy", "balanced_accuracy", "melanoma_sensitivity")
 
 def render(doc: dict) -> str:
     def pm(vals):
-        s = stats(vals)
-        return f"{100 * s['mean']:.1f} ± {100 * (s['std'] or 0):.1f}"
+        return fmt_mean_std(stats(vals))
 
     floor, margin = 100 * doc["floor"], 100 * doc.get("val_margin", 0.0)
     tuned = (f" (on val, melanoma sensitivity held >= {floor + margin:.0f}%: a {margin:.0f}-point margin)"

@@ -834,7 +834,8 @@ def _pct(v, nd: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{nd}f}"
 
 
-def _ms(s: dict | None, nd: int = 1) -> str:
+def fmt_mean_std(s: dict | None, nd: int = 1) -> str:
+    """A :func:`stats` dict as ``"mean ± std"`` in percent (``-`` when empty)."""
     if not s or s.get("mean") is None:
         return "-"
     return f"{100 * s['mean']:.{nd}f} ± {100 * s['std']:.{nd}f}"
@@ -882,7 +883,7 @@ def render_markdown(r: dict) -> str:
         order = sorted(kd["models"].items(), key=lambda kv: ({"baseline": 0, "student": 1, "ensemble": 2,
                                                               "teacher": 3}.get(kv[1]["role"], 4), kv[0]))
         for name, row in order:
-            L.append(f"| {name} | {row['role']} | " + " | ".join(_ms(row[k]) for k, _ in METRICS) + " |")
+            L.append(f"| {name} | {row['role']} | " + " | ".join(fmt_mean_std(row[k]) for k, _ in METRICS) + " |")
         if kd["gain_vs_alone"]:
             L += ["", "Paired gain over the student alone (same seed), percentage points:", "",
                   "| student | " + " | ".join(lbl for _, lbl in METRICS) + " |", "|---|" + "---|" * len(METRICS)]

@@ -19,6 +19,7 @@ finished student). Needs the ``[train]`` extra. Writes ``benchmarks/seed_ensembl
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from recipes import int8_results  # noqa: E402
-from run import results_doc, stats, write_results  # noqa: E402
+from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 NAME = "student_seed_ensemble"
 KEYS = [("accuracy", "test acc"), ("balanced_accuracy", "test bal acc"), ("macro_f1", "test macro-F1"),
@@ -48,31 +49,27 @@ def _teacher(run_dir: Path) -> tuple[Path, dict]:
 
 def _cached_logits(model_path: Path, run, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """One teacher's logits over the run's views and val (kdtool's teacher_logits), cached in ``cache``."""
-    import keras
-
-    import kdtool.distill.layers  # noqa: F401 - registers kdtool's layers for safe_mode loading
+    from kdtool.data import atomic_write_bytes
     from kdtool.distill.train import teacher_logits
+    from kdtool.export.convert import load_keras_model
 
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             return z["train"], z["val"]
-    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-    train, val = teacher_logits(model, run)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, train=train, val=val)
-    tmp.replace(cache)
+    train, val = teacher_logits(load_keras_model(model_path), run)
+    buf = io.BytesIO()
+    np.savez(buf, train=train, val=val)
+    atomic_write_bytes(cache, buf.getvalue())
     return train, val
 
 
-def distil_one(run_dir: Path, teachers: list[Path], out: Path, data: str) -> Path:
-    """Distil NAME for one run's seed from the mean soft targets of ``teachers``; returns its folder."""
+def distil_one(doc: dict, teachers: list[Path], out: Path, data: str) -> Path:
+    """Distil NAME for one run (``doc``: its run.json) from the mean soft targets of ``teachers``; returns its folder."""
     from kdtool.data import load_fdata
-    from kdtool.distill.augment import make_views
-    from kdtool.distill.losses import ensemble_logits
-    from kdtool.distill.train import DistillConfig, Run, _distil, make_strategy, write_summary
+    from kdtool.distill.train import (DistillConfig, Run, _distil, fixed_views, make_strategy, mean_soft_targets,
+                                      write_summary)
     from kdtool.errors import require_train_extra
 
-    doc = json.loads((run_dir / "run.json").read_text())
     cfg = DistillConfig(**{**doc["config"], "out": str(out / f"s{doc['config']['seed']}"), "data": data})
     for key in ("student_filters", "temperatures", "alphas"):
         setattr(cfg, key, tuple(getattr(cfg, key)))
@@ -81,10 +78,9 @@ def distil_one(run_dir: Path, teachers: list[Path], out: Path, data: str) -> Pat
     run = Run(cfg, load_fdata(cfg.data), fresh=False)
     if run.done(NAME):
         return run.out
-    if cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1:
-        run.views = make_views(run.fd.x("train"), cfg.views, cfg.seed)
+    run.views = fixed_views(cfg, run.fd)
     logits = [_cached_logits(t, run, run.out / f"teacher{i}_logits.npz") for i, t in enumerate(teachers)]
-    cached = tuple(np.asarray(ensemble_logits([z[i] for z in logits], cfg.temperature)) for i in (0, 1))
+    cached = mean_soft_targets(logits, cfg.temperature)
     label = "+".join(str(t) for t in teachers)
     _distil(run, make_strategy(cfg.strategy), NAME, "ensemble", label, [], cached)
     write_summary(run)
@@ -94,8 +90,7 @@ def distil_one(run_dir: Path, teachers: list[Path], out: Path, data: str) -> Pat
 
 def render(doc: dict) -> str:
     def pm(vals):
-        s = stats(vals)
-        return f"{100 * s['mean']:.1f} ± {100 * (s['std'] or 0):.1f}"
+        return fmt_mean_std(stats(vals))
 
     rows = doc["results"]
     lines = ["# Distilling from several seeds' teachers", "", f"`{doc['command']}` — {doc['machine_line']}", "",
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for r, (_, doc) in zip(args.runs, found):
         seed = doc["config"]["seed"]
         own = [m["name"] for m in doc["models"] if m["role"] == "student"]
-        folder = distil_one(Path(r), teachers, Path(args.out), args.data)
+        folder = distil_one(doc, teachers, Path(args.out), args.data)
         rec = json.loads((folder / "run.json").read_text())["models"]
         results.append({"seed": seed, "run": r, "out": str(folder),
                         "own": int8_results(Path(r), args.data, 0.0)[own[0]],

@@ -610,6 +610,34 @@ def teacher_logits(model, run: Run, batch: int = 256) -> tuple[np.ndarray, np.nd
     return train, predict_logits(model, fd.x("val"), batch)
 
 
+def fixed_views(cfg: DistillConfig, fd: FData) -> np.ndarray | None:
+    """The run's fixed augmented training views (K, N, H, W, 3), or None when it trains without them.
+
+    Views exist with ``augment``, cached teacher logits and ``views`` > 1; they depend only on the
+    training images, ``views`` and ``seed``, so a later process rebuilds the very same ones.
+    """
+    if not (cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1):
+        return None
+    from kdtool.distill.augment import make_views
+
+    return make_views(fd.x("train"), cfg.views, cfg.seed)
+
+
+def mean_soft_targets(cached_all: list, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Several teachers' cached (train, val) logits -> one pair whose softmax(z/T) is their mean.
+
+    Args:
+        cached_all: one ``(train logits, val logits)`` pair per teacher, as :func:`teacher_logits` returns.
+        temperature: T of the soft targets being averaged.
+
+    Returns:
+        ``(train, val)`` logits for :func:`kdtool.distill.distiller.pack_targets`.
+    """
+    from kdtool.distill.losses import ensemble_logits
+
+    return tuple(np.asarray(ensemble_logits([c[i] for c in cached_all], temperature)) for i in (0, 1))
+
+
 def _load(run: Run, name: str):
     import keras
 
@@ -643,10 +671,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     stop = _install_signal_handlers()
     try:
         strategy = make_strategy(cfg.strategy)
-        if cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1:
-            from kdtool.distill.augment import make_views
-
-            run.views = make_views(fd.x("train"), cfg.views, cfg.seed)
+        run.views = fixed_views(cfg, fd)
         t_start = time.perf_counter()
         grid = sweep_grid(cfg)
         swept = len(grid) > 1
@@ -697,12 +722,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             if run.done("student_ensemble"):
                 click.echo("  already done, skipped")
             else:
-                cached = None
-                if cfg.teacher_logits == "cached":
-                    from kdtool.distill.losses import ensemble_logits
-
-                    cached = tuple(np.asarray(ensemble_logits([c[i] for c in cached_all], cfg.temperature))
-                                   for i in (0, 1))
+                cached = mean_soft_targets(cached_all, cfg.temperature) if cfg.teacher_logits == "cached" else None
                 _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
         rows = write_summary(run)
         run.doc["total_seconds"] = round(time.perf_counter() - t_start, 2)
