@@ -10,8 +10,10 @@ cached augmented views, but with the soft targets averaged over ALL the runs' te
 That student is exported to int8 and benched on the test split like the run's own (``kdtool export``,
 ``kdtool bench``), and the table pairs it with the run's own distilled student, seed by seed.
 
-What it measures is what a ``--teacher-seeds N`` option would buy: the teachers' ensemble ranks better
-than any one of them (``benchmarks/operating_points_teachers.md``), for N times the teacher training.
+What it measures is what ``kdtool distill --teacher-seeds N`` buys, from teachers already trained: the
+teachers' ensemble ranks better than any one of them (``benchmarks/operating_points_teachers.md``), for N
+times the teacher training. (With ``--seed s --teacher-seeds N`` the teachers have seeds s..s+N-1; here
+every student shares the given runs' teachers.)
 Each teacher's logits over a run's views are cached in ``OUT/s<seed>/`` (re-running reuses them and the
 finished student). Needs the ``[train]`` extra. Writes ``benchmarks/seed_ensemble.{json,md}``.
 """

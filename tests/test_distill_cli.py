@@ -411,3 +411,42 @@ def test_better_head_phase_wins(tmp_path):
     hist["val_balanced_accuracy"][1] = 0.8
     assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 4  # phase 2's epoch 2
     assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, None, {}, None) is None
+
+
+def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet):
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401
+
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    args = [*tinynet, "--teacher-epochs", "1", "--seed", "42"]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args,
+                                       "--teacher-seeds", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "[3/4] teacher_tinynet_seed43: fine-tune" in result.output
+    recs = {m["name"]: m for m in json.loads((out / "run.json").read_text())["models"]}
+    assert set(recs) == {"student_alone", "teacher_tinynet", "teacher_tinynet_seed43", "student_tinynet"}
+    assert (recs["teacher_tinynet"]["seed"], recs["teacher_tinynet_seed43"]["seed"]) == (42, 43)
+    assert recs["student_tinynet"]["teacher"] == "teacher_tinynet+teacher_tinynet_seed43"
+
+    def weights(path):
+        return keras.saving.load_model(path, safe_mode=True).get_weights()
+
+    first, second = weights(out / "teacher_tinynet.keras"), weights(out / "teacher_tinynet_seed43.keras")
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second))
+    # the second teacher is the very one a one-teacher run with --seed 43 trains
+    alone = tmp_path / "seed43"
+    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(alone),
+                                       *[a if a != "42" else "43" for a in args]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for a, b in zip(second, weights(alone / "teacher_tinynet.keras")):
+        np.testing.assert_array_equal(a, b)
+    rerun = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args,
+                                      "--teacher-seeds", "2"], catch_exceptions=False)
+    assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 4, rerun.output
+    refused = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args])
+    assert refused.exit_code == 2 and "teacher_seeds: 2 there, 1 now" in refused.output
+    bad = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"),
+                                    "--teacher-seeds", "0"])
+    assert bad.exit_code == 2 and "--teacher-seeds must be >= 1, got 0" in bad.output

@@ -51,7 +51,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant"}
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1}
 
 
 @dataclass
@@ -66,6 +66,9 @@ class DistillConfig:
         image_size: side teachers resize to (raised to each one's minimum).
         epochs: student epochs (distilled and alone).
         teacher_epochs: teacher fine-tuning epochs in all (head phase included).
+        teacher_seeds: teachers fine-tuned per architecture, with seeds ``seed``, ``seed + 1``, ...;
+            with more than one, that architecture's student distils from the mean of their soft
+            targets (a seed ensemble), and ``ensemble`` weighs architectures equally.
         teacher_head_epochs: of those, epochs that train only the new logits head with the
             pretrained backbone frozen (phase 1); the rest fine-tune the whole network at
             ``teacher_finetune_learning_rate`` (phase 2). Skipped for randomly initialised teachers.
@@ -104,6 +107,7 @@ class DistillConfig:
     image_size: int = 96
     epochs: int = 120
     teacher_epochs: int = 5
+    teacher_seeds: int = 1
     batch_size: int = 64
     learning_rate: float = 1e-3
     teacher_learning_rate: float = 1e-3
@@ -136,6 +140,8 @@ class DistillConfig:
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.teacher_seeds < 1:
+            raise InputError(f"--teacher-seeds must be >= 1, got {self.teacher_seeds}")
         if self.teacher_epochs < 0:
             raise InputError(f"--teacher-epochs must be >= 0, got {self.teacher_epochs}")
         if not 0 <= self.teacher_head_epochs <= self.teacher_epochs:
@@ -438,14 +444,18 @@ def _student(cfg: DistillConfig, fd: FData, name: str):
                          cfg.student_dropout, name=name)
 
 
-def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
-    """Fine-tune one teacher: an optional head-only phase (backbone frozen), then the whole network."""
+def _train_teacher(run: Run, strategy, name: str, tname: str, seed: int) -> tuple[object, dict]:
+    """Fine-tune one teacher: an optional head-only phase (backbone frozen), then the whole network.
+
+    ``name`` is the registered architecture, ``tname`` the model's name in the run (its backup
+    folder), ``seed`` seeds its initial head, batches and augmentation.
+    """
     import keras
 
     from kdtool.distill.teachers import create_teacher
 
     cfg, fd = run.cfg, run.fd
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(seed)
     with strategy.scope():
         model, info = create_teacher(name, fd.num_classes, fd.image_shape, cfg.image_size, cfg.weights)
     if info["warning"]:
@@ -456,10 +466,10 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
     lr2 = (cfg.teacher_finetune_learning_rate or lr) if head else lr
     plan = (f"{head} head epoch(s) at lr={lr:g}, then {cfg.teacher_epochs - head} at lr={lr2:g}" if head
             else f"{cfg.teacher_epochs} epoch(s), lr={lr:g}")
-    click.echo(f"  teacher {name}: {model.count_params():,} params, {info['image_size']}px, "
-               f"weights={info['weights']}, {plan}")
+    click.echo(f"  {tname}: {model.count_params():,} params, {info['image_size']}px, "
+               f"weights={info['weights']}, seed {seed}, {plan}")
     t0 = time.perf_counter()
-    train = training_batches(run, fd.x("train"), fd.onehot("train"))
+    train = training_batches(run, fd.x("train"), fd.onehot("train"), seed=seed)
     val = (fd.x("val"), fd.onehot("val"))
     history, best, head_history, head_best = {}, None, {}, None
     backbone = model.get_layer(info["backbone"])
@@ -469,7 +479,7 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
             _compile_classifier(model, lr, cfg.lr_schedule, head, len(train), offset=logit_offset(run))
         click.echo("  phase 1: head only (backbone frozen)")
         # inside the teacher's own backup folder: dropped with it once the teacher is saved
-        head_history, head_best = _fit(run, f"teacher_{name}/head", model, train, val, head)
+        head_history, head_best = _fit(run, f"{tname}/head", model, train, val, head)
         backbone.trainable = True
         if cfg.teacher_epochs > head:
             click.echo("  phase 2: whole network")
@@ -477,14 +487,14 @@ def _train_teacher(run: Run, strategy, name: str) -> tuple[object, dict]:
         with strategy.scope():
             _compile_classifier(model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train),
                                 offset=logit_offset(run))
-        history, best = _fit(run, f"teacher_{name}", model, train, val, cfg.teacher_epochs - head)
+        history, best = _fit(run, tname, model, train, val, cfg.teacher_epochs - head)
     if head:
-        best = _keep_better_phase(model, run.out / ".backup" / f"teacher_{name}" / "head", head,
+        best = _keep_better_phase(model, run.out / ".backup" / tname / "head", head,
                                   head_history, head_best, history, best)
         history = {k: list(head_history.get(k, [])) + list(history.get(k, []))
                    for k in dict.fromkeys([*head_history, *history])}
     seconds = time.perf_counter() - t0
-    return model, {"history": history, "seconds": seconds, "weights": info["weights"],
+    return model, {"history": history, "seconds": seconds, "weights": info["weights"], "seed": seed,
                    "image_size": info["image_size"], "learning_rate": lr, "head_epochs": head,
                    "finetune_learning_rate": lr2 if head else None, "best_epoch": best}
 
@@ -555,13 +565,14 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
                           "alpha": None if role == "baseline" else alpha, "best_epoch": best})
 
 
-def training_batches(run: Run, x: np.ndarray, targets: np.ndarray):
+def training_batches(run: Run, x: np.ndarray, targets: np.ndarray, seed: int | None = None):
     """Training batches with the run's balancing and augmentation.
 
     Args:
         run: the open run (its config gives batch size, balance, augment, seed).
         x: float32 training images (N, H, W, 3), or fixed views (K, N, H, W, 3).
         targets: (N, C) one-hot or packed KD targets, or (K, N, C) with views.
+        seed: shuffling/augmentation seed instead of the run's (a teacher of ``--teacher-seeds``).
 
     Returns:
         A :class:`kdtool.distill.augment.TrainBatches` for ``fit``.
@@ -570,7 +581,7 @@ def training_batches(run: Run, x: np.ndarray, targets: np.ndarray):
 
     cfg, bal = run.cfg, run.balancing
     return TrainBatches(x, targets, cfg.batch_size, sample_weight=bal.sample_weight, augment=cfg.augment,
-                        seed=cfg.seed, sampling_probs=bal.sampling_probs)
+                        seed=cfg.seed if seed is None else seed, sampling_probs=bal.sampling_probs)
 
 
 def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> tuple[dict, int | None]:
@@ -675,7 +686,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         t_start = time.perf_counter()
         grid = sweep_grid(cfg)
         swept = len(grid) > 1
-        total = 1 + (1 + len(grid)) * len(cfg.teachers) + int(cfg.ensemble)
+        total = 1 + (cfg.teacher_seeds + len(grid)) * len(cfg.teachers) + int(cfg.ensemble)
         step = 0
 
         def stage(label: str) -> None:
@@ -690,35 +701,42 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             click.echo("  already done, skipped")
         teacher_models, cached_all = [], []
         for name in cfg.teachers:
-            tname, sname = f"teacher_{name}", f"student_{name}"
-            stage(f"{tname}: fine-tune")
-            if run.done(tname):
-                click.echo("  already done, skipped")
-                teacher = _load(run, tname)
-            else:
-                teacher, info = _train_teacher(run, strategy, name)
-                _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
-                              info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
-                                                                     "head_epochs", "finetune_learning_rate",
-                                                                     "best_epoch")})
-            teacher.trainable = False
             snames = {kd: student_name(name, kd, swept) for kd in grid}
             need_cached = cfg.teacher_logits == "cached" and (
-                not all(run.done(s) for s in snames.values()) or cfg.ensemble)
-            cached = teacher_logits(teacher, run) if need_cached else None
-            teacher_models.append(teacher)
+                not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble")))
+            members, member_logits = [], []
+            for tname, seed in teacher_instances(cfg, name):
+                stage(f"{tname}: fine-tune")
+                if run.done(tname):
+                    click.echo("  already done, skipped")
+                    teacher = _load(run, tname)
+                else:
+                    teacher, info = _train_teacher(run, strategy, name, tname, seed)
+                    _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
+                                  info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
+                                                                         "head_epochs", "finetune_learning_rate",
+                                                                         "best_epoch", "seed")})
+                teacher.trainable = False
+                members.append((tname, teacher))
+                if need_cached:
+                    member_logits.append(teacher_logits(teacher, run))
+            label = "+".join(t for t, _ in members)
+            cached = None
+            if need_cached:
+                cached = member_logits[0] if len(members) == 1 else mean_soft_targets(member_logits, cfg.temperature)
+            teacher_models += [t for _, t in members]
             cached_all.append(cached)
             for kd, sname in snames.items():
-                stage(f"{sname}: distil from {tname}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
+                stage(f"{sname}: distil from {label}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
                 if run.done(sname):
                     click.echo("  already done, skipped")
                 else:
-                    _distil(run, strategy, sname, "student", tname, [teacher], cached, kd)
+                    _distil(run, strategy, sname, "student", label, [t for _, t in members], cached, kd)
             if swept:
                 _report_sweep(run, name, snames)
         if cfg.ensemble:
-            label = "+".join(f"teacher_{n}" for n in cfg.teachers)
-            stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teachers")
+            label = "+".join(t for n in cfg.teachers for t, _ in teacher_instances(cfg, n))
+            stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teacher architectures")
             if run.done("student_ensemble"):
                 click.echo("  already done, skipped")
             else:
@@ -740,6 +758,19 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     print_summary(rows)
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
     return rows
+
+
+def teacher_instances(cfg: DistillConfig, name: str) -> list[tuple[str, int]]:
+    """(model name, seed) of each teacher of architecture ``name``: ``--teacher-seeds`` of them.
+
+    The first keeps the plain name and the run's seed, so a one-seed run is unchanged.
+
+    Example:
+        >>> teacher_instances(DistillConfig(seed=0, teacher_seeds=3), "vgg16")
+        [('teacher_vgg16', 0), ('teacher_vgg16_seed1', 1), ('teacher_vgg16_seed2', 2)]
+    """
+    return [(f"teacher_{name}" + (f"_seed{cfg.seed + i}" if i else ""), cfg.seed + i)
+            for i in range(cfg.teacher_seeds)]
 
 
 def sweep_grid(cfg: DistillConfig) -> list[tuple[float, float]]:
