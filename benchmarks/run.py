@@ -1,7 +1,8 @@
 """kdtool's benchmark harness: every Performance number of the README, side by side, in one run.
 
     python benchmarks/run.py --quick          # < 10 min on 2 CPU cores; writes results.json + results.md
-    python benchmarks/run.py                  # the full run (about an hour or more on 2 cores; see --plan)
+    python benchmarks/run.py --work runs/bench_full [--resume]
+                                              # the full run (about 5 h on 2 cores; see --plan)
     python benchmarks/run.py --plan [--quick] # print what a run would do, and exit
 
 Measured on the shared data (default ``../shared/data/ham10000`` beside the repository):
@@ -37,6 +38,12 @@ quick KD configuration (its 100% point is the last seed's KD run, not repeated).
 efficientnet_lite0 and efficientnet_lite2 at 96 px (kdtool distill's default) plus their ensemble, seeds 0, 1, 2, kdtool's
 default epochs (120 student, 5 teacher), cost on the whole training split, and the
 library-default pipeline (``kdtool distill --data D`` with nothing else) for section 6.
+
+A full run outlasts a working session here; ``--work DIR --resume`` continues it in a later
+process: sections recorded as finished in ``--json`` are kept, and the kd section's ``kdtool
+distill`` runs pick up where they stopped (finished models reused, a killed one resumed from its
+last epoch). The timed sections (cost, latency, scaling) always rerun in one piece; run them on an
+otherwise idle machine, e.g. ``--sections kd`` first, then the rest.
 
 Outputs: ``--json`` (default benchmarks/results.json, rewritten after every section) and
 ``--md`` (default benchmarks/results.md). Work files (runs, exports, subsets) go to ``--work``
@@ -246,6 +253,36 @@ class Harness:
             "json_name": Path(args.json).name,
         }
         self.kd_runs: dict[int, dict] = {}  # seed -> {"out", "rows", "wall_s", "cfg"}
+        self.done_sections: set[str] = set()
+        self.wall_before = 0.0  # seconds spent by earlier processes of a resumed run
+        if args.resume:
+            self._resume()
+        self.results.setdefault("processes", []).append(
+            {"command": self.results["command"], "started": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                timespec="seconds"), "sections": [s for s in self.sections if s not in self.done_sections]})
+
+    def _resume(self) -> None:
+        """Carry over what an earlier process of this run recorded in --json (same mode and settings)."""
+        path = Path(self.args.json)
+        if not path.is_file():
+            return
+        try:
+            prev = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: unreadable results ({exc}); drop --resume or choose another --json")
+        if not isinstance(prev, dict):
+            raise SystemExit(f"{path}: not a results file of benchmarks/run.py; drop --resume or choose another --json")
+
+        def same(settings: dict) -> dict:  # as JSON stores them (tuples as lists), sections aside
+            return {k: v for k, v in json.loads(json.dumps(settings, default=str)).items() if k != "sections"}
+
+        if prev.get("mode") != self.mode or same(prev.get("settings") or {}) != same(self.results["settings"]):
+            raise SystemExit(f"{path} holds a {prev.get('mode')} run with other settings; drop --resume, or "
+                             "give the same options (or another --json)")
+        self.done_sections = set(prev.get("section_seconds") or {})
+        self.wall_before = float(prev.get("wall_seconds") or 0.0)
+        keep = {k: v for k, v in prev.items() if k not in ("command", "json_name", "settings", "wall_seconds")}
+        self.results = {**self.results, **keep, "started": prev.get("started", self.results["started"])}
 
     # -------------------------------------------------------------- config
     def kd_config(self, seed: int, out: Path, data: str | None = None, teachers=None):
@@ -263,7 +300,7 @@ class Harness:
         return self.kd_config(self.p["seeds"][-1], out, data, teachers=self.p["teachers"][:1])
 
     def save(self) -> None:
-        self.results["wall_seconds"] = round(time.perf_counter() - T_START, 1)
+        self.results["wall_seconds"] = round(self.wall_before + time.perf_counter() - T_START, 1)
         self.results["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         path = Path(self.args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,12 +376,15 @@ class Harness:
             cfg = self.kd_config(seed, out)
             log(f"kd: seed {seed}: run_distill -> {out}", bold=True)
             t0 = time.perf_counter()
-            rows = run_distill(cfg, fresh=True)
+            # --resume: a finished model in OUT is reused, a killed one continues from its last epoch
+            rows = run_distill(cfg, fresh=not self.args.resume)
             wall = time.perf_counter() - t0
             doc = json.loads((out / "run.json").read_text())
-            self.kd_runs[seed] = {"out": out, "rows": rows, "wall_s": wall, "cfg": cfg}
+            resumed = doc.get("first_started") not in (None, doc.get("started"))
+            self.kd_runs[seed] = {"out": out, "rows": rows, "wall_s": wall, "cfg": cfg, "resumed": resumed}
             runs.append({
                 "seed": seed, "out": str(out), "wall_seconds": wall, "run_total_seconds": doc.get("total_seconds"),
+                "resumed": resumed,
                 "warnings": doc.get("warnings", []),
                 "models": [{"name": m["name"], "role": m["role"], "teacher": m.get("teacher"),
                             "params": m["params"], "train_seconds": m["train_seconds"], "epochs": m["epochs"],
@@ -382,9 +422,15 @@ class Harness:
         if self.args.run:
             return Path(self.args.run)
         seed = self.p["seeds"][0]
-        if seed not in self.kd_runs:
-            raise SystemExit("sections quant/latency/compression need the kd section (or --run RUN_DIR)")
-        return Path(self.kd_runs[seed]["out"])
+        if seed in self.kd_runs:
+            return Path(self.kd_runs[seed]["out"])
+        earlier = self.work / "kd" / f"seed{seed}"  # the kd section of an earlier process (--resume)
+        try:
+            if json.loads((earlier / "run.json").read_text()).get("status") == "FINISHED":
+                return earlier
+        except (OSError, ValueError):
+            pass
+        raise SystemExit("sections quant/latency/compression need the kd section (or --run RUN_DIR)")
 
     # -------------------------------------------------------------- 2. cost
     def section_cost(self) -> None:
@@ -761,7 +807,7 @@ class Harness:
         for frac in self.p["fractions"]:
             n = int(round(frac * n_all))
             reuse = None
-            if frac >= 1.0 and seed0 in self.kd_runs:
+            if frac >= 1.0 and seed0 in self.kd_runs and not self.kd_runs[seed0]["resumed"]:
                 kd = self.kd_runs[seed0]
                 want = dataclasses.asdict(self.pipeline_config(Path("-"), self.data))
                 have = dataclasses.asdict(kd["cfg"])
@@ -855,12 +901,21 @@ def _head_phase(c: dict) -> str:
             f"network at lr {lr2:g})")
 
 
+def _processes(r: dict) -> str:
+    procs = r.get("processes") or []
+    if len(procs) < 2:
+        return ""
+    return (f", over {len(procs)} processes (--resume; sections per process: "
+            + "; ".join(",".join(p["sections"]) or "none" for p in procs) + ")")
+
+
 def render_markdown(r: dict) -> str:
     m = r.get("machine", {})
     wall = r.get("wall_seconds") or 0
     L = ["# kdtool benchmarks", "",
          f"`{r['command']}` — {r['started'][:16].replace('T', ' ')} UTC — {machine_line(m)}.",
-         f"Wall time of this run: {int(wall // 60)} min {int(wall % 60)} s "
+         f"Wall time of this run: {int(wall // 60)} min {int(wall % 60)} s"
+         f"{_processes(r)} "
          f"(TensorFlow import {r.get('import_seconds', 0):.1f} s). Load average at the start "
          f"{', '.join(f'{v:.1f}' for v in (m.get('load_average_start') or []))}: other jobs shared the cores, "
          "so times are upper bounds.",
@@ -902,7 +957,8 @@ def render_markdown(r: dict) -> str:
                   "class for every image gives 1/7 = 14.3%). Soft targets from a teacher that is not better than the "
                   "student cannot be expected to help: with such teachers these rows exercise the harness rather "
                   "than show what distillation can gain."]
-        walls = ", ".join(f"seed {x['seed']} {x['wall_seconds']:.0f} s" for x in kd["runs"])
+        walls = ", ".join(f"seed {x['seed']} {x['wall_seconds']:.0f} s"
+                          + (" (resumed: this process's part)" if x.get("resumed") else "") for x in kd["runs"])
         L += ["", f"Run wall times: {walls}.", ""]
 
     dc = r.get("distill_cost")
@@ -1080,6 +1136,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue a run an earlier process began (needs --work, which is kept): sections recorded "
+                         "as finished in --json are skipped, and the kd section's kdtool distill runs in --work "
+                         "reuse finished models and resume a killed one from its last epoch; other sections "
+                         "rerun in one piece")
     ap.add_argument("--json", default=str(HERE / "results.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "results.md"), help="results Markdown")
     ap.add_argument("--sections", type=_names, default=list(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
@@ -1089,10 +1150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--teachers", type=_names, default=None, help="teachers of the KD section")
     ap.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
                     help="distil an ensemble student too (needs >= 2 teachers; full: on)")
-    ap.add_argument("--epochs", type=int, default=None, help="student epochs (quick 4, full 60 as kdtool distill)")
-    ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (quick 1, full 5)")
+    ap.add_argument("--epochs", type=int, default=None, help=f"student epochs (quick 4, full {DEFAULTS.epochs} as kdtool distill)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs (quick 1, full {DEFAULTS.teacher_epochs} as kdtool distill)")
     ap.add_argument("--image-size", type=int, default=None,
-                    help="teacher input size in the KD section (quick 32, full 96 as kdtool distill)")
+                    help=f"teacher input size in the KD section (quick 32, full {DEFAULTS.image_size} as kdtool distill)")
     ap.add_argument("--balance", default=None, choices=BALANCE_MODES,
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -1109,6 +1170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--small-size", type=int, default=32)
     ap.add_argument("--large-size", type=int, default=96)
     args = ap.parse_args(argv)
+    if args.resume and not args.work:
+        ap.error("--resume needs --work: the folder of the run to continue")
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         ap.error(f"unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
@@ -1134,6 +1197,9 @@ def main(argv=None) -> int:
              "compression": h.section_compression, "scaling": h.section_scaling}
     try:
         for name in h.sections:
+            if name in h.done_sections:
+                log(f"=== section {name}: finished by an earlier process (--resume), kept ===")
+                continue
             log(f"=== section {name} ===", bold=True)
             s0 = time.perf_counter()
             steps[name]()

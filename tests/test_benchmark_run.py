@@ -1,0 +1,62 @@
+"""benchmarks/run.py --resume: a full run continued by a later process (sections faked, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import load_benchmark
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    module = load_benchmark("run")
+    calls = []
+
+    def fake_kd(self):
+        calls.append("kd")
+        self.results["kd_marker"] = 1
+
+    def fake_compression(self):
+        calls.append(("compression", str(self.seed0_run())))
+
+    monkeypatch.setattr(module.Harness, "section_kd", fake_kd)
+    monkeypatch.setattr(module.Harness, "section_compression", fake_compression)
+    return module, calls
+
+
+def test_resume_keeps_finished_sections_and_finds_the_earlier_kd_run(bench, tmp_path, capsys):
+    module, calls = bench
+    work, out = tmp_path / "work", tmp_path / "results.json"
+    common = ["--quick", "--work", str(work), "--json", str(out), "--md", str(tmp_path / "results.md")]
+    assert module.main([*common, "--sections", "kd"]) == 0
+    first = json.loads(out.read_text())
+    assert calls == ["kd"] and set(first["section_seconds"]) == {"kd"}
+
+    with pytest.raises(SystemExit, match="need the kd section"):  # no finished seed-0 run in --work yet
+        module.main([*common, "--sections", "kd,compression", "--resume"])
+    (work / "kd" / "seed0").mkdir(parents=True)
+    (work / "kd" / "seed0" / "run.json").write_text(json.dumps({"status": "FINISHED"}))
+    calls.clear()
+    assert module.main([*common, "--sections", "kd,compression", "--resume"]) == 0
+    assert calls == [("compression", str(work / "kd" / "seed0"))]  # kd not run again
+    doc = json.loads(out.read_text())
+    assert set(doc["section_seconds"]) == {"kd", "compression"} and doc["kd_marker"] == 1
+    # the process that stopped on the missing run is on record too: it spent time on this run
+    assert [p["sections"] for p in doc["processes"]] == [["kd"], ["compression"], ["compression"]]
+    assert doc["started"] == first["started"] and doc["wall_seconds"] >= first["wall_seconds"]
+    assert "over 3 processes (--resume; sections per process: kd; compression; compression)" in \
+        (tmp_path / "results.md").read_text()
+
+    with pytest.raises(SystemExit, match="other settings"):
+        module.main([*common, "--resume", "--epochs", "7"])
+
+
+def test_resume_needs_a_work_folder(bench, capsys):
+    module, _ = bench
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--quick", "--resume"])
+    assert exc.value.code == 2 and "--resume needs --work" in capsys.readouterr().err
