@@ -1150,10 +1150,13 @@ def main(argv=None) -> int:
     ap.add_argument("--teachers", type=_names, default=None, help="teachers of the KD section")
     ap.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
                     help="distil an ensemble student too (needs >= 2 teachers; full: on)")
-    ap.add_argument("--epochs", type=int, default=None, help=f"student epochs (quick 4, full {DEFAULTS.epochs} as kdtool distill)")
-    ap.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs (quick 1, full {DEFAULTS.teacher_epochs} as kdtool distill)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help=f"student epochs (quick 4, full {DEFAULTS.epochs} as kdtool distill)")
+    ap.add_argument("--teacher-epochs", type=int, default=None,
+                    help=f"teacher epochs (quick 1, full {DEFAULTS.teacher_epochs} as kdtool distill)")
     ap.add_argument("--image-size", type=int, default=None,
-                    help=f"teacher input size in the KD section (quick 32, full {DEFAULTS.image_size} as kdtool distill)")
+                    help=f"teacher input size in the KD section (quick 32, full {DEFAULTS.image_size} as "
+                         "kdtool distill)")
     ap.add_argument("--balance", default=None, choices=BALANCE_MODES,
                     help="class balancing of the KD runs (default: kdtool distill's default)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
