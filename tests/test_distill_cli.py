@@ -248,8 +248,8 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
         seen["compile"].append((model.name, offset))
         return real_compile(model, *args, offset=offset, **kwargs)
 
-    def spy_batches(run, x, targets):
-        batches = real_batches(run, x, targets)
+    def spy_batches(run, x, targets, seed=None):
+        batches = real_batches(run, x, targets, seed)
         seen["batches"].append((batches.sample_weight, batches.sampling_probs))
         return batches
 

@@ -707,8 +707,12 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             members, member_logits = [], []
             for tname, seed in teacher_instances(cfg, name):
                 stage(f"{tname}: fine-tune")
+                online = cfg.teacher_logits == "online"
                 if run.done(tname):
                     click.echo("  already done, skipped")
+                    if not (need_cached or online):  # every student it teaches is finished too
+                        members.append((tname, None))
+                        continue
                     teacher = _load(run, tname)
                 else:
                     teacher, info = _train_teacher(run, strategy, name, tname, seed)
@@ -724,7 +728,8 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             cached = None
             if need_cached:
                 cached = member_logits[0] if len(members) == 1 else mean_soft_targets(member_logits, cfg.temperature)
-            teacher_models += [t for _, t in members]
+            if cfg.teacher_logits == "online":  # cached KD needs no teacher past its logits: let it go
+                teacher_models += [t for _, t in members]
             cached_all.append(cached)
             for kd, sname in snames.items():
                 stage(f"{sname}: distil from {label}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
