@@ -79,6 +79,9 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "d96_la_v8e120": ("students trained 120 epochs instead of 60 (same 8 cached views): kdtool's defaults since the "
                       "three-seed measurement",
                       ["--balance", "logit-adjust", *_d96(views=8, epochs=120)]),
+    "d96_la_v8e120_ts3": ("today's defaults with three teachers per run (--teacher-seeds 3: seeds s, s+1, s+2), "
+                          "the student distilled from their mean soft targets",
+                          ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--teacher-seeds", "3"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
