@@ -699,15 +699,15 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             _distil(run, strategy, "student_alone", "baseline", None, [], None)
         else:
             click.echo("  already done, skipped")
+        online = cfg.teacher_logits == "online"
         teacher_models, cached_all = [], []
         for name in cfg.teachers:
             snames = {kd: student_name(name, kd, swept) for kd in grid}
-            need_cached = cfg.teacher_logits == "cached" and (
+            need_cached = not online and (
                 not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble")))
             members, member_logits = [], []
             for tname, seed in teacher_instances(cfg, name):
                 stage(f"{tname}: fine-tune")
-                online = cfg.teacher_logits == "online"
                 if run.done(tname):
                     click.echo("  already done, skipped")
                     if not (need_cached or online):  # every student it teaches is finished too
@@ -728,7 +728,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             cached = None
             if need_cached:
                 cached = member_logits[0] if len(members) == 1 else mean_soft_targets(member_logits, cfg.temperature)
-            if cfg.teacher_logits == "online":  # cached KD needs no teacher past its logits: let it go
+            if online:  # cached KD needs no teacher past its logits: let it go
                 teacher_models += [t for _, t in members]
             cached_all.append(cached)
             for kd, sname in snames.items():
@@ -745,7 +745,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             if run.done("student_ensemble"):
                 click.echo("  already done, skipped")
             else:
-                cached = mean_soft_targets(cached_all, cfg.temperature) if cfg.teacher_logits == "cached" else None
+                cached = None if online else mean_soft_targets(cached_all, cfg.temperature)
                 _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
         rows = write_summary(run)
         run.doc["total_seconds"] = round(time.perf_counter() - t_start, 2)
