@@ -18,10 +18,11 @@ TensorFlow): the logits come from kdtool bench's interpreter.
 exported with ``kdtool export TEACHER.keras --quantize float32``): an upper reference for what a
 better-ranking model would do. ``--val-margin M`` holds melanoma sensitivity at ``floor + M`` when
 tuning on val (a safety margin for the val-to-test gap; the oracle keeps the plain floor).
+``--tta MODE`` scores every model as ``kdtool bench --tta MODE`` does (mean logits over views).
 
     python benchmarks/operating_points.py runs/recipes/d96_la_efficientnet_lite0/s*/export/student_efficientnet_lite0.int8.tflite
         [--data ../shared/data/ham10000] [--floor 0.6] [--json benchmarks/operating_points.json]
-        [--md benchmarks/operating_points.md] [--ensemble] [--val-margin 0.1]
+        [--md benchmarks/operating_points.md] [--ensemble] [--val-margin 0.1] [--tta d4]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from kdtool.bench.tta import list_tta_modes  # noqa: E402
 from kdtool.data import load_fdata  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
 from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
@@ -101,13 +103,16 @@ def search_offsets(logits: np.ndarray, labels: np.ndarray, mel: int, floor: floa
     return b
 
 
-def student_logits(path: Path, fd) -> dict[str, np.ndarray]:
-    """Dequantized logits of one .tflite file on val and test (kdtool bench's interpreter)."""
+def student_logits(path: Path, fd, tta: str = "none") -> dict[str, np.ndarray]:
+    """Dequantized logits of one .tflite file on val and test (kdtool bench's interpreter), averaged over
+    the views of ``tta`` (``kdtool bench --tta``)."""
     from kdtool.bench.evaluate import predict_scores
     from kdtool.bench.runtime import load_model, select_runtime
+    from kdtool.bench.tta import mean_over_views
 
     model = load_model(path, select_runtime(), threads=2, batch=64)
-    return {split: predict_scores(model, fd.x(split)) for split in ("val", "test")}
+    return {split: mean_over_views(lambda v, p: predict_scores(model, v, p), fd.x(split), tta)
+            for split in ("val", "test")}
 
 
 def analyse(name: str, z: dict[str, np.ndarray], fd, floor: float, val_margin: float = 0.0) -> dict:
@@ -143,7 +148,9 @@ def render(doc: dict) -> str:
         "",
         f"`{doc['command']}` — {doc['machine_line']}",
         "",
-        f"{len(doc['results'])} model(s); data `{doc['data']}`. Each rule is argmax(logits + b); b maximises "
+        f"{len(doc['results'])} model(s); data `{doc['data']}`"
+        + (f"; logits averaged over TTA {doc['tta']} views" if doc.get("tta", "none") != "none" else "")
+        + ". Each rule is argmax(logits + b); b maximises "
         f"test or val accuracy with balanced accuracy and melanoma sensitivity held >= {floor:.0f}% (a penalty of "
         f"{PENALTY:g} points per point below){tuned}, by coordinate ascent over b in [-3, 3] step 0.05. Mean ± std "
         "over the models, %.",
@@ -174,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble", action="store_true", help="also analyse the mean logits of all the models given")
     ap.add_argument("--val-margin", type=float, default=0.0,
                     help="hold melanoma sensitivity at floor + this when tuning on val (0..1, default 0)")
+    ap.add_argument("--tta", default="none", choices=list_tta_modes(),
+                    help="test-time augmentation of every model's logits, as kdtool bench --tta (default none)")
     args = ap.parse_args(argv)
     if not 0.0 < args.floor < 1.0:
         ap.error(f"--floor must lie in (0, 1), got {args.floor}")
@@ -188,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     if melanoma_index(fd.class_names) is None:
         ap.error(f"{args.data}: no class named like melanoma ('mel'); nothing to hold at the floor")
     t0 = time.perf_counter()
-    logits = {m: student_logits(Path(m), fd) for m in args.models}
+    logits = {m: student_logits(Path(m), fd, args.tta) for m in args.models}
     results = [analyse(m, z, fd, args.floor, args.val_margin) for m, z in logits.items()]
     ensemble = None
     if args.ensemble:
         mean = {split: np.mean([z[split] for z in logits.values()], axis=0) for split in ("val", "test")}
         ensemble = analyse(f"ensemble (mean logits) of {len(logits)}", mean, fd, args.floor, args.val_margin)
     doc = results_doc("operating_points.py", argv, args.data, results, t0, floor=args.floor,
-                      val_margin=args.val_margin, ensemble=ensemble)
+                      val_margin=args.val_margin, tta=args.tta, ensemble=ensemble)
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

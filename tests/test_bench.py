@@ -503,3 +503,93 @@ def test_tensorflow_fallback_gives_the_same_predictions(tiny):
         assert rt.name == name
         preds[name] = predict_proba(load_model(tiny.i8, rt), x).argmax(axis=1)
     assert np.array_equal(preds["ai_edge_litert"], preds["tensorflow"])
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+def test_tta_views_are_the_symmetries_of_the_square():
+    from kdtool.bench.tta import list_tta_modes, tta_views, view_count
+
+    x = np.random.default_rng(0).random((3, 5, 5, 2)).astype(np.float32)
+    assert list_tta_modes() == ["none", "flip", "d4"]
+    for mode in list_tta_modes():
+        views = tta_views(x, mode)
+        assert len(views) == view_count(mode) and np.array_equal(views[0], x)
+        for v in views:  # each view moves pixels, never changes them
+            assert v.shape == x.shape and np.array_equal(np.sort(v, axis=None), np.sort(x, axis=None))
+    flip = tta_views(x, "flip")
+    assert np.array_equal(flip[1], x[:, :, ::-1])
+    d4 = tta_views(x, "d4")
+    keys = {v.tobytes() for v in d4}
+    assert len(keys) == 8  # all distinct
+    for v in d4:  # a group: rotating or mirroring any view gives a view again
+        assert np.rot90(v, axes=(1, 2)).copy().tobytes() in keys
+        assert v[:, :, ::-1].copy().tobytes() in keys
+    with pytest.raises(InputError, match="choose from: none, flip, d4"):
+        tta_views(x, "d8")
+    with pytest.raises(InputError, match="square"):
+        tta_views(np.zeros((1, 4, 6, 3), np.float32), "d4")
+
+
+def test_tta_d4_is_invariant_to_rotating_the_input(tiny):
+    """The d4 average is the same for an image and its rotation or mirror; a single view is not."""
+    from kdtool.bench.evaluate import predict_proba, predict_scores, softmax
+    from kdtool.bench.runtime import load_model
+
+    x = load_fdata(tiny.fdata, splits=("test",)).x("test")
+    for path in (tiny.f32, tiny.i8):
+        model = load_model(path, select_runtime(), batch=16)
+        p = predict_proba(model, x, tta="d4")
+        turned = np.ascontiguousarray(np.rot90(x, k=1, axes=(1, 2)))
+        mirrored = np.ascontiguousarray(x[:, ::-1])
+        np.testing.assert_allclose(predict_proba(model, turned, tta="d4"), p, atol=1e-5)
+        np.testing.assert_allclose(predict_proba(model, mirrored, tta="d4"), p, atol=1e-5)
+        assert not np.allclose(predict_proba(model, turned), predict_proba(model, x), atol=1e-3)
+        by_hand = np.mean([predict_scores(model, np.ascontiguousarray(np.rot90(v, k, axes=(1, 2))))
+                           for v in (x, x[:, :, ::-1]) for k in range(4)], axis=0)  # fmt: skip
+        np.testing.assert_allclose(p, softmax(by_hand), atol=1e-5)
+
+
+def test_bench_and_predict_tta(tiny, tmp_path):
+    from PIL import Image
+
+    fd = load_fdata(tiny.fdata, splits=("test",))
+    preds = {}
+    for tta, isolate in (("none", "--no-isolate"), ("d4", "--no-isolate"), ("d4", "--isolate")):
+        out = tmp_path / f"{tta}{isolate}.npy"
+        recs, r = bench_json(tiny, tmp_path, tiny.i8, extra=["--tta", tta, isolate, "--predictions", out])
+        assert recs[0]["tta"] == tta and recs[0]["tta_views"] == (8 if tta == "d4" else 1)
+        assert ("TTA d4 (8 invokes per image" in r.output) == (tta == "d4")
+        preds[tta, isolate] = np.load(out, allow_pickle=False)
+    assert np.array_equal(preds["d4", "--no-isolate"], preds["d4", "--isolate"])
+    images = []
+    for i in range(4):
+        p = tmp_path / f"lesion{i}.png"
+        Image.fromarray(fd.raw_x("test")[i]).save(p)
+        images.append(p)
+    r = run_cli(["predict", tiny.i8, *images, "--json", "--tta", "d4"])
+    assert r.exit_code == 0, r.output
+    assert [x["top"][0]["class"] for x in json.loads(r.stdout)] == [CLASSES[c] for c in preds["d4", "--no-isolate"][:4]]
+    bench_out = tmp_path / "b.json"
+    run_cli(["bench", tiny.i8, "--data", tiny.fdata, "--runs", 2, "--json", bench_out])
+    _one_line_error(run_cli(["bench", "--compare", bench_out, "--tta", "d4"]), "--tta")
+
+
+def test_tta_benchmark_script(tiny, tmp_path):
+    """benchmarks/tta.py on the tiny models: its table holds what kdtool bench --tta measures."""
+    from conftest import load_benchmark
+
+    tta = load_benchmark("tta")
+    js, md = tmp_path / "tta.json", tmp_path / "tta.md"
+    assert tta.main([str(tiny.i8), str(tiny.f32), "--data", str(tiny.fdata), "--runs", "3",
+                     "--json", str(js), "--md", str(md)]) == 0  # fmt: skip
+    doc = json.loads(js.read_text())
+    assert doc["modes"] == ["none", "flip", "d4"] and [r["model"] for r in doc["results"]] == [str(tiny.i8), str(tiny.f32)]
+    recs, _ = bench_json(tiny, tmp_path, tiny.i8, extra=["--tta", "d4", "--split", "val"])
+    assert doc["results"][0]["modes"]["d4"]["val"]["accuracy"] == pytest.approx(recs[0]["accuracy"], abs=1e-4)
+    accs = [r["modes"]["d4"]["test"]["accuracy"] - r["modes"]["none"]["test"]["accuracy"] for r in doc["results"]]
+    assert doc["summary"]["d4"]["test_accuracy_vs_none"]["mean"] == pytest.approx(np.mean(accs), abs=1e-3)
+    assert doc["summary"]["d4"]["ms_per_image"]["mean"] > 0
+    text = md.read_text()
+    assert "| d4 vs none |" in text and "ms/image" in text and "Validation" not in text and "Val split" in text
+    with pytest.raises(SystemExit):
+        tta.main([str(tiny.i8), "--modes", "none,d8"])

@@ -89,7 +89,8 @@ def job_bench(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     beat("L")
     record, preds = bench_model(req["model"], data, runtime, threads=req["threads"], runs=req["runs"],
                                 warmup=req["warmup"], batch=req["batch"], device=req.get("device"),
-                                reference=reference, progress=progress, notes=notes)  # fmt: skip
+                                reference=reference, progress=progress, notes=notes,
+                                tta=req.get("tta", "none"))  # fmt: skip
     return {"record": record, "notes": notes}, {"predictions": preds}
 
 
@@ -101,7 +102,7 @@ def job_predictions(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     data, runtime = _split(req), _runtime(req)
     beat("L")
     model = load_model(req["model"], runtime, threads=req["threads"], batch=req["batch"])
-    _, preds = model_predictions(model, data, progress)
+    _, preds = model_predictions(model, data, progress, req.get("tta", "none"))
     return {"notes": model.notes}, {"predictions": preds}
 
 
@@ -114,7 +115,8 @@ def job_classify(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     beat("L")
     model = load_model(req["model"], runtime, threads=req["threads"])
     beat("P")
-    return {"notes": model.notes, "results": classify(model, req["images"], top=req["top"])}, {}
+    return {"notes": model.notes, "results": classify(model, req["images"], top=req["top"],
+                                                                        tta=req.get("tta", "none"))}, {}
 
 
 #: job name -> function(request) -> (JSON-ready result, arrays).

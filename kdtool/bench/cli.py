@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from kdtool.bench.runtime import DEFAULT_TIMEOUT_S
+from kdtool.bench.tta import list_tta_modes
 from kdtool.errors import InputError
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -106,11 +107,14 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
               help="Run each model's interpreter in a child process, so a model that crashes or hangs it becomes "
                    "one error line. Default: isolate every model without a kdtool export sidecar whose sha256 "
                    "matches the file.")
+@click.option("--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
+              help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) "
+                   "or its 8 rotations and mirrors (d4, 8 invokes) before deciding.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated models: stop one that shows no progress (loading, or between "
                                       "invokes) for this long.")
 def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
-                  predictions_path, compare, out, plot, isolate, timeout) -> None:  # fmt: skip
+                  predictions_path, compare, out, plot, isolate, timeout, tta) -> None:  # fmt: skip
     """Accuracy, size and latency of .tflite models, without TensorFlow.
 
     \b
@@ -118,7 +122,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     invokes (min/median/mean/std/p90/p99 ms, images/s, peak memory), then
     accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
     matrix on --split. Quantized (int8/uint8) inputs and outputs are handled
-    from the model's own parameters or its export sidecar JSON.
+    from the model's own parameters or its export sidecar JSON. With --tta the
+    accuracy pass averages over views and img/s counts every view's invoke.
 
     \b
     Every file is checked first (TFLite identifier, a well-formed flatbuffer,
@@ -138,6 +143,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         for flag, value in (("--reference", reference), ("--predictions", predictions_path)):
             if value:
                 raise InputError(f"{flag} applies to benchmarking models, not to --compare")
+        if tta != "none":
+            raise InputError("--tta applies to benchmarking models, not to --compare")
         _compare(models, json_path, csv_path, out, plot)
         return
     if out:
@@ -165,7 +172,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     device = device_facts(runtime)
     notes: list[str] = []
 
-    common = {"data": str(fdata.root), "split": split, "threads": threads, "batch": batch, "runtime": runtime.name}
+    common = {"data": str(fdata.root), "split": split, "threads": threads, "batch": batch, "runtime": runtime.name,
+              "tta": tta}
 
     ref = None
     if ref_path is not None:
@@ -176,7 +184,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         else:
             ref_model = load_model(ref_path, runtime, threads=threads, batch=batch)
             notes += ref_model.notes
-            _, ref_preds = model_predictions(ref_model, split_data, _tty_progress)
+            _, ref_preds = model_predictions(ref_model, split_data, _tty_progress, tta)
             del ref_model
         ref = (ref_path.name, ref_preds)
 
@@ -191,7 +199,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         else:
             rec, preds = bench_model(path, split_data, runtime, threads=threads, runs=runs, warmup=warmup,
                                      batch=batch, device=device, reference=ref, progress=_tty_progress,
-                                     notes=notes)  # fmt: skip
+                                     notes=notes, tta=tta)  # fmt: skip
         records.append(rec)
         if predictions_path:
             _save_predictions(predictions_path, preds)
@@ -221,12 +229,17 @@ def _save_predictions(path: str, preds: np.ndarray) -> None:
                    "isolate a model without a kdtool export sidecar whose sha256 matches the file.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated: stop an interpreter that shows no progress for this long.")
-def predict_command(model, images, top, as_json, threads, isolate, timeout) -> None:
+@click.option("--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
+              help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) "
+                   "or its 8 rotations and mirrors (d4, 8 invokes) before deciding.")
+def predict_command(model, images, top, as_json, threads, isolate, timeout, tta) -> None:
     """Classify image files (JPEG, PNG, ...) with a .tflite model.
 
     \b
     Each image is converted to RGB, resized whole to the model's input size
     with bicubic resampling and scaled by /255, as the training data was.
+    --tta averages the model over the image's mirror or its 8 rotations and
+    mirrors (lesions have no canonical orientation).
     Class names come from the export sidecar JSON beside the model. A model
     kdtool did not export runs in a child process (--isolate).
 
@@ -248,7 +261,7 @@ def predict_command(model, images, top, as_json, threads, isolate, timeout) -> N
     path = check_tflite_file(model)
     if should_isolate(path, isolate):
         request = {"images": [str(p) for p in images], "top": top, "threads": threads,
-                   "runtime": select_runtime().name}  # fmt: skip
+                   "runtime": select_runtime().name, "tta": tta}  # fmt: skip
         result, _ = run_isolated("classify", path, request, timeout)
         for line in result.get("notes", []):
             _note(line)
@@ -257,7 +270,7 @@ def predict_command(model, images, top, as_json, threads, isolate, timeout) -> N
         loaded = load_model(path, select_runtime(), threads=threads)
         for line in loaded.notes:
             _note(line)
-        results = classify(loaded, images, top=top)
+        results = classify(loaded, images, top=top, tta=tta)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

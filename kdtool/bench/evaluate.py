@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from kdtool.bench.runtime import LoadedModel, TensorIO
+from kdtool.bench.tta import mean_over_views
 from kdtool.errors import InputError
 
 
@@ -119,6 +120,19 @@ def predict_scores(
     return out
 
 
-def predict_proba(model: LoadedModel, x: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Class probabilities (N, K) for float images in [0, 1]."""
-    return to_probabilities(predict_scores(model, x, progress))
+def predict_proba(
+    model: LoadedModel, x: np.ndarray, progress: Callable[[int], None] | None = None, tta: str = "none"
+) -> np.ndarray:
+    """Class probabilities (N, K) for float images in [0, 1].
+
+    Args:
+        model: an allocated model.
+        x: float32 images (N, H, W, 3) in [0, 1].
+        progress: called with the number of images done after each batch (of every view).
+        tta: test-time augmentation mode (:data:`kdtool.bench.tta.TTA_MODES`): the scores are
+            averaged over its views before the softmax.
+
+    Returns:
+        float32 (N, K) probabilities.
+    """
+    return to_probabilities(mean_over_views(lambda v, p: predict_scores(model, v, p), x, tta, progress))

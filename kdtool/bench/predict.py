@@ -74,13 +74,14 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
     return to_unit_float(np.asarray(rgb, dtype=np.uint8))
 
 
-def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3) -> list[dict]:
+def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3, tta: str = "none") -> list[dict]:
     """Top-``top`` classes of each image.
 
     Args:
         model: a loaded model (input (N, H, W, 3)).
         images: image files.
         top: how many classes to list (at most K).
+        tta: test-time augmentation mode (:data:`kdtool.bench.tta.TTA_MODES`): scores averaged over its views.
 
     Returns:
         One dict per image: ``{"image", "model", "top": [{"class", "probability"}],
@@ -88,7 +89,7 @@ def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3) -> 
     """
     h, w, _ = model.image_shape
     x = np.stack([load_image(p, h, w) for p in images])  # every image checked before any inference
-    probs = predict_proba(model, x)
+    probs = predict_proba(model, x, tta=tta)
     names = model.class_names()
     k = min(int(top), len(names))
     results = []

@@ -33,12 +33,15 @@ macro                    {precision, recall, f1}: unweighted mean over all K cla
 weighted                 {precision, recall, f1}: mean weighted by support
 per_class                {class name: {precision, recall, f1, support}}
 confusion_matrix         K x K counts, [true][predicted]
+tta                      test-time augmentation mode of the accuracy pass (none, flip, d4;
+                         null in results written before kdtool had it)
+tta_views                invokes per image in that pass (1, 2 or 8)
 mean_confidence          mean top-1 probability
 reference                file name of the --reference model, else null
 reference_agreement      fraction of images with the same top-1 class as the reference
 latency_ms               {min, median, mean, std, p90, p99} of the timed invokes, in ms
                          (values null with --runs 0)
-images_per_second        batch * 1000 / mean latency (null with --runs 0)
+images_per_second        batch * 1000 / (mean latency * tta_views) (null with --runs 0)
 init_ms                  interpreter load + input resize + allocate, in ms
 peak_rss_mb              peak resident memory of the process so far (Linux VmHWM, else getrusage), MiB
                          (getrusage; includes the loaded split, grows across models)
@@ -90,7 +93,7 @@ CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
     "accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "roc_auc_macro", "ece",
     "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1",
-    "mean_confidence", "reference", "reference_agreement",
+    "mean_confidence", "reference", "reference_agreement", "tta", "tta_views",
     "latency_min_ms", "latency_median_ms", "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_p99_ms",
     "images_per_second", "init_ms", "peak_rss_mb", "model_rss_mb", "runs", "warmup", "batch", "threads",
     "runtime", "runtime_version", "hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy",
@@ -169,7 +172,9 @@ def format_table(records: Sequence[dict]) -> str:
         "",
         f"split {first.get('split')} ({first.get('n_images')} images); {first.get('runtime')} "
         f"{first.get('runtime_version')}, {first.get('threads')} thread(s), batch {first.get('batch')}, "
-        f"{first.get('runs')} timed runs after {first.get('warmup')} warm-up",
+        f"{first.get('runs')} timed runs after {first.get('warmup')} warm-up"
+        + (f"; TTA {first['tta']} ({first.get('tta_views')} invokes per image: img/s counts them all)"
+           if first.get("tta") not in (None, "none") else ""),
         f"device: {dev.get('machine')}, {dev.get('cpu_model')}, {dev.get('cpu_cores')} cores; "
         f"Python {dev.get('python')}, numpy {dev.get('numpy')}; peak RSS {_f(records[-1].get('peak_rss_mb'), '.1f')} MiB",
     ]

@@ -22,6 +22,7 @@ from kdtool import __version__
 from kdtool.bench.evaluate import check_data_shape, predict_proba, set_input
 from kdtool.bench.latency import current_rss_mb, measure_latency, peak_rss_mb, summarize
 from kdtool.bench.runtime import LoadedModel, Runtime, load_model
+from kdtool.bench.tta import view_count
 from kdtool.data import FData
 from kdtool.metrics import agreement, classification_report
 
@@ -74,12 +75,16 @@ class SplitData:
 
 
 def model_predictions(
-    model: LoadedModel, data: SplitData, progress: ProgressFactory = no_progress
+    model: LoadedModel, data: SplitData, progress: ProgressFactory = no_progress, tta: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, K), int64 top-1 predictions (N,)) of a loaded model on a split."""
+    """(probabilities (N, K), int64 top-1 predictions (N,)) of a loaded model on a split.
+
+    With ``tta`` other than ``none`` the scores are averaged over that mode's views
+    (:mod:`kdtool.bench.tta`) before the softmax.
+    """
     check_data_shape(model, data.image_shape, len(data.class_names), data.source)
-    with progress(f"accuracy {model.path.name}", len(data.x)) as update:
-        probs = predict_proba(model, data.x, update)
+    with progress(f"accuracy {model.path.name}", len(data.x) * view_count(tta)) as update:
+        probs = predict_proba(model, data.x, update, tta)
     return probs, probs.argmax(axis=1).astype(np.int64)
 
 
@@ -95,6 +100,7 @@ def bench_model(
     reference: tuple[str, np.ndarray] | None = None,
     progress: ProgressFactory = no_progress,
     notes: list[str] | None = None,
+    tta: str = "none",
 ) -> tuple[dict, np.ndarray]:
     """Benchmark one .tflite model on one split.
 
@@ -114,6 +120,8 @@ def bench_model(
         reference: (name, top-1 predictions) of a reference model, for agreement.
         progress: progress factory (see :data:`ProgressFactory`).
         notes: list to append warning lines to.
+        tta: test-time augmentation mode for the accuracy pass (:data:`kdtool.bench.tta.TTA_MODES`);
+            ``images_per_second`` then counts that mode's views (invokes) per image.
 
     Returns:
         (record, top-1 predictions as int64 (N,)).
@@ -134,9 +142,10 @@ def bench_model(
     set_input(model, first)
     with progress(f"latency {model.path.name}", runs) as update:
         times = measure_latency(model.interpreter, runs, warmup, update if runs else None)
-    lat = summarize(times, model.batch)
+    views = view_count(tta)
+    lat = summarize(times, model.batch / views)
 
-    probs, preds = model_predictions(model, data, progress)
+    probs, preds = model_predictions(model, data, progress, tta)
     labels = data.labels
     rep = classification_report(labels, preds, names, probabilities=probs)
     rss_after = current_rss_mb()
@@ -166,6 +175,8 @@ def bench_model(
         "weighted": rep["weighted"],
         "per_class": rep["per_class"],
         "confusion_matrix": rep["confusion_matrix"],
+        "tta": tta,
+        "tta_views": views,
         "mean_confidence": rep.get("mean_confidence"),
         "reference": reference[0] if reference else None,
         "reference_agreement": agreement(preds, reference[1]) if reference else None,
