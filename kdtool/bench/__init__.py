@@ -8,6 +8,7 @@ tflite_runtime is installed.
 Modules:
     runtime: interpreter selection, model-file checks, loading.
     evaluate: quantized I/O and predictions over a split.
+    tta: test-time augmentation views (--tta).
     latency: benchmark_model-style timing and memory.
     device: machine facts and emulation detection.
     run: one model -> one result record.

@@ -21,6 +21,12 @@ from kdtool.errors import InputError
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: ``--tta`` of both commands (:mod:`kdtool.bench.tta`).
+_tta_option = click.option(
+    "--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
+    help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) or its 8 "
+         "rotations and mirrors (d4, 8 invokes) before deciding.")
+
 
 @contextmanager
 def _tty_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -107,9 +113,7 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
               help="Run each model's interpreter in a child process, so a model that crashes or hangs it becomes "
                    "one error line. Default: isolate every model without a kdtool export sidecar whose sha256 "
                    "matches the file.")
-@click.option("--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
-              help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) "
-                   "or its 8 rotations and mirrors (d4, 8 invokes) before deciding.")
+@_tta_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated models: stop one that shows no progress (loading, or between "
                                       "invokes) for this long.")
@@ -123,7 +127,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
     matrix on --split. Quantized (int8/uint8) inputs and outputs are handled
     from the model's own parameters or its export sidecar JSON. With --tta the
-    accuracy pass averages over views and img/s counts every view's invoke.
+    accuracy pass (a --reference model's too) averages over views, and img/s
+    counts every view's invoke.
 
     \b
     Every file is checked first (TFLite identifier, a well-formed flatbuffer,
@@ -229,9 +234,7 @@ def _save_predictions(path: str, preds: np.ndarray) -> None:
                    "isolate a model without a kdtool export sidecar whose sha256 matches the file.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated: stop an interpreter that shows no progress for this long.")
-@click.option("--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
-              help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) "
-                   "or its 8 rotations and mirrors (d4, 8 invokes) before deciding.")
+@_tta_option
 def predict_command(model, images, top, as_json, threads, isolate, timeout, tta) -> None:
     """Classify image files (JPEG, PNG, ...) with a .tflite model.
 
