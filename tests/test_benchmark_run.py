@@ -60,3 +60,22 @@ def test_resume_needs_a_work_folder(bench, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--quick", "--resume"])
     assert exc.value.code == 2 and "--resume needs --work" in capsys.readouterr().err
+
+
+def test_cost_goal_is_judged_over_the_runs_own_epochs():
+    """A full run's 4x goal uses its 120 student epochs; results written before (20 epochs) still render."""
+    from conftest import ROOT
+
+    module = load_benchmark("run")
+    full = json.loads((ROOT / "benchmarks" / "results_full.json").read_text())
+    goals = full["distill_cost"]["goals"]
+    n = full["settings"]["epochs"]
+    assert n == 120 and goals["full_run_epochs"] == n
+    recipe = full["distill_cost"]["recipes"][full["distill_cost"]["goal_recipe"]]
+    assert goals["full_run_online_over_cached_large"] == recipe["full_run"][str(n)]["large"]["online_over_cached"]
+    text = module.render_markdown(full)
+    assert f"over a {n}-epoch run (the run's student epochs) at least 4x faster" in text
+    assert f"({goals['full_run_online_over_cached_large']:.2f}x)." in text
+    quick = json.loads((ROOT / "benchmarks" / "results.json").read_text())  # written with the 20-epoch key
+    assert "full_run_epochs" not in quick["distill_cost"]["goals"]
+    assert "over a 20-epoch run (the run's student epochs)" in module.render_markdown(quick)
