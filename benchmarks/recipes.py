@@ -107,7 +107,9 @@ def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> di
     cmd = [sys.executable, "-m", "kdtool", "distill", "--data", data, "--teachers", teachers,
            "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1]]
     t0 = time.perf_counter()
-    with open(out.parent / f"s{seed}.log", "w") as log:
+    with open(out.parent / f"s{seed}.log", "a") as log:  # appended: a re-run keeps the training's own log
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}\n")
+        log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc != 0:
         raise SystemExit(f"{variant} seed {seed}: kdtool distill exited {rc}; see {out.parent / f's{seed}.log'}")

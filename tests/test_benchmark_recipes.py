@@ -90,3 +90,26 @@ def test_exports_are_redone_after_the_run_retrains(recipes, tmp_path):
     models[1]["sha256"] = "b"  # retrained with --fresh
     (run / "run.json").write_text(json.dumps({"models": models}))
     assert not recipes._exports_current(run, out, bench)
+
+
+def test_a_rerun_appends_to_the_runs_log(recipes, tmp_path, monkeypatch):
+    """Re-running reuses a finished run; its log keeps the training's lines (was overwritten by the reuse)."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    said = iter(["trained 120 epochs\n", "reused the finished models\n"])
+
+    def fake_run(cmd, stdout, **kw):
+        out = cmd[cmd.index("--out") + 1]
+        stdout.write(next(said))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "run.json").write_text(json.dumps({"models": []}))
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(recipes.subprocess, "run", fake_run)
+    for _ in range(2):
+        assert recipes.run_one("FData", tmp_path / "root", "d96_la", "", 0) == {"models": []}
+    log = (tmp_path / "root" / "d96_la" / "s0.log").read_text()
+    assert "trained 120 epochs" in log and "reused the finished models" in log
+    assert log.count("=== ") == 2 and "--seed 0" in log
