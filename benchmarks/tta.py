@@ -55,12 +55,13 @@ def bench_file(path: Path, fd, modes: list[str], runs: int) -> dict:
 
     runtime = select_runtime()
     device = device_facts(runtime)
+    splits = {split: SplitData.from_fdata(fd, split) for split in ("val", "test")}
     out = {}
     for mode in modes:
         out[mode] = {}
-        for split in ("val", "test"):
-            rec, _ = bench_model(path, SplitData.from_fdata(fd, split), runtime, runs=runs if split == "test" else 0,
-                                 warmup=20, device=device, tta=mode)  # fmt: skip
+        for split, data in splits.items():
+            rec, _ = bench_model(path, data, runtime, runs=runs if split == "test" else 0, warmup=20, device=device,
+                                 tta=mode)  # fmt: skip
             out[mode][split] = rec
         print(f"  {path}: {mode} done", flush=True)
     return out
