@@ -106,13 +106,11 @@ def search_offsets(logits: np.ndarray, labels: np.ndarray, mel: int, floor: floa
 def student_logits(path: Path, fd, tta: str = "none") -> dict[str, np.ndarray]:
     """Dequantized logits of one .tflite file on val and test (kdtool bench's interpreter), averaged over
     the views of ``tta`` (``kdtool bench --tta``)."""
-    from kdtool.bench.evaluate import predict_scores
+    from kdtool.bench.evaluate import mean_scores
     from kdtool.bench.runtime import load_model, select_runtime
-    from kdtool.bench.tta import mean_over_views
 
     model = load_model(path, select_runtime(), threads=2, batch=64)
-    return {split: mean_over_views(lambda v, p: predict_scores(model, v, p), fd.x(split), tta)
-            for split in ("val", "test")}
+    return {split: mean_scores(model, fd.x(split), tta=tta) for split in ("val", "test")}
 
 
 def analyse(name: str, z: dict[str, np.ndarray], fd, floor: float, val_margin: float = 0.0) -> dict:

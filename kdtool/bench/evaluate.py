@@ -120,6 +120,23 @@ def predict_scores(
     return out
 
 
+def mean_scores(
+    model: LoadedModel, x: np.ndarray, progress: Callable[[int], None] | None = None, tta: str = "none"
+) -> np.ndarray:
+    """:func:`predict_scores` averaged over the views of a test-time augmentation mode.
+
+    Args:
+        model: an allocated model.
+        x: float32 images (N, H, W, 3) in [0, 1].
+        progress: called with the number of images done after each batch (of every view).
+        tta: a mode of :data:`kdtool.bench.tta.TTA_MODES`; ``none`` gives ``predict_scores(model, x)``.
+
+    Returns:
+        float32 (N, K) mean scores.
+    """
+    return mean_over_views(lambda v, p: predict_scores(model, v, p), x, tta, progress)
+
+
 def predict_proba(
     model: LoadedModel, x: np.ndarray, progress: Callable[[int], None] | None = None, tta: str = "none"
 ) -> np.ndarray:
@@ -135,4 +152,4 @@ def predict_proba(
     Returns:
         float32 (N, K) probabilities.
     """
-    return to_probabilities(mean_over_views(lambda v, p: predict_scores(model, v, p), x, tta, progress))
+    return to_probabilities(mean_scores(model, x, progress, tta))
