@@ -140,16 +140,6 @@ def mean_scores(
 def predict_proba(
     model: LoadedModel, x: np.ndarray, progress: Callable[[int], None] | None = None, tta: str = "none"
 ) -> np.ndarray:
-    """Class probabilities (N, K) for float images in [0, 1].
-
-    Args:
-        model: an allocated model.
-        x: float32 images (N, H, W, 3) in [0, 1].
-        progress: called with the number of images done after each batch (of every view).
-        tta: test-time augmentation mode (:data:`kdtool.bench.tta.TTA_MODES`): the scores are
-            averaged over its views before the softmax.
-
-    Returns:
-        float32 (N, K) probabilities.
-    """
+    """Class probabilities (N, K) for float images in [0, 1]: the softmax of :func:`mean_scores` (same
+    arguments), or those scores themselves when they already are probabilities."""
     return to_probabilities(mean_scores(model, x, progress, tta))
