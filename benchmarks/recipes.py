@@ -16,7 +16,8 @@ accuracy and the kept epoch, as mean +- std over seeds (ddof=1), plus the paired
 to the first variant (same model, same seed).
 
 With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8``,
-into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``) and benched on the
+into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``, ``..._mel<S>`` with
+``--melanoma-sensitivity S``) and benched on the
 test split (``kdtool bench ... --split test --runs 0``): the tables gain the int8 files' test
 metrics and their validation accuracy drop (points, Keras minus int8). ``--quantize int8-floatends``
 exports that mode instead (into ``RUN/export_int8-floatends``).
@@ -82,6 +83,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "d96_la_v8e120_ts3": ("today's defaults with three teachers per run (--teacher-seeds 3: seeds s, s+1, s+2), "
                           "the student distilled from their mean soft targets",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--teacher-seeds", "3"]),
+    "d96_la_v8e120_te10": ("today's defaults with 10 teacher epochs instead of 5 (cosine decay over the 10)",
+                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120, teacher_epochs=10)]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
@@ -134,18 +137,20 @@ def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8") -> b
     return True
 
 
-def int8_results(run: Path, data: str, tau: float, mode: str = "int8") -> dict[str, dict]:
+def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: float | None = None) -> dict[str, dict]:
     """Export a run's students to int8 (or ``mode``) and bench them on the test split (both reused when done).
 
     Returns:
         {model name: {accuracy, balanced_accuracy, macro_f1, melanoma_sensitivity, roc_auc,
         val_accuracy_drop}}, fractions (the drop divided by 100, so tables print points).
     """
-    out = run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else ""))
+    out = run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else "")
+                 + (f"_mel{mel:g}" if mel is not None else ""))
     bench = out / "bench_test.json"
     if not _exports_current(run, out, bench, mode):
         export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", mode, "--data", data,
-                  "--out", str(out), "--prior-shift", str(tau)]
+                  "--out", str(out), "--prior-shift", str(tau),
+                  *(["--melanoma-sensitivity", str(mel)] if mel is not None else [])]
         rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
         if rc.returncode not in (0, 3):  # 3: some drop above --max-drop, the files are written
             raise SystemExit(f"{run}: kdtool export exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
@@ -229,7 +234,9 @@ def render(doc: dict) -> str:
                          + f" | {_pm(row['test_balanced_accuracy_vs_baseline'])} | "
                          f"{_pm(row['best_epoch'], 1.0)} | {_pm(row['train_seconds'], 1.0, 0)} |")
     if doc.get("int8"):
-        lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}` "
+        mel = doc.get("melanoma_sensitivity")
+        held = f" --melanoma-sensitivity {mel:g}" if mel is not None else ""
+        lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}{held}` "
                   "(output bias correction on), then `kdtool bench` on the test split; the drop is the export's "
                   f"validation check, Keras minus {mode}, in points."]
     lines += ["", "Variants:", ""]
@@ -252,6 +259,8 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", action="store_true", help="Also export every run's students to int8 and bench them "
                                                           "on the test split.")
     ap.add_argument("--prior-shift", type=float, default=0.0, help="With --int8: kdtool export --prior-shift.")
+    ap.add_argument("--melanoma-sensitivity", type=float, default=None,
+                    help="With --int8: kdtool export --melanoma-sensitivity (its default confidence, 0.95).")
     ap.add_argument("--quantize", default="int8", choices=CALIBRATED_MODES,
                     help="With --int8: the kdtool export mode of the exported files.")
     args = ap.parse_args(argv)
@@ -271,13 +280,14 @@ def main(argv=None) -> int:
         for v in variants:
             for s in seeds:
                 found = int8_results(_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift,
-                                     args.quantize)
+                                     args.quantize, args.melanoma_sensitivity)
                 for m in docs[v][s]["models"]:
                     m["int8"] = found.get(m["name"])
     doc = {"command": " ".join(["python benchmarks/recipes.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine_facts(), "data": args.data, "seeds": seeds, "teachers": args.teachers,
            "baseline": variants[0], "wall_seconds": time.perf_counter() - t0,
            "int8": args.int8, "prior_shift": args.prior_shift, "quantize": args.quantize,
+           "melanoma_sensitivity": args.melanoma_sensitivity,
            "variants": summarise(docs, variants[0], METRICS + (INT8_METRICS if args.int8 else []))}
     write_results(doc, args.json, args.md, render(doc))
     return 0

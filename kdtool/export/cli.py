@@ -36,8 +36,18 @@ from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
                    "exported file. 0 keeps the model's balanced decisions (best balanced accuracy and "
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
                    "accuracy). Use another --out to keep both.")
+@click.option("--melanoma-sensitivity", default=None, type=click.FloatRange(0.0, 1.0, min_open=True),
+              metavar="TARGET",
+              help="Operating point for screening: add to the melanoma logit (after --prior-shift) the offset "
+                   "with which the model finds enough of the VALIDATION split's melanomas that its sensitivity "
+                   "is at least TARGET at --sensitivity-confidence (e.g. 0.6: with 95 melanomas it must find "
+                   "66). Other classes pay for it; the check shows by how much.  [default: off]")
+@click.option("--sensitivity-confidence", default=0.95, type=click.FloatRange(0.0, 1.0, max_open=True),
+              metavar="C",
+              help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
+                   "the validation count. 0 asks only that the observed validation sensitivity reach TARGET.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction, prior_shift):
+                   bias_correction, prior_shift, melanoma_sensitivity, sensitivity_confidence):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -68,6 +78,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     Example:
       kdtool export models                          # int8 students -> models/export/
       kdtool export models/student_alone.keras --quantize all --data FData
+      kdtool export models --melanoma-sensitivity 0.6 --out models/screen
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
@@ -79,5 +90,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
         raise InputError("--io applies to int8 models only; add int8 to --quantize")
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
-                            bias_correction=bias_correction, prior_shift=prior_shift)
+                            bias_correction=bias_correction, prior_shift=prior_shift,
+                            melanoma_sensitivity=melanoma_sensitivity,
+                            sensitivity_confidence=sensitivity_confidence)
     export_models(model, options)

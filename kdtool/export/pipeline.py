@@ -58,6 +58,12 @@ class ExportOptions:
             calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
         prior_shift: the operating point tau: ``tau * log(train class frequencies)`` is added
             to the output layer's bias of every exported file (0: the model as trained).
+        melanoma_sensitivity: when set, a melanoma logit offset, chosen per model on the
+            validation split after ``prior_shift``, is added to the output layer's bias so that
+            validation melanoma sensitivity reaches this target at ``sensitivity_confidence``
+            (see :mod:`kdtool.export.sensitivity`).
+        sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
+            0 holds the observed validation sensitivity itself at the target.
     """
 
     modes: list[str] = field(default_factory=lambda: ["int8"])
@@ -69,6 +75,8 @@ class ExportOptions:
     include_teachers: bool = False
     bias_correction: bool = True
     prior_shift: float = 0.0
+    melanoma_sensitivity: float | None = None
+    sensitivity_confidence: float = 0.95
 
 
 @dataclass
@@ -155,6 +163,41 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
 
 
+def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path) -> dict | None:
+    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` (chosen on the
+    validation split) to the in-memory model's output bias; its record, or None when not asked for."""
+    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
+    from kdtool.export.sensitivity import sensitivity_offset  # noqa: PLC0415
+    from kdtool.metrics import melanoma_index  # noqa: PLC0415
+
+    if options.melanoma_sensitivity is None:
+        return None
+    mel = melanoma_index(fd.class_names)
+    if mel is None:
+        raise InputError(f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
+                         f"(classes: {', '.join(map(str, fd.class_names))})")
+    layer, why = output_dense_layer(model)
+    if layer is None:
+        raise InputError(f"{path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
+    try:
+        rec = sensitivity_offset(_keras_logits(model, fd.x("val")), fd.labels("val"), mel,
+                                 options.melanoma_sensitivity, options.sensitivity_confidence)
+    except ValueError as exc:
+        raise InputError(f"{fd.root}: --melanoma-sensitivity on the validation split: {exc}") from None
+    shift = np.zeros(fd.num_classes, dtype=np.float32)
+    shift[mel] = rec["offset"]
+    add_to_bias(layer, shift)
+    return {"class": str(fd.class_names[mel]), "chosen_on": "val", **rec}
+
+
+def _sensitivity_note(rec: dict) -> str:
+    conf = (f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"]
+            else "observed")
+    return (f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: val finds {rec['detected']}/"
+            f"{rec['images']} ({100 * rec['sensitivity']:.1f}%, {conf} >= target {100 * rec['target']:g}%; "
+            f"{rec['before']}/{rec['images']} without the offset)")
+
+
 def bias_corrected(model, converted: tuple[bytes, dict], representative,
                    convert: Callable[[], tuple[bytes, dict]]) -> tuple[bytes, dict]:
     """``converted`` after :func:`kdtool.export.bias.correct_output_bias`; ``convert()`` converts again.
@@ -236,8 +279,13 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
+        held = _hold_melanoma(model, fd, options, src.path)
+        if held is not None:
+            operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""
         click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
+        if held is not None:
+            click.echo(_sensitivity_note(held))
         digest = sha256_file(src.path)
         if src.sha256 and src.sha256 != digest:
             _warn(f"{src.path}: SHA-256 differs from run.json's record (file changed after training)")

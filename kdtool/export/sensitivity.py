@@ -1,0 +1,152 @@
+"""A sensitivity operating point: the logit offset that makes one class (melanoma) be found often enough.
+
+A screening device is specified by how many melanomas it finds, not by its accuracy. Adding an offset
+``b`` to one class's logit moves every decision ``argmax(z + b * e_c)`` toward that class: the class's
+sensitivity rises with ``b`` and the other classes pay for it. :func:`sensitivity_offset` picks ``b``
+on labelled (validation) logits so that the class's sensitivity reaches a target with a stated
+confidence: the one-sided Clopper-Pearson lower bound of the detected fraction (:func:`binomial_lower_bound`)
+must reach the target, which for 95 melanomas at 95% confidence means finding about 70% of them to
+claim 60%. The bound covers the sampling error of a small split; it assumes the images the device will
+see are drawn like the validation ones, which no bound can check.
+
+``kdtool export --melanoma-sensitivity`` adds the chosen ``b`` to the output layer's bias, so the
+exported file needs no extra op and ``kdtool bench`` measures the shifted model as it ships.
+
+Example:
+    >>> import numpy as np
+    >>> z = np.array([[0.0, 1.0], [0.0, 0.5], [0.0, -1.0], [1.0, 0.0]])   # class 1: the first three rows
+    >>> r = sensitivity_offset(z, np.array([1, 1, 1, 0]), cls=1, target=0.6, confidence=0.0)
+    >>> r["detected"], r["images"], r["offset"]      # halfway between the 2nd and 3rd image's margins
+    (2, 3, 0.25)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+             for i in range(k, n + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def binomial_lower_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower confidence bound of a proportion seen as ``k`` of ``n``.
+
+    The largest ``p`` with ``P(X >= k | n, p) <= 1 - confidence``: with probability at least
+    ``confidence`` the true proportion is at least this.
+
+    Args:
+        k: successes (0..n).
+        n: trials (>= 1).
+        confidence: in [0, 1); 0 gives the point estimate ``k / n``.
+
+    Returns:
+        The bound in [0, k / n].
+
+    Example:
+        >>> round(binomial_lower_bound(10, 10, 0.95), 4)   # 0.05 ** (1 / 10)
+        0.7411
+        >>> binomial_lower_bound(7, 10, 0.0)
+        0.7
+    """
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0.0 <= confidence < 1.0:
+        raise ValueError(f"confidence must lie in [0, 1), got {confidence}")
+    if confidence == 0.0 or k == 0:
+        return k / n
+    alpha = 1.0 - confidence
+    lo, hi = 0.0, k / n  # the tail grows with p: bisect for tail(p) = alpha
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _binomial_tail(k, n, mid) <= alpha:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def fewest_detections(n: int, target: float, confidence: float) -> int | None:
+    """The smallest k of n whose lower bound (:func:`binomial_lower_bound`) reaches ``target``; None if none does.
+
+    Example:
+        >>> fewest_detections(95, 0.6, 0.95), fewest_detections(95, 0.6, 0.0)
+        (66, 57)
+        >>> fewest_detections(5, 0.9, 0.95) is None    # 5 of 5 bounds it at 0.55 only
+        True
+    """
+    for k in range(n + 1):
+        if binomial_lower_bound(k, n, confidence) >= target - 1e-12:
+            return k
+    return None
+
+
+def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target: float,
+                       confidence: float = 0.95) -> dict:
+    """The offset on class ``cls``'s logit that makes ``argmax(logits + offset * e_cls)`` find enough of it.
+
+    For each image of the class, ``m_i = max_{j != cls} z_ij - z_i,cls`` is the offset from which it is
+    called ``cls``. With ``k`` the fewest detections whose lower bound reaches ``target``
+    (:func:`fewest_detections`), the offset lies halfway between the k-th and the (k+1)-th smallest
+    ``m_i``: exactly the k easiest images cross, with the most room on both sides. The offset can be
+    negative (a model that finds more than needed gives some back for the other classes).
+
+    Args:
+        logits: (N, K) scores of labelled images (validation, never test).
+        labels: (N,) integer labels.
+        cls: the class to hold (melanoma's index).
+        target: the sensitivity to reach, in (0, 1].
+        confidence: of the lower bound, in [0, 1); 0 holds the observed sensitivity itself at ``target``.
+
+    Returns:
+        A dict: ``offset``, ``images`` (of the class), ``detected`` and ``sensitivity`` at the offset,
+        its ``lower_bound``, ``target``, ``confidence``, and ``before`` (detected without offset).
+
+    Raises:
+        ValueError: no image of the class, or too few for ``target`` at ``confidence`` (the message
+            says how many there are and the best bound they allow).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    own = logits[labels == cls]
+    n = len(own)
+    if n == 0:
+        raise ValueError("no image of the class to measure its sensitivity on")
+    k = fewest_detections(n, target, confidence)
+    if k is None:
+        best = binomial_lower_bound(n, n, confidence)
+        raise ValueError(f"{n} images of the class cannot show sensitivity >= {target:g} at confidence "
+                         f"{confidence:g} (finding all {n} bounds it at {best:.3f})")
+    margins = np.sort(np.delete(own, cls, axis=1).max(axis=1) - own[:, cls])
+    if k == 0:
+        offset = float(margins[0]) - 1.0
+    elif k == n:
+        offset = float(margins[-1]) + 1e-3 * max(1.0, abs(float(margins[-1])))
+    else:
+        offset = 0.5 * float(margins[k - 1] + margins[k])
+
+    def found(b: float) -> int:
+        shifted = own.copy()
+        shifted[:, cls] += b
+        return int(np.sum(np.argmax(shifted, axis=1) == cls))
+
+    detected = found(offset)
+    if detected < k:  # tied margins: step just past the k-th one
+        offset = float(np.nextafter(margins[k - 1], np.inf)) + 1e-6 * max(1.0, abs(float(margins[k - 1])))
+        detected = found(offset)
+    return {"offset": offset, "images": n, "detected": detected, "sensitivity": detected / n,
+            "lower_bound": binomial_lower_bound(detected, n, confidence), "target": float(target),
+            "confidence": float(confidence), "before": found(0.0)}
