@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -120,6 +122,15 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     got = run_tflite((out / "m.float32.tflite").read_bytes(), x)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert int(np.sum(np.argmax(got[y == mel], axis=1) == mel)) == held["detected"]
+    # kdtool bench carries the operating point into its JSON and CSV
+    bench = CliRunner().invoke(main, ["bench", str(out / "m.float32.tflite"), "--data", str(data), "--split", "val",
+                                      "--runs", "0", "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
+    assert bench.exit_code == 0, bench.output
+    rec = json.loads((tmp_path / "b.json").read_text())[0]
+    assert rec["operating_point"] == point
+    assert rec["melanoma_sensitivity"] == pytest.approx(held["sensitivity"])
+    row = next(csv.DictReader(io.StringIO((tmp_path / "b.csv").read_text())))
+    assert float(row["prior_shift"]) == 0.5 and float(row["melanoma_offset"]) == pytest.approx(held["offset"])
 
 
 @pytest.mark.parametrize("names,args,message", [

@@ -36,6 +36,9 @@ confusion_matrix         K x K counts, [true][predicted]
 tta                      test-time augmentation mode of the accuracy pass (none, flip, d4;
                          null in results written before kdtool had it)
 tta_views                invokes per image in that pass (1, 2 or 8)
+operating_point          the export sidecar's ``operating_point`` ({prior_shift, and with
+                         --melanoma-sensitivity melanoma_sensitivity: {offset, target, ...}}),
+                         null without a sidecar or in results written before kdtool had it
 mean_confidence          mean top-1 probability
 reference                file name of the --reference model, else null
 reference_agreement      fraction of images with the same top-1 class as the reference
@@ -66,7 +69,7 @@ better in one; false for emulated results or those without latency).
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,
-``cpu_model`` ...), then ``recall_<class>`` and ``f1_<class>`` per class.
+``cpu_model``, ``prior_shift``, ``melanoma_offset`` ...), then ``recall_<class>`` and ``f1_<class>`` per class.
 
 Example:
     >>> print(format_table(records))      # doctest: +SKIP
@@ -93,7 +96,7 @@ CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
     "accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "roc_auc_macro", "ece",
     "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1",
-    "mean_confidence", "reference", "reference_agreement", "tta", "tta_views",
+    "mean_confidence", "reference", "reference_agreement", "tta", "tta_views", "prior_shift", "melanoma_offset",
     "latency_min_ms", "latency_median_ms", "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_p99_ms",
     "images_per_second", "init_ms", "peak_rss_mb", "model_rss_mb", "runs", "warmup", "batch", "threads",
     "runtime", "runtime_version", "hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy",
@@ -210,6 +213,9 @@ def flatten(rec: dict) -> dict:
     dev = rec.get("device") or {}
     for k in ("hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy"):
         row[k] = dev.get(k)
+    point = rec.get("operating_point") or {}
+    row["prior_shift"] = point.get("prior_shift")
+    row["melanoma_offset"] = (point.get("melanoma_sensitivity") or {}).get("offset")
     for k in ("pareto", "source"):  # added by --compare
         if k in rec:
             row[k] = rec[k]

@@ -177,6 +177,7 @@ def bench_model(
         "confusion_matrix": rep["confusion_matrix"],
         "tta": tta,
         "tta_views": views,
+        "operating_point": model.sidecar.get("operating_point"),
         "mean_confidence": rep.get("mean_confidence"),
         "reference": reference[0] if reference else None,
         "reference_agreement": agreement(preds, reference[1]) if reference else None,
