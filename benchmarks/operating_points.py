@@ -113,6 +113,17 @@ def student_logits(path: Path, fd, tta: str = "none") -> dict[str, np.ndarray]:
     return {split: mean_scores(model, fd.x(split), tta=tta) for split in ("val", "test")}
 
 
+def checked_inputs(ap: argparse.ArgumentParser, models: list[str], data: str, why: str = ""):
+    """The FData at ``data`` once every model file exists and the data have a melanoma class (else ``ap.error``)."""
+    missing = [m for m in models if not Path(m).is_file()]
+    if missing:
+        ap.error(f"no such model file: {missing[0]}")
+    fd = load_fdata(data)
+    if melanoma_index(fd.class_names) is None:
+        ap.error(f"{data}: no class named like melanoma ('mel'){why}")
+    return fd
+
+
 def analyse(name: str, z: dict[str, np.ndarray], fd, floor: float, val_margin: float = 0.0) -> dict:
     """Plain, val-tuned and oracle decision rules for one model's val and test logits."""
     mel = melanoma_index(fd.class_names)
@@ -188,12 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--val-margin must lie in [0, {1.0 - args.floor:g}), got {args.val_margin}")
     if args.ensemble and len(args.models) < 2:
         ap.error("--ensemble needs at least two models")
-    missing = [m for m in args.models if not Path(m).is_file()]
-    if missing:
-        ap.error(f"no such model file: {missing[0]}")
-    fd = load_fdata(args.data)
-    if melanoma_index(fd.class_names) is None:
-        ap.error(f"{args.data}: no class named like melanoma ('mel'); nothing to hold at the floor")
+    fd = checked_inputs(ap, args.models, args.data, "; nothing to hold at the floor")
     t0 = time.perf_counter()
     logits = {m: student_logits(Path(m), fd, args.tta) for m in args.models}
     results = [analyse(m, z, fd, args.floor, args.val_margin) for m, z in logits.items()]

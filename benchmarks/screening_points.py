@@ -33,10 +33,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from kdtool.data import load_fdata  # noqa: E402
 from kdtool.export.sensitivity import sensitivity_offset  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
-from operating_points import KEYS, rule_metrics, student_logits  # noqa: E402
+from operating_points import KEYS, checked_inputs, rule_metrics, student_logits  # noqa: E402
 from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 TARGETS = {"accuracy": 0.74, "balanced_accuracy": 0.60, "melanoma_sensitivity": 0.60}
@@ -146,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--targets must lie in (0, 1], got {args.targets}")
     if not 0.0 <= args.confidence < 1.0:
         ap.error(f"--confidence must lie in [0, 1), got {args.confidence}")
-    missing = [m for m in args.models if not Path(m).is_file()]
-    if missing:
-        ap.error(f"no such model file: {missing[0]}")
-    fd = load_fdata(args.data)
-    if melanoma_index(fd.class_names) is None:
-        ap.error(f"{args.data}: no class named like melanoma ('mel')")
+    fd = checked_inputs(ap, args.models, args.data)
     t0 = time.perf_counter()
     results = []
     for m in args.models:

@@ -83,7 +83,12 @@ def load_benchmark(name: str):
     """Import ``benchmarks/<name>.py`` (not a package) as a module, for unit tests of its helpers."""
     import importlib.util
 
+    import sys
+
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    # registered under its name, replacing a copy another benchmark imported: doctest and
+    # inspect look functions' modules up in sys.modules
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
