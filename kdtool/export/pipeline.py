@@ -183,7 +183,7 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path) -> dict
         rec = sensitivity_offset(_keras_logits(model, fd.x("val")), fd.labels("val"), mel,
                                  options.melanoma_sensitivity, options.sensitivity_confidence)
     except ValueError as exc:
-        raise InputError(f"{fd.root}: --melanoma-sensitivity on the validation split: {exc}") from None
+        raise InputError(f"{fd.root / 'y_val.npy'}: --melanoma-sensitivity on the validation split: {exc}") from None
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
