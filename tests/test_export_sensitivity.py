@@ -126,6 +126,7 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     bench = CliRunner().invoke(main, ["bench", str(out / "m.float32.tflite"), "--data", str(data), "--split", "val",
                                       "--runs", "0", "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
     assert bench.exit_code == 0, bench.output
+    assert "operating points set at export: m.float32.tflite: prior shift 0.5, mel logit" in bench.output
     rec = json.loads((tmp_path / "b.json").read_text())[0]
     assert rec["operating_point"] == point
     assert rec["melanoma_sensitivity"] == pytest.approx(held["sensitivity"])

@@ -181,9 +181,31 @@ def format_table(records: Sequence[dict]) -> str:
         f"device: {dev.get('machine')}, {dev.get('cpu_model')}, {dev.get('cpu_cores')} cores; "
         f"Python {dev.get('python')}, numpy {dev.get('numpy')}; peak RSS {_f(records[-1].get('peak_rss_mb'), '.1f')} MiB",
     ]
+    points = [f"{r['model']}: {p}" for r in records if (p := operating_point_note(r.get("operating_point")))]
+    if points:
+        lines.append("operating points set at export: " + "; ".join(points))
     if any(r.get("emulated") for r in records):
         lines.append(EMULATED_NOTE.format(reason=dev.get("emulated_reason") or "qemu"))
     return "\n".join(lines)
+
+
+def operating_point_note(point: dict | None) -> str:
+    """A sidecar's ``operating_point`` in a few words; empty for the model as trained.
+
+    Example:
+        >>> operating_point_note({"prior_shift": 0.5, "melanoma_sensitivity": {
+        ...     "class": "mel", "offset": 0.412, "detected": 66, "images": 95, "target": 0.6, "confidence": 0.95}})
+        'prior shift 0.5, mel logit +0.412 (val 66/95, >= 60% at 95%)'
+        >>> operating_point_note({"prior_shift": 0.0})
+        ''
+    """
+    point = point or {}
+    parts = [f"prior shift {point['prior_shift']:g}"] if point.get("prior_shift") else []
+    held = point.get("melanoma_sensitivity")
+    if held:
+        parts.append(f"{held['class']} logit {held['offset']:+.3f} (val {held['detected']}/{held['images']}, "
+                     f">= {100 * held['target']:g}% at {100 * held['confidence']:g}%)")
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------- JSON / CSV
