@@ -15,7 +15,7 @@ accuracy, balanced accuracy, macro-F1, melanoma sensitivity and ROC-AUC, validat
 accuracy and the kept epoch, as mean +- std over seeds (ddof=1), plus the paired difference
 to the first variant (same model, same seed).
 
-With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8``,
+With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8 --melanoma-sensitivity 0``: as trained,
 into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``, ``..._mel<S>`` with
 ``--melanoma-sensitivity S``) and benched on the
 test split (``kdtool bench ... --split test --runs 0``): the tables gain the int8 files' test
@@ -120,8 +120,9 @@ def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> di
     return json.loads((out / "run.json").read_text())
 
 
-def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8") -> bool:
-    """True when ``bench`` exists and every student's ``mode`` file was exported from the run's current .keras.
+def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8", mel: float | None = None) -> bool:
+    """True when ``bench`` exists and every student's ``mode`` file was exported from the run's current .keras,
+    holding melanoma sensitivity at ``mel`` (None: not held) as today's export does (as a floor).
 
     A run retrained in the same folder (``--fresh``) has new SHA-256s in run.json; its old exports are stale.
     """
@@ -132,7 +133,12 @@ def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8") -> b
         if m["role"] == "teacher":
             continue
         side = out / f"{m['name']}.{mode}.json"
-        if not side.is_file() or json.loads(side.read_text()).get("source", {}).get("sha256") != m["sha256"]:
+        if not side.is_file():
+            return False
+        doc = json.loads(side.read_text())
+        held = (doc.get("operating_point") or {}).get("melanoma_sensitivity") or {}
+        if doc.get("source", {}).get("sha256") != m["sha256"] or held.get("target") != mel or \
+                (mel is not None and not held.get("floor")):
             return False
     return True
 
@@ -147,10 +153,9 @@ def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: floa
     out = run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else "")
                  + (f"_mel{mel:g}" if mel is not None else ""))
     bench = out / "bench_test.json"
-    if not _exports_current(run, out, bench, mode):
+    if not _exports_current(run, out, bench, mode, mel):
         export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", mode, "--data", data,
-                  "--out", str(out), "--prior-shift", str(tau),
-                  *(["--melanoma-sensitivity", str(mel)] if mel is not None else [])]
+                  "--out", str(out), "--prior-shift", str(tau), "--melanoma-sensitivity", str(mel or 0)]
         rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
         if rc.returncode not in (0, 3):  # 3: some drop above --max-drop, the files are written
             raise SystemExit(f"{run}: kdtool export exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
@@ -235,7 +240,7 @@ def render(doc: dict) -> str:
                          f"{_pm(row['best_epoch'], 1.0)} | {_pm(row['train_seconds'], 1.0, 0)} |")
     if doc.get("int8"):
         mel = doc.get("melanoma_sensitivity")
-        held = f" --melanoma-sensitivity {mel:g}" if mel is not None else ""
+        held = f" --melanoma-sensitivity {mel:g}" if mel is not None else " --melanoma-sensitivity 0"
         lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}{held}` "
                   "(output bias correction on), then `kdtool bench` on the test split; the drop is the export's "
                   f"validation check, Keras minus {mode}, in points."]
@@ -260,7 +265,8 @@ def main(argv=None) -> int:
                                                           "on the test split.")
     ap.add_argument("--prior-shift", type=float, default=0.0, help="With --int8: kdtool export --prior-shift.")
     ap.add_argument("--melanoma-sensitivity", type=float, default=None,
-                    help="With --int8: kdtool export --melanoma-sensitivity (its default confidence, 0.95).")
+                    help="With --int8: kdtool export --melanoma-sensitivity (its default confidence, 0.95); "
+                         "without it the files are exported as trained (--melanoma-sensitivity 0).")
     ap.add_argument("--quantize", default="int8", choices=CALIBRATED_MODES,
                     help="With --int8: the kdtool export mode of the exported files.")
     args = ap.parse_args(argv)

@@ -178,7 +178,7 @@ def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp
     model.save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "o"),
-                                       "--quantize", "float32", "--prior-shift", "0.5"])
+                                       "--quantize", "float32", "--prior-shift", "0.5", "--melanoma-sensitivity", "0"])
     assert result.exit_code == 0, result.output
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     side = json.loads((tmp_path / "o" / "m.float32.json").read_text())
@@ -191,7 +191,7 @@ def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp
     np.testing.assert_allclose(got, model.predict(x, verbose=0) + np.asarray(point["bias_added"]), atol=1e-4)
 
     plain = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "p"),
-                                      "--quantize", "float32"])
+                                      "--quantize", "float32", "--melanoma-sensitivity", "0"])
     assert plain.exit_code == 0
     assert json.loads((tmp_path / "p" / "m.float32.json").read_text())["operating_point"] == {"prior_shift": 0.0}
 

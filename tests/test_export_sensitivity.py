@@ -49,7 +49,7 @@ def _logits(seed: int, n: int = 400, k: int = 5, mel: int = 2):
 @pytest.mark.parametrize("target,conf", [(0.6, 0.95), (0.9, 0.5), (0.3, 0.0)])
 def test_offset_finds_exactly_the_fewest_detections_that_bound_the_target(seed, target, conf):
     z, labels = _logits(seed)
-    rec = sensitivity_offset(z, labels, 2, target, conf)
+    rec = sensitivity_offset(z, labels, 2, target, conf, floor=False)
     shifted = z.copy()
     shifted[:, 2] += rec["offset"]
     found = int(np.sum(np.argmax(shifted[labels == 2], axis=1) == 2))
@@ -63,11 +63,22 @@ def test_offset_finds_exactly_the_fewest_detections_that_bound_the_target(seed, 
     assert int(np.sum(np.argmax(shifted[labels == 2], axis=1) == 2)) == need - 1
 
 
-def test_offset_is_negative_for_a_model_that_finds_more_than_asked():
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("target", [0.3, 0.6, 0.9])
+def test_as_a_floor_the_offset_only_ever_raises_the_class(seed, target):
+    z, labels = _logits(seed)
+    rec = sensitivity_offset(z, labels, 2, target, 0.9)
+    need = fewest_detections(rec["images"], target, 0.9)
+    assert rec["offset"] >= 0 and rec["detected"] == max(rec["before"], need)
+    assert (rec["offset"] == 0) == (rec["before"] >= need)
+
+
+def test_without_the_floor_a_model_that_finds_more_gives_the_surplus_back():
     z, labels = _logits(0)
     z[:, 2] += 3.0  # calls nearly everything class 2
-    rec = sensitivity_offset(z, labels, 2, 0.5, 0.0)
+    rec = sensitivity_offset(z, labels, 2, 0.5, 0.0, floor=False)
     assert rec["offset"] < 0 and rec["before"] > rec["detected"]
+    assert sensitivity_offset(z, labels, 2, 0.5, 0.0)["offset"] == 0.0
 
 
 def test_offset_survives_tied_margins():
@@ -138,7 +149,8 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     (["akiec", "bcc", "nv"], ["--melanoma-sensitivity", "0.6"],
      "--melanoma-sensitivity needs a class named 'mel' or 'melanoma' (classes: akiec, bcc, nv)"),
     (["akiec", "mel", "nv"], ["--melanoma-sensitivity", "0.99"],
-     "--melanoma-sensitivity on the validation split: 4 images of the class cannot show sensitivity >= 0.99"),
+     "--melanoma-sensitivity on the validation split: 4 validation melanoma image(s) cannot show sensitivity "
+     ">= 0.99"),
 ])
 def test_export_refuses_a_sensitivity_it_cannot_hold_in_one_line(tmp_path, names, args, message):
     data = write_fdata(tmp_path / "FData", n=(30, 12, 6), class_names=names)
@@ -151,3 +163,34 @@ def test_export_refuses_a_sensitivity_it_cannot_hold_in_one_line(tmp_path, names
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert message in lines[0] and str(data.name) in lines[0]
     assert not list(out.glob("*.tflite"))
+
+
+def test_by_default_export_holds_sixty_percent_where_it_can_and_says_where_it_cannot(tmp_path):
+    runner = CliRunner()
+
+    def export(names, n, *args):
+        data = write_fdata(tmp_path / f"F{len(list(tmp_path.iterdir()))}", n=n, class_names=names)
+        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.keras"
+        _tiny(load_fdata(data)).save(path)
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        result = runner.invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
+                                      "--quantize", "float32", *args])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((out / f"{path.stem}.float32.json").read_text())["operating_point"]
+
+    # enough validation melanomas (30): held at 0.6 with 95% confidence, as if asked for
+    output, point = export(["akiec", "mel", "nv"], (60, 90, 12))
+    held = point["melanoma_sensitivity"]
+    assert (held["target"], held["confidence"]) == (0.6, 0.95) and held["lower_bound"] >= 0.6
+    assert held["detected"] == max(held["before"], fewest_detections(30, 0.6, 0.95)) and held["offset"] >= 0
+    assert "operating point: mel logit" in output
+    # too few (4): exported as trained, with a note and the reason in the sidecar
+    output, point = export(["akiec", "mel", "nv"], (30, 12, 6))
+    assert point["melanoma_sensitivity"]["skipped"].startswith("4 validation melanoma image(s) cannot show")
+    assert "note: melanoma sensitivity not held at 60%" in output
+    # no melanoma class: nothing to hold, nothing said
+    output, point = export(["akiec", "bcc", "nv"], (30, 12, 6))
+    assert point == {"prior_shift": 0.0} and "melanoma" not in output
+    # 0 switches it off
+    output, point = export(["akiec", "mel", "nv"], (60, 90, 12), "--melanoma-sensitivity", "0")
+    assert point == {"prior_shift": 0.0} and "operating point" not in output

@@ -6,6 +6,13 @@ import click
 
 from kdtool.errors import InputError
 from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET
+
+
+def _given(name: str) -> bool:
+    """Whether the running command's option ``name`` was set by the user (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
 
 
 @click.command(context_settings={"show_default": True})
@@ -36,13 +43,15 @@ from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
                    "exported file. 0 keeps the model's balanced decisions (best balanced accuracy and "
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
                    "accuracy). Use another --out to keep both.")
-@click.option("--melanoma-sensitivity", default=None, type=click.FloatRange(0.0, 1.0, min_open=True),
+@click.option("--melanoma-sensitivity", default=DEFAULT_TARGET, type=click.FloatRange(0.0, 1.0),
               metavar="TARGET",
-              help="Operating point for screening: add to the melanoma logit (after --prior-shift) the offset "
-                   "with which the model finds enough of the VALIDATION split's melanomas that its sensitivity "
-                   "is at least TARGET at --sensitivity-confidence (e.g. 0.6: with 95 melanomas it must find "
-                   "66). Other classes pay for it; the check shows by how much.  [default: off]")
-@click.option("--sensitivity-confidence", default=0.95, type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="A floor under melanoma sensitivity, for screening: if the model finds too few of the "
+                   "VALIDATION split's melanomas for its sensitivity to be at least TARGET at "
+                   "--sensitivity-confidence (0.6: of 95 melanomas it must find 66), raise the melanoma logit "
+                   "(after --prior-shift) by the least offset that finds enough; a model that finds enough is "
+                   "left as trained. 0: off. At the default, data without a 'mel' class are exported as "
+                   "trained, and too few validation melanomas with a note; a TARGET given here is required.")
+@click.option("--sensitivity-confidence", default=DEFAULT_CONFIDENCE, type=click.FloatRange(0.0, 1.0, max_open=True),
               metavar="C",
               help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
                    "the validation count. 0 asks only that the observed validation sensitivity reach TARGET.")
@@ -78,7 +87,8 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     Example:
       kdtool export models                          # int8 students -> models/export/
       kdtool export models/student_alone.keras --quantize all --data FData
-      kdtool export models --melanoma-sensitivity 0.6 --out models/screen
+      kdtool export models --melanoma-sensitivity 0.8 --out models/screen
+      kdtool export models --melanoma-sensitivity 0 --out models/as_trained
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
@@ -91,6 +101,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
-                            melanoma_sensitivity=melanoma_sensitivity,
-                            sensitivity_confidence=sensitivity_confidence)
+                            melanoma_sensitivity=melanoma_sensitivity or None,
+                            sensitivity_confidence=sensitivity_confidence,
+                            sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity))
     export_models(model, options)

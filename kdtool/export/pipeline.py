@@ -35,6 +35,7 @@ from kdtool.export.convert import (
     write_export,
 )
 from kdtool.export.modes import CALIBRATED_MODES, MODE_ORDER
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET
 from kdtool.export.sources import ExportPlan, ExportSource, plan_export
 
 # Tests only: a replacement for representative_dataset(fd, n, seed), e.g. all-zero images,
@@ -58,12 +59,15 @@ class ExportOptions:
             calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
         prior_shift: the operating point tau: ``tau * log(train class frequencies)`` is added
             to the output layer's bias of every exported file (0: the model as trained).
-        melanoma_sensitivity: when set, a melanoma logit offset, chosen per model on the
-            validation split after ``prior_shift``, is added to the output layer's bias so that
-            validation melanoma sensitivity reaches this target at ``sensitivity_confidence``
-            (see :mod:`kdtool.export.sensitivity`).
+        melanoma_sensitivity: a melanoma logit offset, chosen per model on the validation split
+            after ``prior_shift``, is added to the output layer's bias so that validation melanoma
+            sensitivity reaches this target at ``sensitivity_confidence`` (see
+            :mod:`kdtool.export.sensitivity`); None: the model's own melanoma decisions.
         sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
             0 holds the observed validation sensitivity itself at the target.
+        sensitivity_required: True when the user asked for the target: data or a model that cannot
+            hold it are an error (exit 2). False (the default target): they are exported as trained,
+            with a note and the reason in the sidecar.
     """
 
     modes: list[str] = field(default_factory=lambda: ["int8"])
@@ -75,8 +79,9 @@ class ExportOptions:
     include_teachers: bool = False
     bias_correction: bool = True
     prior_shift: float = 0.0
-    melanoma_sensitivity: float | None = None
-    sensitivity_confidence: float = 0.95
+    melanoma_sensitivity: float | None = DEFAULT_TARGET
+    sensitivity_confidence: float = DEFAULT_CONFIDENCE
+    sensitivity_required: bool = False
 
 
 @dataclass
@@ -163,27 +168,47 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
 
 
-def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path) -> dict | None:
-    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` (chosen on the
-    validation split) to the in-memory model's output bias; its record, or None when not asked for."""
-    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
-    from kdtool.export.sensitivity import sensitivity_offset  # noqa: PLC0415
+def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str | None]:
+    """The class index whose sensitivity export holds, or None and why not (None: not asked for, or the data
+    have no melanoma class to hold); raises when the target was asked for and cannot be held."""
+    from kdtool.export.sensitivity import binomial_lower_bound, fewest_detections  # noqa: PLC0415
     from kdtool.metrics import melanoma_index  # noqa: PLC0415
 
-    if options.melanoma_sensitivity is None:
-        return None
+    target, conf = options.melanoma_sensitivity, options.sensitivity_confidence
+    if target is None:
+        return None, None
     mel = melanoma_index(fd.class_names)
-    if mel is None:
-        raise InputError(f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
-                         f"(classes: {', '.join(map(str, fd.class_names))})")
+    if mel is None:  # nothing to hold: a dataset without melanomas, not a note on every export
+        if options.sensitivity_required:
+            raise InputError(f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
+                             f"(classes: {', '.join(map(str, fd.class_names))})")
+        return None, None
+    n = int(np.sum(fd.labels("val") == mel))
+    if n == 0 or fewest_detections(n, target, conf) is None:
+        best = binomial_lower_bound(n, n, conf) if n else 0.0
+        why = (f"{n} validation melanoma image(s) cannot show sensitivity >= {target:g} at confidence "
+               f"{conf:g} (finding all {n} bounds it at {best:.3f})")
+        if options.sensitivity_required:
+            raise InputError(f"{fd.root / 'y_val.npy'}: --melanoma-sensitivity on the validation split: {why}")
+        return None, why
+    return mel, None
+
+
+def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path, mel: int) -> dict:
+    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` (chosen on the
+    validation split) to the in-memory model's output bias; its record (``skipped`` when the model
+    has no logits layer and the target was not asked for)."""
+    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
+    from kdtool.export.sensitivity import sensitivity_offset  # noqa: PLC0415
+
     layer, why = output_dense_layer(model)
     if layer is None:
-        raise InputError(f"{path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
-    try:
-        rec = sensitivity_offset(_keras_logits(model, fd.x("val")), fd.labels("val"), mel,
-                                 options.melanoma_sensitivity, options.sensitivity_confidence)
-    except ValueError as exc:
-        raise InputError(f"{fd.root / 'y_val.npy'}: --melanoma-sensitivity on the validation split: {exc}") from None
+        if options.sensitivity_required:
+            raise InputError(f"{path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
+        return {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
+                "skipped": f"no linear logits layer to shift ({why})"}
+    rec = sensitivity_offset(_keras_logits(model, fd.x("val")), fd.labels("val"), mel,
+                             options.melanoma_sensitivity, options.sensitivity_confidence)
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
@@ -191,6 +216,8 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path) -> dict
 
 
 def _sensitivity_note(rec: dict) -> str:
+    if "skipped" in rec:
+        return f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; as trained"
     conf = (f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"]
             else "observed")
     return (f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: val finds {rec['detected']}/"
@@ -275,11 +302,18 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     gate: list[str] = []
     total = len(plan.sources)
 
+    mel, not_held = _melanoma_class(fd, options)
     for i, src in enumerate(plan.sources, 1):
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
-        held = _hold_melanoma(model, fd, options, src.path)
+        if mel is not None:
+            held = _hold_melanoma(model, fd, options, src.path, mel)
+        elif not_held:
+            held = {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
+                    "skipped": not_held}
+        else:
+            held = None
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""

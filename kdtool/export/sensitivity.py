@@ -9,15 +9,18 @@ must reach the target, which for 95 melanomas at 95% confidence means finding ab
 claim 60%. The bound covers the sampling error of a small split; it assumes the images the device will
 see are drawn like the validation ones, which no bound can check.
 
-``kdtool export --melanoma-sensitivity`` adds the chosen ``b`` to the output layer's bias, so the
-exported file needs no extra op and ``kdtool bench`` measures the shifted model as it ships.
+``kdtool export`` (``--melanoma-sensitivity``, by default 0.6 at 95% when the data have a melanoma
+class) adds the chosen ``b`` to the output layer's bias, so the exported file needs no extra op and
+``kdtool bench`` measures the shifted model as it ships.
 
 Example:
     >>> import numpy as np
     >>> z = np.array([[0.0, 1.0], [0.0, 0.5], [0.0, -1.0], [1.0, 0.0]])   # class 1: the first three rows
-    >>> r = sensitivity_offset(z, np.array([1, 1, 1, 0]), cls=1, target=0.6, confidence=0.0)
-    >>> r["detected"], r["images"], r["offset"]      # halfway between the 2nd and 3rd image's margins
-    (2, 3, 0.25)
+    >>> r = sensitivity_offset(z, np.array([1, 1, 1, 0]), cls=1, target=0.9, confidence=0.0)
+    >>> r["before"], r["detected"], r["images"], round(r["offset"], 3)   # just past the 3rd image's margin
+    (2, 3, 3, 1.001)
+    >>> sensitivity_offset(z, np.array([1, 1, 1, 0]), cls=1, target=0.6, confidence=0.0)["offset"]
+    0.0
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+#: ``kdtool export``'s defaults: find enough validation melanomas that a 95% lower bound of the
+#: sensitivity is 60% (issue #6's floor). Measured on three seeds' students: the test sensitivity's
+#: seed-to-seed spread falls from 12.3 to 2.9 points at unchanged accuracy (README, Performance).
+DEFAULT_TARGET = 0.6
+DEFAULT_CONFIDENCE = 0.95
 
 
 def _binomial_tail(k: int, n: int, p: float) -> float:
@@ -95,14 +104,15 @@ def fewest_detections(n: int, target: float, confidence: float) -> int | None:
 
 
 def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target: float,
-                       confidence: float = 0.95) -> dict:
+                       confidence: float = 0.95, floor: bool = True) -> dict:
     """The offset on class ``cls``'s logit that makes ``argmax(logits + offset * e_cls)`` find enough of it.
 
     For each image of the class, ``m_i = max_{j != cls} z_ij - z_i,cls`` is the offset from which it is
     called ``cls``. With ``k`` the fewest detections whose lower bound reaches ``target``
     (:func:`fewest_detections`), the offset lies halfway between the k-th and the (k+1)-th smallest
-    ``m_i``: exactly the k easiest images cross, with the most room on both sides. The offset can be
-    negative (a model that finds more than needed gives some back for the other classes).
+    ``m_i``: exactly the k easiest images cross, with the most room on both sides. With ``floor`` (what
+    export does) the target is a floor: a model that already finds k keeps offset 0. Without it the
+    offset can be negative (the surplus given back to the other classes).
 
     Args:
         logits: (N, K) scores of labelled images (validation, never test).
@@ -110,10 +120,11 @@ def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target:
         cls: the class to hold (melanoma's index).
         target: the sensitivity to reach, in (0, 1].
         confidence: of the lower bound, in [0, 1); 0 holds the observed sensitivity itself at ``target``.
+        floor: never lower the class's logit (offset >= 0).
 
     Returns:
         A dict: ``offset``, ``images`` (of the class), ``detected`` and ``sensitivity`` at the offset,
-        its ``lower_bound``, ``target``, ``confidence``, and ``before`` (detected without offset).
+        its ``lower_bound``, ``target``, ``confidence``, ``floor``, and ``before`` (detected without offset).
 
     Raises:
         ValueError: no image of the class, or too few for ``target`` at ``confidence`` (the message
@@ -143,10 +154,12 @@ def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target:
         shifted[:, cls] += b
         return int(np.sum(np.argmax(shifted, axis=1) == cls))
 
+    if floor and found(0.0) >= k:
+        offset = 0.0
     detected = found(offset)
     if detected < k:  # tied margins: step just past the k-th one
         offset = float(np.nextafter(margins[k - 1], np.inf)) + 1e-6 * max(1.0, abs(float(margins[k - 1])))
         detected = found(offset)
     return {"offset": offset, "images": n, "detected": detected, "sensitivity": detected / n,
             "lower_bound": binomial_lower_bound(detected, n, confidence), "target": float(target),
-            "confidence": float(confidence), "before": found(0.0)}
+            "confidence": float(confidence), "floor": bool(floor), "before": found(0.0)}
