@@ -176,6 +176,7 @@ def test_by_default_export_holds_sixty_percent_where_it_can_and_says_where_it_ca
         result = runner.invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
                                       "--quantize", "float32", *args])
         assert result.exit_code == 0, result.output
+        export.last = (out / f"{path.stem}.float32.tflite", data)
         return result.output, json.loads((out / f"{path.stem}.float32.json").read_text())["operating_point"]
 
     # enough validation melanomas (30): held at 0.6 with 95% confidence, as if asked for
@@ -188,6 +189,9 @@ def test_by_default_export_holds_sixty_percent_where_it_can_and_says_where_it_ca
     output, point = export(["akiec", "mel", "nv"], (30, 12, 6))
     assert point["melanoma_sensitivity"]["skipped"].startswith("4 validation melanoma image(s) cannot show")
     assert "note: melanoma sensitivity not held at 60%" in output
+    tflite, data = export.last
+    bench = runner.invoke(main, ["bench", str(tflite), "--data", str(data), "--runs", "0"])
+    assert bench.exit_code == 0 and "melanoma floor 60% not held" in bench.output, bench.output
     # no melanoma class: nothing to hold, nothing said
     output, point = export(["akiec", "bcc", "nv"], (30, 12, 6))
     assert point == {"prior_shift": 0.0} and "melanoma" not in output

@@ -196,13 +196,17 @@ def operating_point_note(point: dict | None) -> str:
         >>> operating_point_note({"prior_shift": 0.5, "melanoma_sensitivity": {
         ...     "class": "mel", "offset": 0.412, "detected": 66, "images": 95, "target": 0.6, "confidence": 0.95}})
         'prior shift 0.5, mel logit +0.412 (val 66/95, >= 60% at 95%)'
+        >>> operating_point_note({"prior_shift": 0.0, "melanoma_sensitivity": {"target": 0.6, "skipped": "..."}})
+        'melanoma floor 60% not held'
         >>> operating_point_note({"prior_shift": 0.0})
         ''
     """
     point = point or {}
     parts = [f"prior shift {point['prior_shift']:g}"] if point.get("prior_shift") else []
     held = point.get("melanoma_sensitivity")
-    if held:
+    if held and "skipped" in held:
+        parts.append(f"melanoma floor {100 * held['target']:g}% not held")
+    elif held:
         parts.append(f"{held['class']} logit {held['offset']:+.3f} (val {held['detected']}/{held['images']}, "
                      f">= {100 * held['target']:g}% at {100 * held['confidence']:g}%)")
     return ", ".join(parts)
