@@ -82,7 +82,6 @@ def ham_slice(tmp_path_factory, ham_dir) -> Path:
 def load_benchmark(name: str):
     """Import ``benchmarks/<name>.py`` (not a package) as a module, for unit tests of its helpers."""
     import importlib.util
-
     import sys
 
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")

@@ -35,7 +35,7 @@ from kdtool.export.convert import (
     write_export,
 )
 from kdtool.export.modes import CALIBRATED_MODES, MODE_ORDER
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, sensitivity_offset, shortfall
 from kdtool.export.sources import ExportPlan, ExportSource, plan_export
 
 # Tests only: a replacement for representative_dataset(fd, n, seed), e.g. all-zero images,
@@ -171,7 +171,6 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
 def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str | None]:
     """The class index whose sensitivity export holds, or None and why not (None: not asked for, or the data
     have no melanoma class to hold); raises when the target was asked for and cannot be held."""
-    from kdtool.export.sensitivity import binomial_lower_bound, fewest_detections  # noqa: PLC0415
     from kdtool.metrics import melanoma_index  # noqa: PLC0415
 
     target, conf = options.melanoma_sensitivity, options.sensitivity_confidence
@@ -183,35 +182,42 @@ def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str 
             raise InputError(f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
                              f"(classes: {', '.join(map(str, fd.class_names))})")
         return None, None
-    n = int(np.sum(fd.labels("val") == mel))
-    if n == 0 or fewest_detections(n, target, conf) is None:
-        best = binomial_lower_bound(n, n, conf) if n else 0.0
-        why = (f"{n} validation melanoma image(s) cannot show sensitivity >= {target:g} at confidence "
-               f"{conf:g} (finding all {n} bounds it at {best:.3f})")
+    why = shortfall(int(np.sum(fd.labels("val") == mel)), target, conf, "validation melanoma image(s)")
+    if why:
         if options.sensitivity_required:
             raise InputError(f"{fd.root / 'y_val.npy'}: --melanoma-sensitivity on the validation split: {why}")
         return None, why
     return mel, None
 
 
-def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path, mel: int) -> dict:
-    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` (chosen on the
-    validation split) to the in-memory model's output bias; its record (``skipped`` when the model
-    has no logits layer and the target was not asked for)."""
-    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
-    from kdtool.export.sensitivity import sensitivity_offset  # noqa: PLC0415
+def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path, mel: int | None, not_held: str | None,
+                   val_logits: np.ndarray) -> dict | None:
+    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset`, chosen on the
+    validation logits ``val_logits`` (updated in place), to the in-memory model's output bias.
 
+    Returns:
+        The record for the sidecar: the offset's, or ``skipped`` with the reason (``not_held``, from
+        :func:`_melanoma_class`, or a model without a logits layer when the target was not asked for);
+        None when there is nothing to hold.
+    """
+    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
+
+    if mel is None and not not_held:
+        return None
     layer, why = output_dense_layer(model)
-    if layer is None:
+    if mel is not None and layer is None:
         if options.sensitivity_required:
             raise InputError(f"{path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
+        not_held = f"no linear logits layer to shift ({why})"
+    if mel is None or layer is None:
         return {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
-                "skipped": f"no linear logits layer to shift ({why})"}
-    rec = sensitivity_offset(_keras_logits(model, fd.x("val")), fd.labels("val"), mel,
-                             options.melanoma_sensitivity, options.sensitivity_confidence)
+                "skipped": not_held}
+    rec = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
+                             options.sensitivity_confidence)
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
+    val_logits += shift  # the bias is added to every logit: the model's logits now, without a second pass
     return {"class": str(fd.class_names[mel]), "chosen_on": "val", **rec}
 
 
@@ -307,13 +313,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
-        if mel is not None:
-            held = _hold_melanoma(model, fd, options, src.path, mel)
-        elif not_held:
-            held = {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
-                    "skipped": not_held}
-        else:
-            held = None
+        keras_logits = _keras_logits(model, x_val)
+        held = _hold_melanoma(model, fd, options, src.path, mel, not_held, keras_logits)
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""
@@ -323,7 +324,6 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         digest = sha256_file(src.path)
         if src.sha256 and src.sha256 != digest:
             _warn(f"{src.path}: SHA-256 differs from run.json's record (file changed after training)")
-        keras_logits = _keras_logits(model, x_val)
         converted: dict[str, tuple[bytes, dict]] = {}
         for mode in modes:
             t0 = time.perf_counter()
