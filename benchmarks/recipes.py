@@ -85,6 +85,9 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--teacher-seeds", "3"]),
     "d96_la_v8e120_te10": ("today's defaults with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                            ["--balance", "logit-adjust", *_d96(views=8, epochs=120, teacher_epochs=10)]),
+    "d96_la_v8e120_ens": ("today's defaults with --ensemble: with two or more --teachers, also a student distilled "
+                          "from the mean of their soft targets (benchmarks/run.py's full kd section)",
+                          ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ensemble"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
