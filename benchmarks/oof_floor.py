@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from kdtool.data import load_fdata, save_fdata  # noqa: E402
 from kdtool.export.sensitivity import sensitivity_offset  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
 from operating_points import KEYS, rule_metrics  # noqa: E402
-from recipes import VARIANTS  # noqa: E402
+from recipes import VARIANTS, distill_logged  # noqa: E402
 from run import results_doc, write_results  # noqa: E402
 
 
@@ -103,16 +102,7 @@ def fold_run(fd, folds: np.ndarray, f: int, work: Path, variant: str, teachers: 
                           "test": (xt[folds == f], yt[folds == f])}, fd.class_names,
                    info={"note": f"fold {f} of {int(folds.max()) + 1} by lesion of {fd.root}'s train split; "
                                  "test = the held-out fold"})
-    cmd = [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--teachers", teachers,
-           "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1]]
-    t0 = time.perf_counter()
-    with open(work / f"fold{f}.log", "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}\n")
-        log.flush()
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc != 0:
-        raise SystemExit(f"fold {f}: kdtool distill exited {rc}; see {work / f'fold{f}.log'}")
-    print(f"  fold {f}: {time.perf_counter() - t0:.0f} s", flush=True)
+    distill_logged(str(data), out, teachers, seed, variant, work / f"fold{f}.log", f"fold {f}")
     return out
 
 

@@ -106,20 +106,26 @@ def _folder(root: Path, variant: str, teachers: str, seed: int) -> Path:
     return root / tag / f"s{seed}"
 
 
-def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> dict:
-    """One ``kdtool distill`` run (reused when finished); returns its run.json."""
-    out = _folder(root, variant, teachers, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "kdtool", "distill", "--data", data, "--teachers", teachers,
+def distill_logged(data: str, out: Path, teachers: str, seed: int, variant: str, log_path: Path, label: str) -> None:
+    """Run ``kdtool distill`` with ``variant``'s options into ``out`` (finished models are reused), appending its
+    output to ``log_path``; exits with a line naming ``label`` and the log when it fails."""
+    cmd = [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--teachers", teachers,
            "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1]]
     t0 = time.perf_counter()
-    with open(out.parent / f"s{seed}.log", "a") as log:  # appended: a re-run keeps the training's own log
+    with open(log_path, "a") as log:  # appended: a re-run keeps the training's own log
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}\n")
         log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc != 0:
-        raise SystemExit(f"{variant} seed {seed}: kdtool distill exited {rc}; see {out.parent / f's{seed}.log'}")
-    print(f"  {variant} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+        raise SystemExit(f"{label}: kdtool distill exited {rc}; see {log_path}")
+    print(f"  {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> dict:
+    """One ``kdtool distill`` run (reused when finished); returns its run.json."""
+    out = _folder(root, variant, teachers, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    distill_logged(data, out, teachers, seed, variant, out.parent / f"s{seed}.log", f"{variant} seed {seed}")
     return json.loads((out / "run.json").read_text())
 
 
