@@ -106,14 +106,14 @@ def fold_run(fd, folds: np.ndarray, f: int, work: Path, variant: str, teachers: 
     return out
 
 
-def keras_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import keras  # noqa: PLC0415
-
+def keras_logits(path: Path, *images: np.ndarray) -> list[np.ndarray]:
+    """Float logits of the ``.keras`` model at ``path`` (loaded once, as export loads it) on each image array."""
     from kdtool.data import to_unit_float  # noqa: PLC0415
     from kdtool.distill.evaluate import predict_logits  # noqa: PLC0415
+    from kdtool.export.convert import load_keras_model  # noqa: PLC0415
 
-    model = keras.saving.load_model(str(path), safe_mode=True)
-    return predict_logits(model, to_unit_float(x))
+    model = load_keras_model(path)
+    return [predict_logits(model, to_unit_float(x)) for x in images]
 
 
 def compare(z: dict, oof: np.ndarray, fd, taus, target: float, confidence: float) -> list[dict]:
@@ -193,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     oof = np.zeros((len(xt), fd.num_classes))
     facts = []
+    mel = melanoma_index(fd.class_names)
     for f in range(args.folds):
         out = fold_run(fd, folds, f, work, args.variant, args.teachers, args.seed)
         rec = next(m for m in json.loads((out / "run.json").read_text())["models"] if m["name"] == args.model)
-        oof[folds == f] = keras_logits(out / rec["file"], xt[folds == f])
-        mel = melanoma_index(fd.class_names)
+        oof[folds == f] = keras_logits(out / rec["file"], xt[folds == f])[0]
         facts.append((int(np.sum(folds == f)), int(np.sum(fd.labels("train")[folds == f] == mel)),
                       rec.get("best_epoch")))
-    z = {s: keras_logits(model_file, fd.arrays[s][0]) for s in ("val", "test")}
+    z = dict(zip(("val", "test"), keras_logits(model_file, fd.arrays["val"][0], fd.arrays["test"][0])))
     results = compare(z, oof, fd, taus, args.target, args.confidence)
     doc = results_doc("oof_floor.py", argv, args.data, results, t0, model_file=str(model_file),
                       variant=args.variant, teachers=args.teachers, folds=args.folds, seed=args.seed,
