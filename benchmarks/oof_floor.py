@@ -4,7 +4,8 @@
 melanomas, and on this split validation overstates test (the floored students find 11 to 13 points
 fewer melanomas on test than on validation). This script asks whether out-of-fold predictions on the
 training split, with its 662 melanomas, are a better guide. It splits the training images into K folds
-by lesion (``image_ids.csv`` of the shared data: no lesion in two folds, classes balanced across folds),
+by lesion (:mod:`kdtool.folds` on the shared data's ``image_ids.csv``: no lesion in two folds, classes
+balanced across folds),
 trains the same recipe K times with ``kdtool distill`` (train = the other folds, val = the real
 validation split for epoch selection, test = the held-out fold), and pools the K models' logits on
 their held-out folds. For the finished model of a run (``--run``, ``--model``) it then compares, for
@@ -25,7 +26,6 @@ The fold runs are kept under ``--work`` and reused when finished, so the tables 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -38,59 +38,13 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from kdtool.data import load_fdata, save_fdata  # noqa: E402
+from kdtool.errors import InputError  # noqa: E402
 from kdtool.export.sensitivity import sensitivity_offset  # noqa: E402
+from kdtool.folds import GROUPS_FILE, group_folds, read_groups  # noqa: E402
 from kdtool.metrics import melanoma_index  # noqa: E402
 from operating_points import KEYS, rule_metrics  # noqa: E402
 from recipes import VARIANTS, distill_logged  # noqa: E402
 from run import results_doc, write_results  # noqa: E402
-
-
-def lesion_folds(ids_csv: Path, n_train: int, k: int, seed: int) -> np.ndarray:
-    """A fold (0..k-1) for every training image, whole lesions per fold, each class spread evenly.
-
-    Lesions are shuffled (``seed``) and, class by class, each goes to the fold holding the fewest images
-    of its class so far.
-
-    Args:
-        ids_csv: the shared data's image_ids.csv (split, position, image_id, lesion_id, dx, label).
-        n_train: number of training images (the rows of split ``train`` must cover 0..n_train-1).
-        k: number of folds (>= 2).
-        seed: shuffling seed.
-
-    Returns:
-        (n_train,) int array.
-
-    Example:
-        >>> import tempfile, os
-        >>> rows = "split,position,image_id,lesion_id,dx,label\\n" + "".join(
-        ...     f"train,{i},I{i},L{i // 2},nv,5\\n" for i in range(8))
-        >>> p = Path(tempfile.mkdtemp()) / "ids.csv"; _ = p.write_text(rows)
-        >>> f = lesion_folds(p, 8, 2, 0)
-        >>> sorted(np.bincount(f).tolist()), bool(np.all(f[0::2] == f[1::2]))
-        ([4, 4], True)
-    """
-    lesion, label = {}, {}
-    with open(ids_csv, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["split"] == "train":
-                i = int(row["position"])
-                lesion[i], label[i] = row["lesion_id"], int(row["label"])
-    if sorted(lesion) != list(range(n_train)):
-        raise SystemExit(f"{ids_csv}: its train rows do not cover positions 0..{n_train - 1}")
-    members: dict[str, list[int]] = {}
-    for i, les in lesion.items():
-        members.setdefault(les, []).append(i)
-    rng = np.random.default_rng(seed)
-    names = sorted(members)
-    rng.shuffle(names)
-    folds = np.full(n_train, -1, dtype=np.int64)
-    filled = np.zeros((k, max(label.values()) + 1), dtype=np.int64)
-    for les in names:
-        c = label[members[les][0]]
-        f = int(np.argmin(filled[:, c]))
-        folds[members[les]] = f
-        filled[f, c] += len(members[les])
-    return folds
 
 
 def fold_run(fd, folds: np.ndarray, f: int, work: Path, variant: str, teachers: str, seed: int) -> Path:
@@ -179,16 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     model_file = Path(args.run) / f"{args.model}.keras"
     if not model_file.is_file():
         ap.error(f"no such model file: {model_file}")
-    ids = Path(args.data) / "image_ids.csv"
-    if not ids.is_file():
-        ap.error(f"{ids}: lesion ids are needed for lesion-disjoint folds")
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
     t0 = time.perf_counter()
     fd = load_fdata(args.data)
     if melanoma_index(fd.class_names) is None:
         ap.error(f"{args.data}: no class named 'mel' or 'melanoma'")
     xt = fd.arrays["train"][0]
-    folds = lesion_folds(ids, len(xt), args.folds, args.seed)
+    try:
+        groups = read_groups(fd.root, "train", len(xt))
+    except InputError as exc:
+        ap.error(exc.format_message())
+    if groups is None:
+        ap.error(f"{Path(args.data) / GROUPS_FILE}: lesion ids are needed for lesion-disjoint folds")
+    folds = group_folds(groups, fd.labels("train"), args.folds, args.seed)
     work = Path(args.work) / f"{args.variant}_{args.teachers.replace(',', '+') or 'alone'}_k{args.folds}_s{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     oof = np.zeros((len(xt), fd.num_classes))

@@ -51,7 +51,9 @@ LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1}
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0}
+# Settings that add work to a finished run without changing its models: a re-run may change them.
+ADDS_TO_A_RUN = ("calibration_folds",)
 
 
 @dataclass
@@ -98,6 +100,10 @@ class DistillConfig:
         patience: with ``select_best``, stop after this many epochs without improvement (0: never).
         seed: random seed (same student initialisation for every student).
         strategy: ``auto``, ``mirrored`` or ``multiworker``.
+        calibration_folds: K >= 2: after the run, train the same recipe K more times on lesion-disjoint
+            folds of the train split and save each student's out-of-fold logits (see
+            :mod:`kdtool.distill.calibration`), from which ``kdtool export`` chooses the melanoma
+            floor; 0: none.
     """
 
     data: str = "FData"
@@ -130,6 +136,7 @@ class DistillConfig:
     patience: int = 0
     seed: int = 42
     strategy: str = "auto"
+    calibration_folds: int = 0
 
     def check(self) -> None:
         """Refuse impossible settings with one line (exit code 2)."""
@@ -161,6 +168,8 @@ class DistillConfig:
             raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.views < 1 or self.patience < 0:
             raise InputError("--views must be >= 1 and --patience >= 0")
+        if self.calibration_folds < 0 or self.calibration_folds == 1:
+            raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
 
@@ -267,6 +276,7 @@ class Run:
             raise RuntimeFailure(f"{self.out}: cannot create output folder ({exc.strerror})") from None
         if fresh:  # epoch backups of an earlier run must not be resumed by a fresh one
             shutil.rmtree(self.out / ".backup", ignore_errors=True)
+            shutil.rmtree(self.out / "calibration", ignore_errors=True)  # fold runs of the models retrained
         if self.path.exists() and not fresh:
             try:
                 old = json.loads(self.path.read_text())
@@ -279,7 +289,7 @@ class Run:
             old_cfg = {**SETTINGS_BEFORE_THEY_EXISTED, **old.get("config", {})}
             new_cfg = self._config_doc()
             differ = [k for k in dict.fromkeys([*old_cfg, *new_cfg])
-                      if k not in ("out", "data") and old_cfg.get(k) != new_cfg.get(k)]
+                      if k not in ("out", "data", *ADDS_TO_A_RUN) and old_cfg.get(k) != new_cfg.get(k)]
             same_data = (old.get("data") or {}).get("fingerprint") == self.fd.fingerprint()
             if differ or not same_data:
                 what = ("configuration (" + "; ".join(f"{k}: {old_cfg.get(k)!r} there, {new_cfg.get(k)!r} now"
@@ -682,11 +692,9 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     stop = _install_signal_handlers()
     try:
         strategy = make_strategy(cfg.strategy)
-        run.views = fixed_views(cfg, fd)
         t_start = time.perf_counter()
-        grid = sweep_grid(cfg)
-        swept = len(grid) > 1
-        total = 1 + (cfg.teacher_seeds + len(grid)) * len(cfg.teachers) + int(cfg.ensemble)
+        folds = cfg.calibration_folds
+        total = stage_count(cfg) * (1 + folds) + int(folds > 0)
         step = 0
 
         def stage(label: str) -> None:
@@ -694,59 +702,11 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
             step += 1
             click.secho(f"[{step}/{total}] {label}", bold=True)
 
-        stage("student_alone (baseline, no teacher)")
-        if not run.done("student_alone"):
-            _distil(run, strategy, "student_alone", "baseline", None, [], None)
-        else:
-            click.echo("  already done, skipped")
-        online = cfg.teacher_logits == "online"
-        teacher_models, cached_all = [], []
-        for name in cfg.teachers:
-            snames = {kd: student_name(name, kd, swept) for kd in grid}
-            need_cached = not online and (
-                not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble")))
-            members, member_logits = [], []
-            for tname, seed in teacher_instances(cfg, name):
-                stage(f"{tname}: fine-tune")
-                if run.done(tname):
-                    click.echo("  already done, skipped")
-                    if not (need_cached or online):  # every student it teaches is finished too
-                        members.append((tname, None))
-                        continue
-                    teacher = _load(run, tname)
-                else:
-                    teacher, info = _train_teacher(run, strategy, name, tname, seed)
-                    _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
-                                  info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
-                                                                         "head_epochs", "finetune_learning_rate",
-                                                                         "best_epoch", "seed")})
-                teacher.trainable = False
-                members.append((tname, teacher))
-                if need_cached:
-                    member_logits.append(teacher_logits(teacher, run))
-            label = "+".join(t for t, _ in members)
-            cached = None
-            if need_cached:
-                cached = member_logits[0] if len(members) == 1 else mean_soft_targets(member_logits, cfg.temperature)
-            if online:  # cached KD needs no teacher past its logits: let it go
-                teacher_models += [t for _, t in members]
-            cached_all.append(cached)
-            for kd, sname in snames.items():
-                stage(f"{sname}: distil from {label}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
-                if run.done(sname):
-                    click.echo("  already done, skipped")
-                else:
-                    _distil(run, strategy, sname, "student", label, [t for _, t in members], cached, kd)
-            if swept:
-                _report_sweep(run, name, snames)
-        if cfg.ensemble:
-            label = "+".join(t for n in cfg.teachers for t, _ in teacher_instances(cfg, n))
-            stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teacher architectures")
-            if run.done("student_ensemble"):
-                click.echo("  already done, skipped")
-            else:
-                cached = None if online else mean_soft_targets(cached_all, cfg.temperature)
-                _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
+        train_models(run, strategy, stage)
+        if folds:
+            from kdtool.distill.calibration import out_of_fold_logits  # noqa: PLC0415
+
+            out_of_fold_logits(run, strategy, stage)
         rows = write_summary(run)
         run.doc["total_seconds"] = round(time.perf_counter() - t_start, 2)
         run.save("FINISHED")
@@ -763,6 +723,79 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     print_summary(rows)
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
     return rows
+
+
+def stage_count(cfg: DistillConfig) -> int:
+    """How many models one run of ``cfg`` trains (the progress lines' total), fold runs aside."""
+    return 1 + (cfg.teacher_seeds + len(sweep_grid(cfg))) * len(cfg.teachers) + int(cfg.ensemble)
+
+
+def train_models(run: Run, strategy, stage) -> None:
+    """Train every model of ``run`` that is not finished yet: the student alone, each teacher and its
+    student(s), the ensemble student; each is saved and recorded in run.json as it finishes.
+
+    Args:
+        run: the open run (its config, data and finished records).
+        strategy: the ``tf.distribute`` strategy.
+        stage: ``label -> None``, called as each model begins (prints a progress line).
+    """
+    cfg, fd = run.cfg, run.fd
+    run.views = fixed_views(cfg, fd)
+    grid = sweep_grid(cfg)
+    swept = len(grid) > 1
+    stage("student_alone (baseline, no teacher)")
+    if not run.done("student_alone"):
+        _distil(run, strategy, "student_alone", "baseline", None, [], None)
+    else:
+        click.echo("  already done, skipped")
+    online = cfg.teacher_logits == "online"
+    teacher_models, cached_all = [], []
+    for name in cfg.teachers:
+        snames = {kd: student_name(name, kd, swept) for kd in grid}
+        need_cached = not online and (
+            not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble")))
+        members, member_logits = [], []
+        for tname, seed in teacher_instances(cfg, name):
+            stage(f"{tname}: fine-tune")
+            if run.done(tname):
+                click.echo("  already done, skipped")
+                if not (need_cached or online):  # every student it teaches is finished too
+                    members.append((tname, None))
+                    continue
+                teacher = _load(run, tname)
+            else:
+                teacher, info = _train_teacher(run, strategy, name, tname, seed)
+                _finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
+                              info["seconds"], {k: info[k] for k in ("weights", "image_size", "learning_rate",
+                                                                     "head_epochs", "finetune_learning_rate",
+                                                                     "best_epoch", "seed")})
+            teacher.trainable = False
+            members.append((tname, teacher))
+            if need_cached:
+                member_logits.append(teacher_logits(teacher, run))
+        label = "+".join(t for t, _ in members)
+        cached = None
+        if need_cached:
+            cached = member_logits[0] if len(members) == 1 else mean_soft_targets(member_logits, cfg.temperature)
+        if online:  # cached KD needs no teacher past its logits: let it go
+            teacher_models += [t for _, t in members]
+        cached_all.append(cached)
+        for kd, sname in snames.items():
+            stage(f"{sname}: distil from {label}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
+            if run.done(sname):
+                click.echo("  already done, skipped")
+            else:
+                _distil(run, strategy, sname, "student", label, [t for _, t in members], cached, kd)
+        if swept:
+            _report_sweep(run, name, snames)
+    if cfg.ensemble:
+        label = "+".join(t for n in cfg.teachers for t, _ in teacher_instances(cfg, n))
+        stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teacher architectures")
+        if run.done("student_ensemble"):
+            click.echo("  already done, skipped")
+        else:
+            cached = None if online else mean_soft_targets(cached_all, cfg.temperature)
+            _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
 
 
 def teacher_instances(cfg: DistillConfig, name: str) -> list[tuple[str, int]]:

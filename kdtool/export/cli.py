@@ -46,7 +46,7 @@ def _given(name: str) -> bool:
 @click.option("--melanoma-sensitivity", default=DEFAULT_TARGET, type=click.FloatRange(0.0, 1.0),
               metavar="TARGET",
               help="A floor under melanoma sensitivity, for screening: if the model finds too few of the "
-                   "VALIDATION split's melanomas for its sensitivity to be at least TARGET at "
+                   "VALIDATION split's melanomas (or of its out-of-fold logits, see --floor-on) for its sensitivity to be at least TARGET at "
                    "--sensitivity-confidence (0.6: of 95 melanomas it must find 66), raise the melanoma logit "
                    "(after --prior-shift) by the least offset that finds enough; a model that finds enough is "
                    "left as trained. 0: off. At the default, data without a 'mel' class are exported as "
@@ -55,8 +55,13 @@ def _given(name: str) -> bool:
               metavar="C",
               help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
                    "the validation count. 0 asks only that the observed validation sensitivity reach TARGET.")
+@click.option("--floor-on", "floor_on", default="auto", type=click.Choice(["auto", "val", "oof"]),
+              help="Where --melanoma-sensitivity's offset is chosen: oof = the model's out-of-fold logits on "
+                   "the TRAIN split, saved by `kdtool distill --calibration-folds K` (7x more melanomas than "
+                   "val, from models that never saw the lesion; held on test where val's floor did not); val = "
+                   "the validation split; auto = oof when the run has them, else val.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction, prior_shift, melanoma_sensitivity, sensitivity_confidence):
+                   bias_correction, prior_shift, melanoma_sensitivity, sensitivity_confidence, floor_on):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -89,6 +94,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       kdtool export models/student_alone.keras --quantize all --data FData
       kdtool export models --melanoma-sensitivity 0.8 --out models/screen
       kdtool export models --melanoma-sensitivity 0 --out models/as_trained
+      kdtool export models --floor-on val --out models/val_floor
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
@@ -103,5 +109,6 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
                             bias_correction=bias_correction, prior_shift=prior_shift,
                             melanoma_sensitivity=melanoma_sensitivity or None,
                             sensitivity_confidence=sensitivity_confidence,
-                            sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity))
+                            sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity),
+                            floor_on=floor_on)
     export_models(model, options)

@@ -17,7 +17,7 @@ from typing import Callable
 import click
 import numpy as np
 
-from kdtool.data import FData, load_fdata
+from kdtool.data import FData, load_fdata, safe_load_npy
 from kdtool.errors import InputError, QualityGateFailed, RuntimeFailure
 from kdtool.export.convert import (
     REPRESENTATIVE_SEED,
@@ -65,6 +65,9 @@ class ExportOptions:
             :mod:`kdtool.export.sensitivity`); None: the model's own melanoma decisions.
         sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
             0 holds the observed validation sensitivity itself at the target.
+        floor_on: where the melanoma offset is chosen: ``val``, ``oof`` (the out-of-fold logits that
+            ``kdtool distill --calibration-folds`` saved for the model; required) or ``auto`` (those
+            when the model has them, else val).
         sensitivity_required: True when the user asked for the target: data or a model that cannot
             hold it are an error (exit 2). False (the default target): they are exported as trained,
             with a note and the reason in the sidecar.
@@ -82,6 +85,11 @@ class ExportOptions:
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
     sensitivity_required: bool = False
+    floor_on: str = "auto"
+
+
+#: ``--floor-on`` choices.
+FLOOR_SOURCES = ("auto", "val", "oof")
 
 
 @dataclass
@@ -190,13 +198,48 @@ def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str 
     return mel, None
 
 
-def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path, mel: int | None, not_held: str | None,
-                   val_logits: np.ndarray) -> dict | None:
-    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset`, chosen on the
-    validation logits ``val_logits`` (updated in place), to the in-memory model's output bias.
+def out_of_fold_logits(src: ExportSource, fd: FData, options: ExportOptions) -> np.ndarray | None:
+    """The model's out-of-fold logits on the train split (``kdtool distill --calibration-folds``), when
+    ``options.floor_on`` asks for them and the run has them; None to choose on validation.
+
+    Raises:
+        InputError: ``--floor-on oof`` without them, or a file that is missing, changed since distill
+            or does not match the train split (one line naming it).
+    """
+    if options.floor_on == "val":
+        return None
+    cal = src.calibration
+    if not cal:
+        if options.floor_on == "oof":
+            raise InputError(f"{src.path}: --floor-on oof needs the model's out-of-fold logits; train it with "
+                             "`kdtool distill --calibration-folds 3` (or use --floor-on val)")
+        return None
+    path = Path(cal["path"])
+    if not path.is_file():
+        raise InputError(f"{path}: out-of-fold logits listed in run.json ({src.name}) but the file is missing; "
+                         "re-run the distill command, or pass --floor-on val")
+    if cal.get("sha256") and sha256_file(path) != cal["sha256"]:
+        raise InputError(f"{path}: SHA-256 differs from run.json's record (changed after kdtool distill)")
+    z = safe_load_npy(path)
+    n = len(fd.labels("train"))
+    if z.shape != (n, fd.num_classes) or not np.issubdtype(z.dtype, np.floating) or not np.isfinite(z).all():
+        raise InputError(f"{path}: expected finite float logits of shape ({n}, {fd.num_classes}) for {fd.root}'s "
+                         f"train split, got {z.dtype} {z.shape} (another dataset?)")
+    if cal.get("grouped_by") == "image":
+        _warn(f"{path}: folds split images, not lesions (no image_ids.csv): the floor chosen on them is optimistic")
+    return z.astype(np.float64)
+
+
+def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, mel: int | None,
+                   not_held: str | None, val_logits: np.ndarray, prior_bias: np.ndarray) -> dict | None:
+    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` to the in-memory
+    model's output bias, chosen on the model's out-of-fold logits (:func:`out_of_fold_logits`, plus
+    ``prior_bias``, the prior shift already in the model) or else on the validation logits
+    ``val_logits`` (updated in place with the offset).
 
     Returns:
-        The record for the sidecar: the offset's, or ``skipped`` with the reason (``not_held``, from
+        The record for the sidecar: the offset's (``chosen_on`` ``val`` or ``oof``; with ``oof``, also
+        what validation finds), or ``skipped`` with the reason (``not_held``, from
         :func:`_melanoma_class`, or a model without a logits layer when the target was not asked for);
         None when there is nothing to hold.
     """
@@ -207,18 +250,30 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, path: Path, mel: in
     layer, why = output_dense_layer(model)
     if mel is not None and layer is None:
         if options.sensitivity_required:
-            raise InputError(f"{path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
+            raise InputError(f"{src.path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})")
         not_held = f"no linear logits layer to shift ({why})"
     if mel is None or layer is None:
         return {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
                 "skipped": not_held}
-    rec = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
-                             options.sensitivity_confidence)
+    oof = out_of_fold_logits(src, fd, options)
+    if oof is None:
+        rec = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
+                                 options.sensitivity_confidence)
+        where = {"chosen_on": "val"}
+    else:
+        rec = sensitivity_offset(oof + prior_bias, fd.labels("train"), mel, options.melanoma_sensitivity,
+                                 options.sensitivity_confidence)
+        where = {"chosen_on": "oof", "oof_file": src.calibration["path"], "oof_folds": src.calibration.get("folds"),
+                 "oof_grouped_by": src.calibration.get("grouped_by")}
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
     val_logits += shift  # the bias is added to every logit: the model's logits now, without a second pass
-    return {"class": str(fd.class_names[mel]), "chosen_on": "val", **rec}
+    y_val = fd.labels("val")
+    if oof is not None:
+        where["val_detected"] = int(np.sum(np.argmax(val_logits[y_val == mel], axis=1) == mel))
+        where["val_images"] = int(np.sum(y_val == mel))
+    return {"class": str(fd.class_names[mel]), **where, **rec}
 
 
 def _sensitivity_note(rec: dict) -> str:
@@ -226,9 +281,13 @@ def _sensitivity_note(rec: dict) -> str:
         return f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; as trained"
     conf = (f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"]
             else "observed")
-    return (f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: val finds {rec['detected']}/"
+    where = "val" if rec["chosen_on"] == "val" else f"out-of-fold ({rec['oof_folds']} folds of train)"
+    line = (f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: {where} finds {rec['detected']}/"
             f"{rec['images']} ({100 * rec['sensitivity']:.1f}%, {conf} >= target {100 * rec['target']:g}%; "
             f"{rec['before']}/{rec['images']} without the offset)")
+    if rec["chosen_on"] == "oof":
+        line += f"; val finds {rec['val_detected']}/{rec['val_images']}"
+    return line
 
 
 def bias_corrected(model, converted: tuple[bytes, dict], representative,
@@ -314,7 +373,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         check_model_matches_data(model, fd, src.path)
         operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
         keras_logits = _keras_logits(model, x_val)
-        held = _hold_melanoma(model, fd, options, src.path, mel, not_held, keras_logits)
+        prior_bias = np.asarray(operating_point.get("bias_added", np.zeros(fd.num_classes)), dtype=np.float64)
+        held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias)
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""

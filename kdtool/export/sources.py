@@ -34,6 +34,8 @@ class ExportSource:
         role: teacher / student / ensemble / baseline, or None for a lone file.
         teacher: the teacher's name (``a+b`` for an ensemble), or None.
         sha256: the digest run.json recorded for the file, if any.
+        calibration: run.json's ``calibration`` record of the model (out-of-fold logits from
+            ``kdtool distill --calibration-folds``), with ``path`` resolved; None without one.
     """
 
     name: str
@@ -41,6 +43,7 @@ class ExportSource:
     role: str | None = None
     teacher: str | None = None
     sha256: str | None = None
+    calibration: dict | None = None
 
     def teachers(self) -> list[str]:
         """The teacher names (an ensemble lists several, joined by ``+``)."""
@@ -134,7 +137,13 @@ def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> Ex
             continue
         if not path.is_file():
             raise InputError(f"{path}: listed in run.json ({rec['name']}) but the file is missing")
-        src = ExportSource(rec["name"], check_model_path(path), rec["role"], rec.get("teacher"), rec.get("sha256"))
+        cal = rec.get("calibration")
+        if isinstance(cal, dict) and cal.get("file"):
+            cal = {**cal, "path": str(target / cal["file"])}
+        else:
+            cal = None
+        src = ExportSource(rec["name"], check_model_path(path), rec["role"], rec.get("teacher"), rec.get("sha256"),
+                           cal)
         (teachers if rec["role"] == "teacher" else students).append(src)
     plan.sources = teachers + students
     if not plan.sources:

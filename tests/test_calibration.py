@@ -1,0 +1,155 @@
+"""kdtool distill --calibration-folds: out-of-fold logits by lesion, and kdtool export choosing its floor on them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_fdata
+
+from kdtool.cli import main
+from kdtool.data import load_fdata, safe_load_npy
+from kdtool.export.sensitivity import sensitivity_offset
+
+pytest.importorskip("tensorflow")
+
+TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none", "--image-size", "32",
+        "--student-filters", "8,16", "--student-dense", "16"]
+
+
+def _with_lesions(folder):
+    """Pair the train images of each class into two-image lesions (image_ids.csv, as the shared data ship it)."""
+    labels = load_fdata(folder).labels("train")
+    lesion = np.empty(len(labels), dtype=object)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        for j, i in enumerate(idx):
+            lesion[i] = f"HAM_{c}_{j // 2}"
+    rows = ["split,position,image_id,lesion_id,dx"] + [f"train,{i},ISIC_{i},{les},x" for i, les in enumerate(lesion)]
+    (folder / "image_ids.csv").write_text("\n".join(rows) + "\n")
+    return lesion.astype(str)
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("calibration")
+    data = write_fdata(tmp / "FData", n=(60, 30, 15), class_names=["nv", "mel", "bcc"])
+    lesions = _with_lesions(data)
+    out = tmp / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), "--calibration-folds", "2", *TINY]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return data, out, args, lesions, result.output
+
+
+def test_every_student_gets_out_of_fold_logits_from_models_that_never_saw_the_lesion(calibrated_run):
+    import keras
+
+    import kdtool.distill.layers  # noqa: F401
+
+    data, out, _, lesions, output = calibrated_run
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "FINISHED" and doc["config"]["calibration_folds"] == 2
+    assert "[10/10] calibration: out-of-fold logits of 2 student(s)" in output
+    assert "calibration fold 2/2" in output
+    home = out / "calibration" / "k2"
+    folds = safe_load_npy(home / "folds.npy")
+    for les in set(lesions):
+        assert len(set(folds[lesions == les].tolist())) == 1
+    fd = load_fdata(data)
+    students = [m for m in doc["models"] if m["role"] != "teacher"]
+    assert {m["name"] for m in students} == {"student_alone", "student_efficientnet_lite0"}
+    assert all("calibration" not in m for m in doc["models"] if m["role"] == "teacher")
+    for rec in students:
+        cal = rec["calibration"]
+        assert (cal["folds"], cal["grouped_by"], len(cal["fold_best_epochs"])) == (2, "lesion_id", 2)
+        oof = safe_load_npy(out / cal["file"])
+        assert oof.shape == (60, 3) and oof.dtype == np.float32 and np.isfinite(oof).all()
+        for f in range(2):
+            fold = load_fdata(home / f"fold{f}" / "data")
+            np.testing.assert_array_equal(fold.raw_x("test"), fd.raw_x("train")[folds == f])
+            np.testing.assert_array_equal(fold.raw_x("train"), fd.raw_x("train")[folds != f])
+            model = keras.saving.load_model(home / f"fold{f}" / f"{rec['name']}.keras", safe_mode=True)
+            np.testing.assert_allclose(oof[folds == f], model(fold.x("test"), training=False), atol=1e-5)
+
+
+def test_rerunning_trains_nothing_and_keeps_the_logits(calibrated_run):
+    _, out, args, _, _ = calibrated_run
+    cal = lambda: {m["name"]: m["calibration"]["sha256"] for m in json.loads((out / "run.json").read_text())["models"]
+                   if "calibration" in m}  # noqa: E731
+    before = cal()
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done, skipped") == 9  # 3 models here, 3 in each fold
+    assert cal() == before
+
+
+def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_run, tmp_path):
+    from kdtool.export.check import run_tflite
+
+    data, out, _, _, _ = calibrated_run
+    fd = load_fdata(data)
+    runner = CliRunner()
+    common = ["--quantize", "float32", "--prior-shift", "0.5", "--melanoma-sensitivity", "0.75",
+              "--sensitivity-confidence", "0"]
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), *common])
+    assert result.exit_code == 0, result.output
+    assert "out-of-fold (2 folds of train) finds" in result.output and "; val finds" in result.output
+    doc = json.loads((out / "run.json").read_text())
+    for rec in (m for m in doc["models"] if "calibration" in m):
+        side = json.loads((tmp_path / "oof" / f"{rec['name']}.float32.json").read_text())["operating_point"]
+        held = side["melanoma_sensitivity"]
+        assert held["chosen_on"] == "oof" and held["oof_folds"] == 2 and held["images"] == 20
+        oof = safe_load_npy(out / rec["calibration"]["file"]).astype(np.float64)
+        expected = sensitivity_offset(oof + np.asarray(side["bias_added"]), fd.labels("train"), 1, 0.75, 0.0)
+        assert held["offset"] == pytest.approx(expected["offset"], abs=1e-5)
+        got = run_tflite((tmp_path / "oof" / f"{rec['name']}.float32.tflite").read_bytes(), fd.x("val"))
+        y = fd.labels("val")
+        assert held["val_detected"] == int(np.sum(np.argmax(got[y == 1], axis=1) == 1))
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), "--floor-on", "val", *common])
+    assert result.exit_code == 0, result.output
+    side = json.loads((tmp_path / "val" / "student_alone.float32.json").read_text())["operating_point"]
+    assert side["melanoma_sensitivity"]["chosen_on"] == "val" and side["melanoma_sensitivity"]["images"] == 10
+
+
+def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibrated_run, tmp_path):
+    import shutil
+
+    _, out, _, _, _ = calibrated_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    runner = CliRunner()
+
+    def refused(target, *args):
+        result = runner.invoke(main, ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"),
+                                      *args])
+        lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        return lines[0]
+
+    oof = run / "calibration" / "k2" / "student_alone.oof_logits.npy"
+    np.save(oof, np.zeros((5, 3), np.float32))
+    line = refused(run)
+    assert "SHA-256 differs from run.json's record" in line and str(oof) in line
+    oof.unlink()
+    assert "listed in run.json (student_alone) but the file is missing" in refused(run)
+
+
+def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
+    import keras
+
+    from kdtool.distill.student import build_student
+
+    data = write_fdata(tmp_path / "FData", n=(60, 30, 15), class_names=["nv", "mel", "bcc"])
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "m.keras"
+    build_student((8, 8, 3), 3, filters=(8,), dense_units=8, dropout=0.0).save(path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(path), "--data", str(data), "--quantize", "float32",
+                                  "--floor-on", "oof"])
+    assert result.exit_code == 2 and "--floor-on oof needs the model's out-of-fold logits" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    result = runner.invoke(main, ["distill", "--data", str(data), "--calibration-folds", "1", *TINY])
+    assert result.exit_code == 2 and "--calibration-folds must be 0 (off) or >= 2" in result.output
