@@ -106,11 +106,12 @@ def _folder(root: Path, variant: str, teachers: str, seed: int) -> Path:
     return root / tag / f"s{seed}"
 
 
-def distill_logged(data: str, out: Path, teachers: str, seed: int, variant: str, log_path: Path, label: str) -> None:
-    """Run ``kdtool distill`` with ``variant``'s options into ``out`` (finished models are reused), appending its
-    output to ``log_path``; exits with a line naming ``label`` and the log when it fails."""
+def distill_logged(data: str, out: Path, teachers: str, seed: int, variant: str, log_path: Path, label: str,
+                   extra: tuple[str, ...] = ()) -> None:
+    """Run ``kdtool distill`` with ``variant``'s options (then ``extra``) into ``out`` (finished models are
+    reused), appending its output to ``log_path``; exits with a line naming ``label`` and the log when it fails."""
     cmd = [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--teachers", teachers,
-           "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1]]
+           "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1], *extra]
     t0 = time.perf_counter()
     with open(log_path, "a") as log:  # appended: a re-run keeps the training's own log
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}\n")
