@@ -153,3 +153,9 @@ def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
     assert len(result.output.strip().splitlines()) == 1, result.output
     result = runner.invoke(main, ["distill", "--data", str(data), "--calibration-folds", "1", *TINY])
     assert result.exit_code == 2 and "--calibration-folds must be 0 (off) or >= 2" in result.output
+    (data / "image_ids.csv").write_text("split,position,lesion_id\ntrain,0,A\n")  # 1 of 60 train images
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["distill", "--data", str(data), "--out", str(out), "--calibration-folds", "2", *TINY])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "image_ids.csv: its 'train' rows do not cover positions 0..59" in result.output
+    assert not out.exists()  # refused before any training

@@ -59,6 +59,21 @@ def fold_data(run, folds: np.ndarray, f: int, folder: Path) -> Path:
     return folder
 
 
+def plan_folds(fd, k: int, seed: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The lesion ids (None without ``image_ids.csv``) and the fold of every training image of ``fd``.
+
+    Raises:
+        InputError: a bad ``image_ids.csv``, or fewer lesions than folds (one line; run_distill calls
+            this before training anything).
+    """
+    labels = fd.labels("train")
+    groups = read_groups(fd.root, "train", len(labels))
+    try:
+        return groups, group_folds(groups, labels, k, seed)
+    except ValueError as exc:
+        raise InputError(f"{fd.root}: --calibration-folds {k}: {exc}") from None
+
+
 def out_of_fold_logits(run, strategy, stage) -> dict[str, np.ndarray]:
     """Train the run's recipe on each fold and save every student's out-of-fold logits.
 
@@ -77,14 +92,10 @@ def out_of_fold_logits(run, strategy, stage) -> dict[str, np.ndarray]:
     cfg, fd = run.cfg, run.fd
     k = cfg.calibration_folds
     labels = fd.labels("train")
-    groups = read_groups(fd.root, "train", len(labels))
+    groups, folds = plan_folds(fd, k, cfg.seed)
     if groups is None:
         run.warn(f"{fd.root / GROUPS_FILE} not found: calibration folds split images, not lesions, so images "
                  "of one lesion may score each other and the out-of-fold logits are optimistic")
-    try:
-        folds = group_folds(groups, labels, k, cfg.seed)
-    except ValueError as exc:
-        raise InputError(f"{fd.root}: --calibration-folds {k}: {exc}") from None
     home = run.out / "calibration" / f"k{k}"
     home.mkdir(parents=True, exist_ok=True)
     if (home / "folds.npy").is_file():

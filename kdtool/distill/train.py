@@ -679,6 +679,10 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     """
     cfg.check()
     fd = load_fdata(cfg.data)  # validate before any TensorFlow work
+    if cfg.calibration_folds:
+        from kdtool.distill.calibration import plan_folds  # noqa: PLC0415
+
+        plan_folds(fd, cfg.calibration_folds, cfg.seed)  # a bad image_ids.csv is refused before any training
     from kdtool.errors import require_train_extra
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
