@@ -135,6 +135,10 @@ def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibr
     assert "SHA-256 differs from run.json's record" in line and str(oof) in line
     oof.unlink()
     assert "listed in run.json (student_alone) but the file is missing" in refused(run)
+    doc = json.loads((run / "run.json").read_text())
+    doc["models"][0]["calibration"]["file"] = "../../elsewhere.npy"
+    (run / "run.json").write_text(json.dumps(doc))
+    assert "calibration file '../../elsewhere.npy' must lie inside the run folder" in refused(run)
 
 
 def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):

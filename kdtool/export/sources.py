@@ -138,8 +138,12 @@ def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> Ex
         if not path.is_file():
             raise InputError(f"{path}: listed in run.json ({rec['name']}) but the file is missing")
         cal = rec.get("calibration")
-        if isinstance(cal, dict) and cal.get("file"):
-            cal = {**cal, "path": str(target / cal["file"])}
+        if isinstance(cal, dict) and isinstance(cal.get("file"), str) and cal["file"]:
+            rel = Path(cal["file"])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise InputError(f"{target}/run.json: model {rec['name']!r} calibration file {cal['file']!r} must lie "
+                                 "inside the run folder")
+            cal = {**cal, "path": str(target / rel)}
         else:
             cal = None
         src = ExportSource(rec["name"], check_model_path(path), rec["role"], rec.get("teacher"), rec.get("sha256"),
