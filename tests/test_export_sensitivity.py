@@ -198,3 +198,36 @@ def test_by_default_export_holds_sixty_percent_where_it_can_and_says_where_it_ca
     # 0 switches it off
     output, point = export(["akiec", "mel", "nv"], (60, 90, 12), "--melanoma-sensitivity", "0")
     assert point == {"prior_shift": 0.0} and "operating point" not in output
+
+
+@pytest.mark.parametrize("minimum", [0.0, 1.0])
+def test_prior_shift_auto_keeps_the_largest_tau_whose_validation_balanced_accuracy_holds(tmp_path, minimum):
+    from kdtool.export.check import run_tflite
+
+    data = write_fdata(tmp_path / "FData", n=(90, 90, 12), class_names=["akiec", "mel", "nv"])
+    fd = load_fdata(data)
+    path = tmp_path / "m.keras"
+    _tiny(fd).save(path)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize",
+                                       "float32", "--prior-shift", "auto", "--min-balanced-accuracy", str(minimum),
+                                       "--melanoma-sensitivity", "0.6", "--sensitivity-confidence", "0"])
+    assert result.exit_code == 0, result.output
+    point = json.loads((out / "m.float32.json").read_text())["operating_point"]
+    auto = point["prior_shift_auto"]
+    assert [c["tau"] for c in auto["candidates"]] == [0.0, 0.25, 0.5]
+    ok = [c["tau"] for c in auto["candidates"] if c["val_balanced_accuracy"] >= minimum]
+    assert point["prior_shift"] == auto["chosen"] == (max(ok) if ok else 0.0)
+    assert auto["met"] == bool(ok) and "prior shift auto:" in result.output
+    chosen = next(c for c in auto["candidates"] if c["tau"] == auto["chosen"])
+    # the file runs the chosen candidate: its floor and the balanced accuracy the rule read
+    assert point["melanoma_sensitivity"]["offset"] == pytest.approx(chosen["melanoma_offset"], abs=1e-5)
+    got = np.argmax(run_tflite((out / "m.float32.tflite").read_bytes(), fd.x("val")), axis=1)
+    y = fd.labels("val")
+    assert np.mean([np.mean(got[y == c] == c) for c in range(3)]) == pytest.approx(chosen["val_balanced_accuracy"])
+
+
+def test_prior_shift_takes_a_number_in_range_or_auto_only(tmp_path):
+    for bad, message in (("nope", "neither a number in [0, 1] nor 'auto'"), ("1.5", "not in the range")):
+        result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), "--prior-shift", bad])
+        assert result.exit_code == 2 and message in result.output

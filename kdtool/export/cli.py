@@ -15,6 +15,19 @@ def _given(name: str) -> bool:
     return source not in (None, click.core.ParameterSource.DEFAULT)
 
 
+def _tau(ctx, param, value):  # noqa: ARG001 - click callback
+    """--prior-shift: a number in [0, 1] or 'auto'."""
+    if value == "auto":
+        return "auto"
+    try:
+        tau = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number in [0, 1] nor 'auto'") from None
+    if not 0.0 <= tau <= 1.0:
+        raise click.BadParameter(f"{value} is not in the range 0<=x<=1")
+    return tau
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("model", metavar="MODEL.keras|RUN_DIR", type=click.Path())
 @click.option("--quantize", "quantize", default="int8", metavar="|".join((*MODE_ORDER, "all")),
@@ -38,11 +51,15 @@ def _given(name: str) -> bool:
 @click.option("--bias-correction/--no-bias-correction", default=True,
               help="int8: measure the int8 model's mean logit error per class on the calibration (train) images "
                    "and remove it from the output layer's bias, then convert again (the .keras file is not changed).")
-@click.option("--prior-shift", default=0.0, type=click.FloatRange(0.0, 1.0), metavar="TAU",
+@click.option("--prior-shift", default="0", callback=_tau, metavar="TAU|auto",
               help="Operating point: add TAU * log(train class frequencies) to the output logits of every "
                    "exported file. 0 keeps the model's balanced decisions (best balanced accuracy and "
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
-                   "accuracy). Use another --out to keep both.")
+                   "accuracy). auto: per model, the largest of 0, 0.25, 0.5 whose VALIDATION balanced accuracy, "
+                   "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both.")
+@click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),
+              help="With --prior-shift auto: the validation balanced accuracy the chosen TAU must keep (if none "
+                   "does, TAU is 0).")
 @click.option("--melanoma-sensitivity", default=DEFAULT_TARGET, type=click.FloatRange(0.0, 1.0),
               metavar="TARGET",
               help="A floor under melanoma sensitivity, for screening: if the model finds too few of the "
@@ -61,7 +78,8 @@ def _given(name: str) -> bool:
                    "val, from models that never saw the lesion; held on test where val's floor did not); val = "
                    "the validation split; auto = oof when the run has them, else val.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction, prior_shift, melanoma_sensitivity, sensitivity_confidence, floor_on):
+                   bias_correction, prior_shift, min_balanced_accuracy, melanoma_sensitivity, sensitivity_confidence,
+                   floor_on):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -95,6 +113,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       kdtool export models --melanoma-sensitivity 0.8 --out models/screen
       kdtool export models --melanoma-sensitivity 0 --out models/as_trained
       kdtool export models --floor-on val --out models/val_floor
+      kdtool export models --prior-shift auto --out models/auto
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
@@ -107,6 +126,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
+                            min_balanced_accuracy=min_balanced_accuracy,
                             melanoma_sensitivity=melanoma_sensitivity or None,
                             sensitivity_confidence=sensitivity_confidence,
                             sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity),

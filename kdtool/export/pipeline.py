@@ -58,7 +58,10 @@ class ExportOptions:
         bias_correction: int8 only: remove the mean per-class logit error measured on the
             calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
         prior_shift: the operating point tau: ``tau * log(train class frequencies)`` is added
-            to the output layer's bias of every exported file (0: the model as trained).
+            to the output layer's bias of every exported file (0: the model as trained); ``"auto"``:
+            chosen per model by :func:`kdtool.export.auto_shift.choose_prior_shift`.
+        min_balanced_accuracy: with ``prior_shift="auto"``, the validation balanced accuracy the
+            chosen tau must keep.
         melanoma_sensitivity: a melanoma logit offset, chosen per model on the validation split
             after ``prior_shift``, is added to the output layer's bias so that validation melanoma
             sensitivity reaches this target at ``sensitivity_confidence`` (see
@@ -81,7 +84,8 @@ class ExportOptions:
     max_drop: float = 1.0
     include_teachers: bool = False
     bias_correction: bool = True
-    prior_shift: float = 0.0
+    prior_shift: float | str = 0.0
+    min_balanced_accuracy: float = 0.60
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
     sensitivity_required: bool = False
@@ -174,6 +178,35 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
     return {"prior_shift": float(tau), "log_prior": [round(float(v), 6) for v in prior],
             "bias_added": [round(float(v), 6) for v in shift], "prior_from": "train split class frequencies",
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
+
+
+def _auto_prior_shift(model, fd: FData, options: ExportOptions, src: ExportSource, mel: int | None,
+                      x_val: np.ndarray) -> tuple[float, dict]:
+    """``--prior-shift auto``: the tau of :func:`kdtool.export.auto_shift.choose_prior_shift` and its record."""
+    from kdtool.distill.balance import log_prior  # noqa: PLC0415
+    from kdtool.export.auto_shift import choose_prior_shift  # noqa: PLC0415
+    from kdtool.export.bias import output_dense_layer  # noqa: PLC0415
+
+    layer, why = output_dense_layer(model)
+    if layer is None:
+        return 0.0, {"chosen": 0.0, "skipped": f"no linear logits layer to shift ({why})"}
+    if "train" not in fd.arrays:
+        raise InputError(f"{fd.root}: --prior-shift auto needs the train split (its class frequencies)")
+    oof = out_of_fold_logits(src, fd, options) if mel is not None else None
+    tau, rec = choose_prior_shift(_keras_logits(model, x_val), fd.labels("val"),
+                                  log_prior(fd.labels("train"), fd.num_classes), mel, oof,
+                                  fd.labels("train") if oof is not None else None, options.melanoma_sensitivity,
+                                  options.sensitivity_confidence, options.min_balanced_accuracy)
+    return tau, rec
+
+
+def _auto_note(rec: dict) -> str:
+    if "skipped" in rec:
+        return f"  prior shift auto: 0 ({rec['skipped']})"
+    tried = ", ".join(f"{c['tau']:g}: {100 * c['val_balanced_accuracy']:.1f}%" for c in rec["candidates"])
+    verdict = (f">= {100 * rec['min_balanced_accuracy']:g}%" if rec["met"]
+               else f"none reaches {100 * rec['min_balanced_accuracy']:g}%")
+    return f"  prior shift auto: {rec['chosen']:g} (val balanced accuracy with the melanoma floor {tried}; {verdict})"
 
 
 def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str | None]:
@@ -371,7 +404,13 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     for i, src in enumerate(plan.sources, 1):
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
-        operating_point = _shift_prior(model, fd, options.prior_shift, src.path)
+        auto = None
+        tau = options.prior_shift
+        if tau == "auto":
+            tau, auto = _auto_prior_shift(model, fd, options, src, mel, x_val)
+        operating_point = _shift_prior(model, fd, tau, src.path)
+        if auto is not None:
+            operating_point["prior_shift_auto"] = auto
         keras_logits = _keras_logits(model, x_val)
         prior_bias = np.asarray(operating_point.get("bias_added", np.zeros(fd.num_classes)), dtype=np.float64)
         held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias)
@@ -379,6 +418,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""
         click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
+        if auto is not None:
+            click.echo(_auto_note(auto))
         if held is not None:
             click.echo(_sensitivity_note(held))
         digest = sha256_file(src.path)
