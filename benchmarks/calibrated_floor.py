@@ -9,7 +9,8 @@ student to int8 at each ``--prior-shift`` TAU with the melanoma floor chosen on 
 logits (``kdtool export``'s default for such a run), and benches the files on the test split with
 ``kdtool bench``. A rule fixed before the test numbers were read (``oof_floor_rule.md``) then picks
 TAU per student: the largest TAU whose validation balanced accuracy (export's check, Keras model with
-the shift and offset) is at least ``--min-val-balanced`` (0.60), else 0. Test only judges.
+the shift and offset) is at least ``--min-val-balanced`` (0.60), else 0; ``kdtool export --prior-shift
+auto`` implements the same rule, and its files are benched beside it as a check. Test only judges.
 
     python benchmarks/calibrated_floor.py --runs R0,R1,R2 --seeds 0,1,2 [--reuse-folds F0,F1,F2]
         [--variant d96_la_v8e120] [--teachers efficientnet_lite0] [--folds 3] [--taus 0,0.25,0.5]
@@ -96,16 +97,19 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
     distill_logged(data, work, teachers, seed, variant, log, f"seed {seed}",
                    extra=("--calibration-folds", str(folds)))
     rows = []
-    for tau in taus:
-        out = work / f"export_oof_t{tau:g}"
+    for tau in [*taus, "auto"]:
+        out = work / (f"export_oof_t{tau:g}" if tau != "auto" else "export_oof_auto")
         bench = out / "bench_test.json"
         if not bench.is_file():
-            kdtool("export", str(work), "--prior-shift", f"{tau:g}", "--out", str(out), log=log)
+            kdtool("export", str(work), "--prior-shift", str(tau) if tau == "auto" else f"{tau:g}", "--out", str(out),
+                   log=log)
             kdtool("bench", str(out), "--data", data, "--split", "test", "--runs", "0", "--json", str(bench), log=log)
         for rec in json.loads(bench.read_text()):
             side = json.loads((out / rec["model"]).with_suffix(".json").read_text())
             held = side["operating_point"]["melanoma_sensitivity"]
-            rows.append({"seed": seed, "student": side["name"], "tau": tau, "chosen_on": held.get("chosen_on"),
+            auto = side["operating_point"].get("prior_shift_auto")
+            rows.append({"seed": seed, "student": side["name"], "tau": side["operating_point"]["prior_shift"],
+                         "export": "auto" if auto else "fixed", "chosen_on": held.get("chosen_on"),
                          "offset": held.get("offset"), "val_balanced_accuracy": side["check"]["keras"]["balanced_accuracy"],
                          "val_int8_accuracy": side["check"]["tflite"]["accuracy"], "size_bytes": rec["size_bytes"],
                          "test": test_metrics(rec)})
@@ -116,10 +120,13 @@ def summarise(rows: list[dict], floor: float) -> list[dict]:
     """Per student: the rule's TAU per seed and mean/std of its test numbers; the fixed TAUs beside it."""
     out = []
     for student in sorted({r["student"] for r in rows}):
-        mine = [r for r in rows if r["student"] == student]
+        mine = [r for r in rows if r["student"] == student and r.get("export", "fixed") == "fixed"]
         seeds = sorted({r["seed"] for r in mine})
         picks = {s: chosen_tau([r for r in mine if r["seed"] == s], floor) for s in seeds}
         groups = {"rule": [next(r for r in mine if r["seed"] == s and r["tau"] == picks[s]) for s in seeds]}
+        auto = [r for r in rows if r["student"] == student and r.get("export") == "auto"]
+        if auto:
+            groups["auto (kdtool export --prior-shift auto)"] = auto
         for tau in sorted({r["tau"] for r in mine}):
             groups[f"{tau:g}"] = [r for r in mine if r["tau"] == tau]
         for label, chosen in groups.items():
@@ -150,7 +157,7 @@ def render(doc: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         t = r["test"]
-        lines.append(f"| {r['seed']} | {r['student']} | {r['tau']:g} | {100 * r['val_balanced_accuracy']:.1f} | "
+        lines.append(f"| {r['seed']} | {r['student']} | {r['tau']:g}{' (auto)' if r.get('export') == 'auto' else ''} | {100 * r['val_balanced_accuracy']:.1f} | "
                      f"{r['offset']:+.2f} ({r['chosen_on']}) | {100 * t['accuracy']:.1f} | "
                      f"{100 * t['balanced_accuracy']:.1f} | {100 * t['melanoma_sensitivity']:.1f} |")
     lines += ["", f"Wall time {doc['wall_seconds']:.0f} s (fold runs reused where given).", ""]
