@@ -94,7 +94,7 @@ def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_
     runner = CliRunner()
     common = ["--quantize", "float32", "--prior-shift", "0.5", "--melanoma-sensitivity", "0.75",
               "--sensitivity-confidence", "0"]
-    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), *common])
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), "--floor-on", "auto", *common])
     assert result.exit_code == 0, result.output
     assert "out-of-fold (2 folds of train) finds" in result.output and "; val finds" in result.output
     doc = json.loads((out / "run.json").read_text())
@@ -108,7 +108,7 @@ def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_
         got = run_tflite((tmp_path / "oof" / f"{rec['name']}.float32.tflite").read_bytes(), fd.x("val"))
         y = fd.labels("val")
         assert held["val_detected"] == int(np.sum(np.argmax(got[y == 1], axis=1) == 1))
-    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), "--floor-on", "val", *common])
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), *common])  # val: the default
     assert result.exit_code == 0, result.output
     side = json.loads((tmp_path / "val" / "student_alone.float32.json").read_text())["operating_point"]
     assert side["melanoma_sensitivity"]["chosen_on"] == "val" and side["melanoma_sensitivity"]["images"] == 10
@@ -124,7 +124,7 @@ def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibr
 
     def refused(target, *args):
         result = runner.invoke(main, ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"),
-                                      *args])
+                                      "--floor-on", "oof", *args])
         lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1, result.output
         return lines[0]

@@ -68,9 +68,9 @@ class ExportOptions:
             :mod:`kdtool.export.sensitivity`); None: the model's own melanoma decisions.
         sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
             0 holds the observed validation sensitivity itself at the target.
-        floor_on: where the melanoma offset is chosen: ``val``, ``oof`` (the out-of-fold logits that
-            ``kdtool distill --calibration-folds`` saved for the model; required) or ``auto`` (those
-            when the model has them, else val).
+        floor_on: where the melanoma offset is chosen: ``val`` (the default), ``oof`` (the out-of-fold
+            logits that ``kdtool distill --calibration-folds`` saved for the model; required) or ``auto``
+            (those when the model has them, else val).
         sensitivity_required: True when the user asked for the target: data or a model that cannot
             hold it are an error (exit 2). False (the default target): they are exported as trained,
             with a note and the reason in the sidecar.
@@ -89,7 +89,7 @@ class ExportOptions:
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
     sensitivity_required: bool = False
-    floor_on: str = "auto"
+    floor_on: str = "val"
 
 
 #: ``--floor-on`` choices.
