@@ -9,9 +9,11 @@ useless for this. Out-of-fold logits are not: the train split is cut into K fold
 epoch selection as in the run), and each model scores the fold it did not see. The pooled logits
 cover every training image once, from a model of the same recipe that never saw its lesion.
 
-They describe the recipe, not the finished model: the fold models train on (K-1)/K of the images, so
-they run a little weaker than it. Measured on three seeds (README, "Choosing the floor on
-out-of-fold predictions"), the floor chosen on them held on test where the validation floor did not.
+They describe the recipe, not the finished model: the fold models train on (K-1)/K of the images, and
+one finished model can be better or worse at a class than its recipe. Measured on three seeds (README,
+"Three seeds, int8, through kdtool itself"): the floor chosen on them held on test for two finished
+models and missed for the third, which was weaker at melanoma than its fold models and which the
+validation floor caught. So ``kdtool export`` uses them only when asked (``--floor-on oof`` or ``auto``).
 
 Files, under ``OUT/calibration/k<K>/``: ``folds.npy`` (the fold of each training image), one
 ``kdtool distill`` run per fold (``fold<f>/``, with its data under ``fold<f>/data``; re-running

@@ -57,7 +57,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--patience", type=int, default=0, help="With --select-best: stop a model after this many epochs without improvement (0: never).")
 @click.option("--seed", type=int, default=42, help="Random seed (all students start from the same weights).")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", help="tf.distribute strategy: auto (mirrored on >1 GPU), mirrored (all local GPUs, else logical CPUs), multiworker (TF_CONFIG).")
-@click.option("--calibration-folds", type=int, default=0, help="K >= 2: after the run, train the same recipe K more times on lesion-disjoint folds of the train split (lesions from the data's image_ids.csv) and save each student's out-of-fold logits, on which `kdtool export` then chooses the melanoma floor instead of the small validation split. About (K-1) times the run's training time; adding it to a finished run trains only the folds. 0: off.")
+@click.option("--calibration-folds", type=int, default=0, help="K >= 2: after the run, train the same recipe K more times on lesion-disjoint folds of the train split (lesions from the data's image_ids.csv) and save each student's out-of-fold logits, on which `kdtool export --floor-on oof` chooses the melanoma floor instead of the small validation split. About (K-1) times the run's training time; adding it to a finished run trains only the folds. 0: off.")
 @click.option("--fresh", is_flag=True, help="Retrain every model even if this --out holds finished ones.")
 def distill_command(list_teachers, fresh, student_filters, teachers, sweep_temperatures, sweep_alphas, **options):
     """Fine-tune teacher CNNs and distil each into a ~130k-parameter student.
