@@ -108,6 +108,16 @@ def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_
         got = run_tflite((tmp_path / "oof" / f"{rec['name']}.float32.tflite").read_bytes(), fd.x("val"))
         y = fd.labels("val")
         assert held["val_detected"] == int(np.sum(np.argmax(got[y == 1], axis=1) == 1))
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "both"), "--floor-on", "both", *common])
+    assert result.exit_code == 0, result.output
+    for rec in (m for m in doc["models"] if "calibration" in m):
+        held = json.loads((tmp_path / "oof" / f"{rec['name']}.float32.json").read_text())["operating_point"][
+            "melanoma_sensitivity"]
+        both = json.loads((tmp_path / "both" / f"{rec['name']}.float32.json").read_text())["operating_point"][
+            "melanoma_sensitivity"]
+        assert both["floor_on"] == "both" and both["offsets"]["oof"] == pytest.approx(held["offset"])
+        assert both["offset"] == pytest.approx(max(both["offsets"].values()))
+        assert both["chosen_on"] == ("val" if both["offsets"]["val"] > both["offsets"]["oof"] else "oof")
     result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), *common])  # val: the default
     assert result.exit_code == 0, result.output
     side = json.loads((tmp_path / "val" / "student_alone.float32.json").read_text())["operating_point"]

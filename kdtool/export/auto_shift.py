@@ -36,7 +36,7 @@ def _balanced(labels: np.ndarray, pred: np.ndarray) -> float:
 def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior: np.ndarray, mel: int | None,
                        floor_logits: np.ndarray | None, floor_labels: np.ndarray | None, target: float,
                        confidence: float, min_balanced_accuracy: float = DEFAULT_MIN_BALANCED,
-                       taus=AUTO_TAUS) -> tuple[float, dict]:
+                       taus=AUTO_TAUS, also_val: bool = False) -> tuple[float, dict]:
     """The largest TAU of ``taus`` whose validation balanced accuracy, melanoma floor included, is >= the minimum.
 
     Args:
@@ -49,6 +49,7 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
         target, confidence: the floor (see :func:`kdtool.export.sensitivity.sensitivity_offset`).
         min_balanced_accuracy: the validation balanced accuracy a TAU must keep.
         taus: candidates.
+        also_val: with ``floor_logits``, the floor must hold on validation too (the larger offset).
 
     Returns:
         ``(tau, record)``: the record lists every candidate's melanoma offset, validation accuracy and
@@ -63,6 +64,8 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
         if mel is not None:
             source, labels = (z, val_labels) if floor_logits is None else (floor_logits + shift, floor_labels)
             offset = sensitivity_offset(source, labels, mel, target, confidence)["offset"]
+            if also_val and floor_logits is not None:
+                offset = max(offset, sensitivity_offset(z, val_labels, mel, target, confidence)["offset"])
             z[:, mel] += offset
         pred = np.argmax(z, axis=1)
         candidates.append({"tau": float(tau), "melanoma_offset": round(float(offset), 6),

@@ -72,12 +72,13 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
               metavar="C",
               help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
                    "the validation count. 0 asks only that the observed validation sensitivity reach TARGET.")
-@click.option("--floor-on", "floor_on", default="val", type=click.Choice(["val", "oof", "auto"]),
+@click.option("--floor-on", "floor_on", default="val", type=click.Choice(["val", "oof", "both", "auto"]),
               help="Where --melanoma-sensitivity's offset is chosen: val = the validation split; oof = the "
                    "model's out-of-fold logits on the TRAIN split, saved by `kdtool distill --calibration-folds K` "
                    "(7x more melanomas than val, but they describe the recipe, not this model: over three seeds "
-                   "they held on test for two and missed on the third, see README); auto = oof when the run has "
-                   "them, else val.")
+                   "they held on test for two and missed on the third, see README); both = the larger of the two "
+                   "offsets, so the floor holds on both (not yet measured); auto = oof when the run has them, "
+                   "else val.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
                    bias_correction, prior_shift, min_balanced_accuracy, melanoma_sensitivity, sensitivity_confidence,
                    floor_on):

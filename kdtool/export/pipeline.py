@@ -69,8 +69,9 @@ class ExportOptions:
         sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
             0 holds the observed validation sensitivity itself at the target.
         floor_on: where the melanoma offset is chosen: ``val`` (the default), ``oof`` (the out-of-fold
-            logits that ``kdtool distill --calibration-folds`` saved for the model; required) or ``auto``
-            (those when the model has them, else val).
+            logits that ``kdtool distill --calibration-folds`` saved for the model; required), ``both``
+            (the larger of the two offsets: the floor holds on both; out-of-fold logits required) or
+            ``auto`` (oof when the model has them, else val).
         sensitivity_required: True when the user asked for the target: data or a model that cannot
             hold it are an error (exit 2). False (the default target): they are exported as trained,
             with a note and the reason in the sidecar.
@@ -93,7 +94,7 @@ class ExportOptions:
 
 
 #: ``--floor-on`` choices.
-FLOOR_SOURCES = ("auto", "val", "oof")
+FLOOR_SOURCES = ("val", "oof", "both", "auto")
 
 
 @dataclass
@@ -196,7 +197,8 @@ def _auto_prior_shift(model, fd: FData, options: ExportOptions, src: ExportSourc
     tau, rec = choose_prior_shift(_keras_logits(model, x_val), fd.labels("val"),
                                   log_prior(fd.labels("train"), fd.num_classes), mel, oof,
                                   fd.labels("train") if oof is not None else None, options.melanoma_sensitivity,
-                                  options.sensitivity_confidence, options.min_balanced_accuracy)
+                                  options.sensitivity_confidence, options.min_balanced_accuracy,
+                                  also_val=options.floor_on == "both")
     return tau, rec
 
 
@@ -243,9 +245,9 @@ def out_of_fold_logits(src: ExportSource, fd: FData, options: ExportOptions) -> 
         return None
     cal = src.calibration
     if not cal:
-        if options.floor_on == "oof":
-            raise InputError(f"{src.path}: --floor-on oof needs the model's out-of-fold logits; train it with "
-                             "`kdtool distill --calibration-folds 3` (or use --floor-on val)")
+        if options.floor_on in ("oof", "both"):
+            raise InputError(f"{src.path}: --floor-on {options.floor_on} needs the model's out-of-fold logits; "
+                             "train it with `kdtool distill --calibration-folds 3` (or use --floor-on val)")
         return None
     path = Path(cal["path"])
     if not path.is_file():
@@ -298,6 +300,12 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, 
                                  options.sensitivity_confidence)
         where = {"chosen_on": "oof", "oof_file": src.calibration["path"], "oof_folds": src.calibration.get("folds"),
                  "oof_grouped_by": src.calibration.get("grouped_by")}
+        if options.floor_on == "both":  # the floor must hold on validation too: the larger offset wins
+            on_val = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
+                                        options.sensitivity_confidence)
+            where.update(floor_on="both", offsets={"oof": rec["offset"], "val": on_val["offset"]})
+            if on_val["offset"] > rec["offset"]:
+                rec, where["chosen_on"] = on_val, "val"
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
