@@ -84,7 +84,7 @@ def chosen_tau(rows: list[dict], floor: float) -> float:
 
 
 def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, variant: str, teachers: str,
-             folds: int, taus: list[float]) -> list[dict]:
+             folds: int, taus: list[float], floor_on: str = "oof") -> list[dict]:
     """Distill the folds (reusing), export at each TAU, bench on test; one row per (student, TAU)."""
     work.parent.mkdir(parents=True, exist_ok=True)
     linked_copy(run, work)
@@ -99,10 +99,10 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
                    extra=("--calibration-folds", str(folds)))
     rows = []
     for tau in [*taus, "auto"]:
-        out = work / (f"export_oof_t{tau:g}" if tau != "auto" else "export_oof_auto")
+        out = work / (f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto")
         bench = out / "bench_test.json"
         if not bench.is_file():
-            kdtool("export", str(work), "--floor-on", "oof", "--prior-shift", str(tau) if tau == "auto" else f"{tau:g}",
+            kdtool("export", str(work), "--floor-on", floor_on, "--prior-shift", str(tau) if tau == "auto" else f"{tau:g}",
                    "--out", str(out),
                    log=log, ok=(0, 3))
             kdtool("bench", str(out), "--data", data, "--split", "test", "--runs", "0", "--json", str(bench), log=log)
@@ -145,7 +145,8 @@ def render(doc: dict) -> str:
     lines = ["# kdtool with out-of-fold calibration: int8, test split", "",
              f"`{doc['command']}` — {doc['machine_line']}", "",
              f"Recipe `{doc['variant']}` (teachers: {doc['teachers']}), {doc['folds']} lesion-disjoint calibration "
-             f"folds, melanoma floor 60% at 95% chosen on the out-of-fold logits; seeds {doc['seeds']}. 'rule': "
+             f"folds, melanoma floor 60% at 95% (kdtool export --floor-on {doc.get('floor_on', 'oof')}); seeds "
+             f"{doc['seeds']}. 'rule': "
              f"per seed, the largest --prior-shift whose validation balanced accuracy is >= "
              f"{100 * doc['min_val_balanced']:.0f}% (oof_floor_rule.md). Mean ± std over seeds, %.", "",
              "| student | --prior-shift | per seed | test acc | test bal acc | test macro-F1 | test mel sens | "
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--folds", type=int, default=3, help="--calibration-folds")
     ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated --prior-shift values")
+    ap.add_argument("--floor-on", default="oof", choices=["oof", "both", "val"],
+                    help="kdtool export --floor-on for every file (exports go to export_<this>_t<TAU>)")
     ap.add_argument("--min-val-balanced", type=float, default=0.60, help="the rule's validation floor")
     ap.add_argument("--work", default=str(ROOT / "runs" / "kdcal"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "calibrated_floor.json"), help="results JSON")
@@ -195,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for run, seed, re in zip(runs, seeds, reuse):
         rows += one_seed(args.data, run, seed, re, Path(args.work) / f"s{seed}", args.variant, args.teachers,
-                         args.folds, taus)
+                         args.folds, taus, args.floor_on)
     doc = results_doc("calibrated_floor.py", argv, args.data, rows, t0, variant=args.variant,
-                      teachers=args.teachers, folds=args.folds, seeds=seeds, min_val_balanced=args.min_val_balanced,
+                      teachers=args.teachers, folds=args.folds, seeds=seeds, floor_on=args.floor_on,
+                      min_val_balanced=args.min_val_balanced,
                       summary=summarise(rows, args.min_val_balanced))
     write_results(doc, args.json, args.md, render(doc))
     return 0
