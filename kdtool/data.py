@@ -399,6 +399,15 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file (never pickled) atomically, like :func:`atomic_write_bytes`."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -417,15 +426,11 @@ def save_fdata(root: str | os.PathLike, arrays: dict[str, tuple[np.ndarray, np.n
     Returns:
         The folder.
     """
-    import io
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for split, (x, y) in arrays.items():
         for prefix, arr in (("X", x), ("y", y)):
-            buf = io.BytesIO()
-            np.save(buf, arr, allow_pickle=False)
-            atomic_write_bytes(root / f"{prefix}_{split}.npy", buf.getvalue())
+            atomic_save_npy(root / f"{prefix}_{split}.npy", arr)
     atomic_write_text(root / "classes.json", json.dumps(list(class_names), indent=1) + "\n")
     if info is not None:
         doc = dict(info, classes=list(class_names))

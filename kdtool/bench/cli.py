@@ -214,13 +214,9 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
 
 
 def _save_predictions(path: str, preds: np.ndarray) -> None:
-    import io  # noqa: PLC0415
+    from kdtool.data import atomic_save_npy  # noqa: PLC0415
 
-    from kdtool.data import atomic_write_bytes  # noqa: PLC0415
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(preds, dtype=np.int64), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_npy(path, np.asarray(preds, dtype=np.int64))
 
 
 @click.command(context_settings=_CTX)

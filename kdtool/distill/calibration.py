@@ -13,7 +13,7 @@ They describe the recipe, not the finished model: the fold models train on (K-1)
 one finished model can be better or worse at a class than its recipe. Measured on three seeds (README,
 "Three seeds, int8, through kdtool itself"): the floor chosen on them held on test for two finished
 models and missed for the third, which was weaker at melanoma than its fold models and which the
-validation floor caught. So ``kdtool export`` uses them only when asked (``--floor-on oof`` or ``auto``).
+validation floor caught. So ``kdtool export`` uses them only when asked (``--floor-on oof``, ``both`` or ``auto``).
 
 Files, under ``OUT/calibration/k<K>/``: ``folds.npy`` (the fold of each training image), one
 ``kdtool distill`` run per fold (``fold<f>/``, with its data under ``fold<f>/data``; re-running
@@ -29,21 +29,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 
 import click
 import numpy as np
 
-from kdtool.data import atomic_write_bytes, load_fdata, safe_load_npy, save_fdata, sha256_file
+from kdtool.data import atomic_save_npy, load_fdata, safe_load_npy, save_fdata, sha256_file
 from kdtool.errors import InputError
 from kdtool.export.sources import STUDENT_ROLES
 from kdtool.folds import GROUPS_FILE, group_folds, read_groups
 
+
 def _save_npy(path: Path, array: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_npy(path, array)
     return sha256_file(path)
 
 

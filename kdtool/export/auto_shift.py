@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdtool.export.sensitivity import sensitivity_offset
+from kdtool.export.sensitivity import floor_offset
+from kdtool.metrics import classification_report
 
 #: The prior shifts ``--prior-shift auto`` chooses from (the ones measured in README, Performance).
 AUTO_TAUS = (0.0, 0.25, 0.5)
 #: ``--min-balanced-accuracy``'s default.
 DEFAULT_MIN_BALANCED = 0.60
-
-
-def _balanced(labels: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
 
 
 def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior: np.ndarray, mel: int | None,
@@ -62,15 +59,13 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
         z = val_logits + shift
         offset = 0.0
         if mel is not None:
-            source, labels = (z, val_labels) if floor_logits is None else (floor_logits + shift, floor_labels)
-            offset = sensitivity_offset(source, labels, mel, target, confidence)["offset"]
-            if also_val and floor_logits is not None:
-                offset = max(offset, sensitivity_offset(z, val_labels, mel, target, confidence)["offset"])
+            offset = floor_offset(z, val_labels, mel, target, confidence,
+                                  None if floor_logits is None else floor_logits + shift, floor_labels,
+                                  both=also_val)["offset"]
             z[:, mel] += offset
-        pred = np.argmax(z, axis=1)
+        report = classification_report(np.asarray(val_labels), np.argmax(z, axis=1), list(range(z.shape[1])))
         candidates.append({"tau": float(tau), "melanoma_offset": round(float(offset), 6),
-                           "val_accuracy": float(np.mean(pred == val_labels)),
-                           "val_balanced_accuracy": _balanced(np.asarray(val_labels), pred)})
+                           "val_accuracy": report["accuracy"], "val_balanced_accuracy": report["balanced_accuracy"]})
     ok = [c["tau"] for c in candidates if c["val_balanced_accuracy"] >= min_balanced_accuracy - 1e-12]
     tau = max(ok) if ok else 0.0
     return tau, {"rule": "largest candidate whose validation balanced accuracy (floor included) is >= the minimum",

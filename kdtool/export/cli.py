@@ -6,7 +6,7 @@ import click
 
 from kdtool.errors import InputError
 from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, FLOOR_SOURCES
 
 
 def _given(name: str) -> bool:
@@ -72,7 +72,7 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
               metavar="C",
               help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
                    "the validation count. 0 asks only that the observed validation sensitivity reach TARGET.")
-@click.option("--floor-on", "floor_on", default="val", type=click.Choice(["val", "oof", "both", "auto"]),
+@click.option("--floor-on", "floor_on", default="val", type=click.Choice(FLOOR_SOURCES),
               help="Where --melanoma-sensitivity's offset is chosen: val = the validation split; oof = the "
                    "model's out-of-fold logits on the TRAIN split, saved by `kdtool distill --calibration-folds K` "
                    "(7x more melanomas than val, but they describe the recipe, not this model: over three seeds "

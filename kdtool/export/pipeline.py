@@ -35,7 +35,7 @@ from kdtool.export.convert import (
     write_export,
 )
 from kdtool.export.modes import CALIBRATED_MODES, MODE_ORDER
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, sensitivity_offset, shortfall
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, floor_offset, shortfall
 from kdtool.export.sources import ExportPlan, ExportSource, plan_export
 
 # Tests only: a replacement for representative_dataset(fd, n, seed), e.g. all-zero images,
@@ -91,10 +91,6 @@ class ExportOptions:
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
     sensitivity_required: bool = False
     floor_on: str = "val"
-
-
-#: ``--floor-on`` choices.
-FLOOR_SOURCES = ("val", "oof", "both", "auto")
 
 
 @dataclass
@@ -181,8 +177,8 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
             "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
 
 
-def _auto_prior_shift(model, fd: FData, options: ExportOptions, src: ExportSource, mel: int | None,
-                      x_val: np.ndarray) -> tuple[float, dict]:
+def _auto_prior_shift(model, fd: FData, options: ExportOptions, mel: int | None, x_val: np.ndarray,
+                      oof: np.ndarray | None) -> tuple[float, dict]:
     """``--prior-shift auto``: the tau of :func:`kdtool.export.auto_shift.choose_prior_shift` and its record."""
     from kdtool.distill.balance import log_prior  # noqa: PLC0415
     from kdtool.export.auto_shift import choose_prior_shift  # noqa: PLC0415
@@ -193,7 +189,6 @@ def _auto_prior_shift(model, fd: FData, options: ExportOptions, src: ExportSourc
         return 0.0, {"chosen": 0.0, "skipped": f"no linear logits layer to shift ({why})"}
     if "train" not in fd.arrays:
         raise InputError(f"{fd.root}: --prior-shift auto needs the train split (its class frequencies)")
-    oof = out_of_fold_logits(src, fd, options) if mel is not None else None
     tau, rec = choose_prior_shift(_keras_logits(model, x_val), fd.labels("val"),
                                   log_prior(fd.labels("train"), fd.num_classes), mel, oof,
                                   fd.labels("train") if oof is not None else None, options.melanoma_sensitivity,
@@ -266,11 +261,12 @@ def out_of_fold_logits(src: ExportSource, fd: FData, options: ExportOptions) -> 
 
 
 def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, mel: int | None,
-                   not_held: str | None, val_logits: np.ndarray, prior_bias: np.ndarray) -> dict | None:
-    """Add the melanoma offset of :func:`kdtool.export.sensitivity.sensitivity_offset` to the in-memory
-    model's output bias, chosen on the model's out-of-fold logits (:func:`out_of_fold_logits`, plus
-    ``prior_bias``, the prior shift already in the model) or else on the validation logits
-    ``val_logits`` (updated in place with the offset).
+                   not_held: str | None, val_logits: np.ndarray, prior_bias: np.ndarray,
+                   oof: np.ndarray | None) -> dict | None:
+    """Add the melanoma offset of :func:`kdtool.export.sensitivity.floor_offset` to the in-memory model's
+    output bias, chosen on the model's out-of-fold logits ``oof`` (from :func:`out_of_fold_logits`; plus
+    ``prior_bias``, the prior shift already in the model), on the validation logits ``val_logits``
+    (updated in place with the offset), or on the larger of the two (``--floor-on both``).
 
     Returns:
         The record for the sidecar: the offset's (``chosen_on`` ``val`` or ``oof``; with ``oof``, also
@@ -290,22 +286,10 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, 
     if mel is None or layer is None:
         return {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
                 "skipped": not_held}
-    oof = out_of_fold_logits(src, fd, options)
-    if oof is None:
-        rec = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
-                                 options.sensitivity_confidence)
-        where = {"chosen_on": "val"}
-    else:
-        rec = sensitivity_offset(oof + prior_bias, fd.labels("train"), mel, options.melanoma_sensitivity,
-                                 options.sensitivity_confidence)
-        where = {"chosen_on": "oof", "oof_file": src.calibration["path"], "oof_folds": src.calibration.get("folds"),
-                 "oof_grouped_by": src.calibration.get("grouped_by")}
-        if options.floor_on == "both":  # the floor must hold on validation too: the larger offset wins
-            on_val = sensitivity_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity,
-                                        options.sensitivity_confidence)
-            where.update(floor_on="both", offsets={"oof": rec["offset"], "val": on_val["offset"]})
-            if on_val["offset"] > rec["offset"]:
-                rec, where["chosen_on"] = on_val, "val"
+    rec = floor_offset(val_logits, fd.labels("val"), mel, options.melanoma_sensitivity, options.sensitivity_confidence,
+                       None if oof is None else oof + prior_bias, fd.labels("train"), both=options.floor_on == "both")
+    where = {} if oof is None else {"oof_file": src.calibration["path"], "oof_folds": src.calibration.get("folds"),
+                                    "oof_grouped_by": src.calibration.get("grouped_by")}
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
@@ -314,7 +298,7 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, 
     if oof is not None:
         where["val_detected"] = int(np.sum(np.argmax(val_logits[y_val == mel], axis=1) == mel))
         where["val_images"] = int(np.sum(y_val == mel))
-    return {"class": str(fd.class_names[mel]), **where, **rec}
+    return {"class": str(fd.class_names[mel]), "chosen_on": rec.pop("chosen_on"), **where, **rec}
 
 
 def _sensitivity_note(rec: dict) -> str:
@@ -412,16 +396,17 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     for i, src in enumerate(plan.sources, 1):
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
+        oof = out_of_fold_logits(src, fd, options) if mel is not None else None  # loaded once per model
         auto = None
         tau = options.prior_shift
         if tau == "auto":
-            tau, auto = _auto_prior_shift(model, fd, options, src, mel, x_val)
+            tau, auto = _auto_prior_shift(model, fd, options, mel, x_val, oof)
         operating_point = _shift_prior(model, fd, tau, src.path)
         if auto is not None:
             operating_point["prior_shift_auto"] = auto
         keras_logits = _keras_logits(model, x_val)
         prior_bias = np.asarray(operating_point.get("bias_added", np.zeros(fd.num_classes)), dtype=np.float64)
-        held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias)
+        held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias, oof)
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""

@@ -34,6 +34,8 @@ import numpy as np
 #: sensitivity 54.9 +- 12.3 -> 60.7 +- 2.7%, accuracy 70.7 -> 70.1% (README, Performance).
 DEFAULT_TARGET = 0.6
 DEFAULT_CONFIDENCE = 0.95
+#: ``kdtool export --floor-on`` choices: where the offset is chosen (see :func:`floor_offset`).
+FLOOR_SOURCES = ("val", "oof", "both", "auto")
 
 
 def _binomial_tail(k: int, n: int, p: float) -> float:
@@ -184,3 +186,33 @@ def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target:
     return {"offset": offset, "images": n, "detected": detected, "sensitivity": detected / n,
             "lower_bound": binomial_lower_bound(detected, n, confidence), "target": float(target),
             "confidence": float(confidence), "floor": bool(floor), "before": found(0.0)}
+
+
+def floor_offset(val_logits: np.ndarray, val_labels: np.ndarray, cls: int, target: float, confidence: float,
+                 oof_logits: np.ndarray | None = None, oof_labels: np.ndarray | None = None,
+                 both: bool = False) -> dict:
+    """:func:`sensitivity_offset` on the out-of-fold logits when given, else on validation; with ``both``
+    (and out-of-fold logits) the larger of the two offsets, so that the floor holds on both.
+
+    Returns:
+        :func:`sensitivity_offset`'s record of the source that set the offset, with ``chosen_on``
+        (``val`` or ``oof``) and, with ``both``, ``floor_on`` and the two ``offsets``.
+
+    Example:
+        >>> z = np.array([[0.0, 1.0], [0.0, -0.5], [0.0, -2.0]]); y = np.array([1, 1, 0])
+        >>> floor_offset(z, y, 1, 1.0, 0.0)["offset"], floor_offset(z, y, 1, 1.0, 0.0, z[:1], y[:1])["chosen_on"]
+        (0.501, 'oof')
+        >>> floor_offset(z, y, 1, 1.0, 0.0, z[:1], y[:1], both=True)["chosen_on"]   # val needs more
+        'val'
+    """
+    on_val = lambda: sensitivity_offset(val_logits, val_labels, cls, target, confidence)  # noqa: E731
+    if oof_logits is None:
+        return {"chosen_on": "val", **on_val()}
+    rec = {"chosen_on": "oof", **sensitivity_offset(oof_logits, oof_labels, cls, target, confidence)}
+    if both:
+        val = on_val()
+        offsets = {"oof": rec["offset"], "val": val["offset"]}
+        if val["offset"] > rec["offset"]:
+            rec = {"chosen_on": "val", **val}
+        rec.update(floor_on="both", offsets=offsets)
+    return rec
