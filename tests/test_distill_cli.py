@@ -450,3 +450,25 @@ def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet)
     bad = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"),
                                     "--teacher-seeds", "0"])
     assert bad.exit_code == 2 and "--teacher-seeds must be >= 1, got 0" in bad.output
+
+
+def test_ema_averages_the_students_only_and_a_finished_run_keeps_its_setting(tmp_path, tinynet):
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    out = tmp_path / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), *tinynet, "--teacher-epochs", "1", "--ema", "0.9"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("weight average 0.9") == 2  # the student alone and the distilled one
+    assert json.loads((out / "run.json").read_text())["config"]["ema"] == 0.9
+
+    def columns(name):
+        with open(out / name / "history.csv", newline="") as fh:
+            return next(csv.reader(fh))
+
+    for student in ("student_alone", "student_tinynet"):
+        assert {"val_balanced_accuracy", "val_balanced_accuracy_raw"} <= set(columns(student))
+    assert "val_balanced_accuracy_raw" not in columns("teacher_tinynet")
+    refused = CliRunner().invoke(main, args[:-2])  # the same folder without --ema: a different run
+    assert refused.exit_code == 2 and "ema: 0.9 there, 0.0 now" in refused.output
+    bad = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"), "--ema", "1"])
+    assert bad.exit_code == 2 and "--ema must lie in [0, 1) (0: off), got 1.0" in bad.output

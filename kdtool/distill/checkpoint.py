@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
@@ -116,13 +117,16 @@ class BestOnValidation(keras.callbacks.Callback):
     Adds ``val_balanced_accuracy`` to the epoch logs (so it lands in history.csv),
     saves the best epoch's weights atomically as ``best.weights.h5`` with
     ``best.json`` beside them, and stops after ``patience`` epochs without
-    improvement (0: never).
+    improvement (0: never). When the model's optimizer keeps an exponential
+    moving average of the weights (``use_ema``), the average is what is scored
+    and saved; the raw weights' score is logged as ``val_balanced_accuracy_raw``
+    and training goes on from the raw weights.
 
     Args:
         folder: this model's backup folder.
         x_val: float32 validation images.
         labels_val: integer validation labels.
-        patience: epochs without improvement before stopping (0 = off).
+        patience: epochs without improvement before stopping (0: never).
     """
 
     def __init__(self, folder: Path, x_val, labels_val, patience: int = 0):
@@ -131,29 +135,61 @@ class BestOnValidation(keras.callbacks.Callback):
         best = _read_json(self.folder / "best.json")
         self.best_epoch, self.best = (int(best["epoch"]), float(best["score"])) if best else (0, -1.0)
 
-    def on_epoch_end(self, epoch, logs=None):
-        import json
-        import os
-
+    def _score(self) -> float:
         from kdtool.metrics import classification_report
 
         preds = np.concatenate([np.asarray(self.model(self.x_val[i:i + 512], training=False)).argmax(1)
                                 for i in range(0, len(self.x_val), 512)])
         k = int(max(preds.max(), self.labels_val.max())) + 1
-        score = classification_report(self.labels_val, preds, [str(c) for c in range(k)])["balanced_accuracy"]
+        return classification_report(self.labels_val, preds, [str(c) for c in range(k)])["balanced_accuracy"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import os
+
+        with averaged_weights(self.model) as averaged:
+            score = self._score()
+            if score > self.best:
+                self.best, self.best_epoch = score, epoch + 1
+                tmp = self.folder / f".best.tmp-{os.getpid()}.weights.h5"
+                try:
+                    self.model.save_weights(tmp)
+                    os.replace(tmp, self.folder / "best.weights.h5")
+                finally:
+                    tmp.unlink(missing_ok=True)
+                atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
+            elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
+                self.model.stop_training = True
         if logs is not None:
             logs["val_balanced_accuracy"] = score
-        if score > self.best:
-            self.best, self.best_epoch = score, epoch + 1
-            tmp = self.folder / f".best.tmp-{os.getpid()}.weights.h5"
-            try:
-                self.model.save_weights(tmp)
-                os.replace(tmp, self.folder / "best.weights.h5")
-            finally:
-                tmp.unlink(missing_ok=True)
-            atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
-        elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
-            self.model.stop_training = True
+            if averaged:
+                logs["val_balanced_accuracy_raw"] = self._score()
+
+
+def uses_ema(model) -> bool:
+    """Whether ``model``'s optimizer keeps a moving average of the weights (Keras ``use_ema``)."""
+    opt = getattr(model, "optimizer", None)
+    return bool(getattr(opt, "use_ema", False)) and bool(getattr(opt, "built", False))
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Swap the optimizer's moving average into ``model``'s trainable weights, then back.
+
+    Yields True while the average is in place, False (and changes nothing) when the
+    optimizer keeps none.
+    """
+    if not uses_ema(model):
+        yield False
+        return
+    variables = model.trainable_variables
+    raw = [v.numpy() for v in variables]
+    model.optimizer.finalize_variable_values(variables)
+    try:
+        yield True
+    finally:
+        for v, value in zip(variables, raw):
+            v.assign(value)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -193,6 +229,8 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
         epochs: total epochs (a resumed fit runs only the missing ones).
         select: ``(x_val, labels_val)`` to keep the epoch with the best validation
             balanced accuracy (its weights are restored at the end); None keeps the last.
+            With an optimizer that keeps a moving average of the weights (``use_ema``),
+            the average is what is scored and kept, or, with None, what the model ends with.
         patience: with ``select``, stop after this many epochs without improvement (0: never).
         **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
 
@@ -222,6 +260,8 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
     if best is not None and (backup_dir / "best.weights.h5").is_file():
         model.load_weights(backup_dir / "best.weights.h5")
         return history, best.best_epoch
+    if uses_ema(model):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     return history, None
 
 

@@ -51,7 +51,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0}
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
 
@@ -104,6 +104,9 @@ class DistillConfig:
             folds of the train split and save each student's out-of-fold logits (see
             :mod:`kdtool.distill.calibration`), from which ``kdtool export`` chooses the melanoma
             floor; 0: none.
+        ema: students only: momentum per step of an exponential moving average of the weights,
+            which is what is validated, selected and saved (the raw weights' validation balanced
+            accuracy is logged beside it); 0: off, the raw weights are kept.
     """
 
     data: str = "FData"
@@ -137,6 +140,7 @@ class DistillConfig:
     seed: int = 42
     strategy: str = "auto"
     calibration_folds: int = 0
+    ema: float = 0.0
 
     def check(self) -> None:
         """Refuse impossible settings with one line (exit code 2)."""
@@ -170,6 +174,8 @@ class DistillConfig:
             raise InputError("--views must be >= 1 and --patience >= 0")
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"--ema must lie in [0, 1) (0: off), got {self.ema}")
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
 
@@ -355,7 +361,8 @@ def _is_synthetic(fd: FData) -> bool:
         return False
 
 
-def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1):
+def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
+                   ema: float = 0.0):
     """The Adam optimizer every kdtool model trains with.
 
     Args:
@@ -365,6 +372,9 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
             so a resumed fit continues the schedule where it stopped.
         epochs: epochs of this fit.
         steps_per_epoch: batches per epoch.
+        ema: > 0: also keep an exponential moving average of the weights with this momentum
+            per step (Keras' ``use_ema``; it never overwrites the weights during training:
+            :class:`kdtool.distill.checkpoint.BestOnValidation` swaps it in to validate).
 
     Returns:
         A ``keras.optimizers.Adam``.
@@ -374,12 +384,14 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
     """
     import keras
 
+    averaging = {"use_ema": True, "ema_momentum": float(ema)} if ema else {}
     if schedule == "cosine":
         steps = max(1, int(epochs) * int(steps_per_epoch))
-        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps))
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps),
+                                     **averaging)
     if schedule != "constant":
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
-    return keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.Adam(learning_rate, **averaging)
 
 
 def logit_offset(run: Run) -> np.ndarray | None:
@@ -388,7 +400,7 @@ def logit_offset(run: Run) -> np.ndarray | None:
 
 
 def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
-                        offset: np.ndarray | None = None):
+                        offset: np.ndarray | None = None, ema: float = 0.0):
     import keras
 
     from kdtool.distill.distiller import student_metrics
@@ -396,7 +408,7 @@ def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: in
 
     loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if offset is None
             else logit_adjusted_crossentropy(offset))
-    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch), loss=loss,
+    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch, ema), loss=loss,
                   metrics=student_metrics())
 
 
@@ -556,14 +568,16 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
         student = _student(cfg, fd, name)
         if role == "baseline":
             _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
-                                offset=logit_offset(run))
+                                offset=logit_offset(run), ema=cfg.ema)
             trainer = student
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
                                 teachers=teacher_models if online else None, logit_offset=logit_offset(run))
-            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
+            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
+                                                     cfg.ema),
                             metrics=student_metrics())
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
+               + (f", weight average {cfg.ema:g}" if cfg.ema else "")
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={alpha:g}, T={temperature:g}"))
     trainer(x_va[:1])  # build before restoring a backup
