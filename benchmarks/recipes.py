@@ -88,8 +88,9 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "d96_la_v8e120_ens": ("today's defaults with --ensemble: with two or more --teachers, also a student distilled "
                           "from the mean of their soft targets (benchmarks/run.py's full kd section)",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ensemble"]),
-    "d96_la_v8e120_ema": ("today's defaults with --ema 0.999: each student's weights averaged over about the last "
-                          "1000 batches (10 epochs), the average validated, selected and saved",
+    "d96_la_v8e120_ema": ("today's defaults with --ema 0.999: each student's weights and BatchNorm statistics "
+                          "averaged over about the last 1000 batches (10 epochs), the average validated, selected "
+                          "and saved",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ema", "0.999"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),

@@ -117,21 +117,22 @@ class BestOnValidation(keras.callbacks.Callback):
     Adds ``val_balanced_accuracy`` to the epoch logs (so it lands in history.csv),
     saves the best epoch's weights atomically as ``best.weights.h5`` with
     ``best.json`` beside them, and stops after ``patience`` epochs without
-    improvement (0: never). When the model's optimizer keeps an exponential
-    moving average of the weights (``use_ema``), the average is what is scored
-    and saved; the raw weights' score is logged as ``val_balanced_accuracy_raw``
-    and training goes on from the raw weights.
+    improvement (0: never). With a weight average, the average is what is
+    scored and saved, and the raw weights' score is logged as
+    ``val_balanced_accuracy_raw``.
 
     Args:
         folder: this model's backup folder.
         x_val: float32 validation images.
         labels_val: integer validation labels.
-        patience: epochs without improvement before stopping (0: never).
+        patience: epochs without improvement before stopping (0 = off).
+        average: a :class:`kdtool.distill.averaging.WeightAverage` that runs before this callback, or None.
     """
 
-    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0):
+    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0, average=None):
         super().__init__()
         self.folder, self.x_val, self.labels_val, self.patience = Path(folder), x_val, labels_val, int(patience)
+        self.average = average
         best = _read_json(self.folder / "best.json")
         self.best_epoch, self.best = (int(best["epoch"]), float(best["score"])) if best else (0, -1.0)
 
@@ -147,7 +148,7 @@ class BestOnValidation(keras.callbacks.Callback):
         import json
         import os
 
-        with averaged_weights(self.model) as averaged:
+        with self.average.swapped() if self.average is not None else contextlib.nullcontext():
             score = self._score()
             if score > self.best:
                 self.best, self.best_epoch = score, epoch + 1
@@ -162,34 +163,8 @@ class BestOnValidation(keras.callbacks.Callback):
                 self.model.stop_training = True
         if logs is not None:
             logs["val_balanced_accuracy"] = score
-            if averaged:
+            if self.average is not None:
                 logs["val_balanced_accuracy_raw"] = self._score()
-
-
-def uses_ema(model) -> bool:
-    """Whether ``model``'s optimizer keeps a moving average of the weights (Keras ``use_ema``)."""
-    opt = getattr(model, "optimizer", None)
-    return bool(getattr(opt, "use_ema", False)) and bool(getattr(opt, "built", False))
-
-
-@contextlib.contextmanager
-def averaged_weights(model):
-    """Swap the optimizer's moving average into ``model``'s trainable weights, then back.
-
-    Yields True while the average is in place, False (and changes nothing) when the
-    optimizer keeps none.
-    """
-    if not uses_ema(model):
-        yield False
-        return
-    variables = model.trainable_variables
-    raw = [v.numpy() for v in variables]
-    model.optimizer.finalize_variable_values(variables)
-    try:
-        yield True
-    finally:
-        for v, value in zip(variables, raw):
-            v.assign(value)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -219,7 +194,7 @@ def _state(folder: Path) -> tuple[int, Path] | None:
 
 
 def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
-                  patience: int = 0, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
+                  patience: int = 0, average: float = 0.0, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
     """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
 
     Args:
@@ -229,9 +204,11 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
         epochs: total epochs (a resumed fit runs only the missing ones).
         select: ``(x_val, labels_val)`` to keep the epoch with the best validation
             balanced accuracy (its weights are restored at the end); None keeps the last.
-            With an optimizer that keeps a moving average of the weights (``use_ema``),
-            the average is what is scored and kept, or, with None, what the model ends with.
         patience: with ``select``, stop after this many epochs without improvement (0: never).
+        average: > 0: keep a moving average of the weights with this momentum per step
+            (:class:`kdtool.distill.averaging.WeightAverage`, saved in ``backup_dir``); the
+            average is what ``select`` scores and keeps, or, without ``select``, what the model
+            ends with.
         **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
 
     Returns:
@@ -248,10 +225,17 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
             model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
     callbacks = [EpochLog(log), EpochBackup(backup_dir)]
+    averager = None
+    if average:
+        from kdtool.distill.averaging import WeightAverage
+
+        averager = WeightAverage(average, backup_dir / "average.npz", resume_epoch=initial)
     best = None
     if select is not None:
-        best = BestOnValidation(backup_dir, select[0], select[1], patience)
+        best = BestOnValidation(backup_dir, select[0], select[1], patience, average=averager)
         callbacks.insert(0, best)
+    if averager is not None:
+        callbacks.insert(0, averager)  # updated and saved before it is scored and the epoch backed up
         if patience and best.best_epoch and initial - best.best_epoch >= patience:
             initial = epochs  # it had already stopped early before the interruption
     if initial < epochs:
@@ -260,8 +244,9 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
     if best is not None and (backup_dir / "best.weights.h5").is_file():
         model.load_weights(backup_dir / "best.weights.h5")
         return history, best.best_epoch
-    if uses_ema(model):
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+    if averager is not None:
+        averager.start(model)  # a fit that had nothing left to run still ends on its saved average
+        averager.assign()
     return history, None
 
 

@@ -104,9 +104,10 @@ class DistillConfig:
             folds of the train split and save each student's out-of-fold logits (see
             :mod:`kdtool.distill.calibration`), from which ``kdtool export`` chooses the melanoma
             floor; 0: none.
-        ema: students only: momentum per step of an exponential moving average of the weights,
-            which is what is validated, selected and saved (the raw weights' validation balanced
-            accuracy is logged beside it); 0: off, the raw weights are kept.
+        ema: students only: momentum per step of a moving average of the student's weights and
+            BatchNorm statistics (:mod:`kdtool.distill.averaging`), which is what is validated,
+            selected and saved (the raw weights' validation balanced accuracy is logged beside it);
+            0: off, the raw weights are kept.
     """
 
     data: str = "FData"
@@ -361,8 +362,7 @@ def _is_synthetic(fd: FData) -> bool:
         return False
 
 
-def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
-                   ema: float = 0.0):
+def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1):
     """The Adam optimizer every kdtool model trains with.
 
     Args:
@@ -372,9 +372,6 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
             so a resumed fit continues the schedule where it stopped.
         epochs: epochs of this fit.
         steps_per_epoch: batches per epoch.
-        ema: > 0: also keep an exponential moving average of the weights with this momentum
-            per step (Keras' ``use_ema``; it never overwrites the weights during training:
-            :class:`kdtool.distill.checkpoint.BestOnValidation` swaps it in to validate).
 
     Returns:
         A ``keras.optimizers.Adam``.
@@ -384,14 +381,12 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
     """
     import keras
 
-    averaging = {"use_ema": True, "ema_momentum": float(ema)} if ema else {}
     if schedule == "cosine":
         steps = max(1, int(epochs) * int(steps_per_epoch))
-        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps),
-                                     **averaging)
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps))
     if schedule != "constant":
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
-    return keras.optimizers.Adam(learning_rate, **averaging)
+    return keras.optimizers.Adam(learning_rate)
 
 
 def logit_offset(run: Run) -> np.ndarray | None:
@@ -400,7 +395,7 @@ def logit_offset(run: Run) -> np.ndarray | None:
 
 
 def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
-                        offset: np.ndarray | None = None, ema: float = 0.0):
+                        offset: np.ndarray | None = None):
     import keras
 
     from kdtool.distill.distiller import student_metrics
@@ -408,7 +403,7 @@ def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: in
 
     loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if offset is None
             else logit_adjusted_crossentropy(offset))
-    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch, ema), loss=loss,
+    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch), loss=loss,
                   metrics=student_metrics())
 
 
@@ -568,20 +563,19 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
         student = _student(cfg, fd, name)
         if role == "baseline":
             _compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
-                                offset=logit_offset(run), ema=cfg.ema)
+                                offset=logit_offset(run))
             trainer = student
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
                                 teachers=teacher_models if online else None, logit_offset=logit_offset(run))
-            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
-                                                     cfg.ema),
+            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
                             metrics=student_metrics())
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + (f", weight average {cfg.ema:g}" if cfg.ema else "")
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
                   f"alpha={alpha:g}, T={temperature:g}"))
     trainer(x_va[:1])  # build before restoring a backup
-    history, best = _fit(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs)
+    history, best = _fit(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs, average=cfg.ema)
     seconds = time.perf_counter() - t0
     return _finish_model(run, name, role, teacher_label, student, history, seconds,
                          {"teacher_logits": None if role == "baseline" else cfg.teacher_logits,
@@ -608,8 +602,12 @@ def training_batches(run: Run, x: np.ndarray, targets: np.ndarray, seed: int | N
                         seed=cfg.seed if seed is None else seed, sampling_probs=bal.sampling_probs)
 
 
-def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> tuple[dict, int | None]:
-    """Fit with per-epoch backups under ``out/.backup/<name>``: a killed run resumes there."""
+def _fit(run: Run, name: str, model, batches, validation_data, epochs: int,
+         average: float = 0.0) -> tuple[dict, int | None]:
+    """Fit with per-epoch backups under ``out/.backup/<name>``: a killed run resumes there.
+
+    ``average`` > 0 keeps a moving average of the weights with that momentum (``--ema``).
+    """
     from kdtool.distill.checkpoint import fit_resumable, resumed_epochs
 
     backup = run.out / ".backup" / name
@@ -618,7 +616,7 @@ def _fit(run: Run, name: str, model, batches, validation_data, epochs: int) -> t
         click.echo(f"  resuming {name} after epoch {done}/{epochs}")
     select = (run.fd.x("val"), run.fd.labels("val")) if run.cfg.select_best else None
     history, best = fit_resumable(model, backup, batches, None, epochs, select=select, patience=run.cfg.patience,
-                                  validation_data=validation_data, verbose=_verbose())
+                                  average=average, validation_data=validation_data, verbose=_verbose())
     if best is not None:
         click.echo(f"  kept epoch {best} (best validation balanced accuracy)")
     return history, best
