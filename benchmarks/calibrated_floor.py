@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from recipes import VARIANTS, distill_logged  # noqa: E402
+from recipes import VARIANTS, distill_logged, run_logged  # noqa: E402
 from run import results_doc, write_results  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity", "roc_auc")
@@ -53,13 +52,7 @@ def linked_copy(src: Path, dst: Path) -> None:
 def kdtool(*args: str, log: Path, ok: tuple[int, ...] = (0,)) -> None:
     """Run one kdtool command, its output appended to ``log``; exit naming the log when it fails (an exit code
     outside ``ok``; export's 3, an int8 drop above --max-drop, still writes the files)."""
-    with open(log, "a") as fh:
-        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} kdtool {' '.join(args)}\n")
-        fh.flush()
-        rc = subprocess.run([sys.executable, "-m", "kdtool", *args], stdout=fh, stderr=subprocess.STDOUT,
-                            cwd=ROOT).returncode
-    if rc not in ok:
-        raise SystemExit(f"kdtool {args[0]} exited {rc}; see {log}")
+    run_logged(list(args), log, "calibrated_floor.py", ok)
 
 
 def test_metrics(rec: dict) -> dict:

@@ -110,20 +110,30 @@ def _folder(root: Path, variant: str, teachers: str, seed: int) -> Path:
     return root / tag / f"s{seed}"
 
 
+def run_logged(args: list[str], log_path: Path, label: str, ok: tuple[int, ...] = (0,)) -> float:
+    """Run ``python -m kdtool ARGS`` with its output appended to ``log_path`` (a re-run keeps what is there).
+
+    Returns the wall seconds; exits with a line naming ``label`` and the log when the exit code is
+    outside ``ok`` (export's 3, an int8 drop above --max-drop, still writes the files).
+    """
+    t0 = time.perf_counter()
+    with open(log_path, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} kdtool {' '.join(args)}\n")
+        log.flush()
+        rc = subprocess.run([sys.executable, "-m", "kdtool", *args], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT).returncode
+    if rc not in ok:
+        raise SystemExit(f"{label}: kdtool {args[0]} exited {rc}; see {log_path}")
+    return time.perf_counter() - t0
+
+
 def distill_logged(data: str, out: Path, teachers: str, seed: int, variant: str, log_path: Path, label: str,
                    extra: tuple[str, ...] = ()) -> None:
     """Run ``kdtool distill`` with ``variant``'s options (then ``extra``) into ``out`` (finished models are
     reused), appending its output to ``log_path``; exits with a line naming ``label`` and the log when it fails."""
-    cmd = [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--teachers", teachers,
-           "--seed", str(seed), "--out", str(out), *VARIANTS[variant][1], *extra]
-    t0 = time.perf_counter()
-    with open(log_path, "a") as log:  # appended: a re-run keeps the training's own log
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}\n")
-        log.flush()
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc != 0:
-        raise SystemExit(f"{label}: kdtool distill exited {rc}; see {log_path}")
-    print(f"  {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds = run_logged(["distill", "--data", str(data), "--teachers", teachers, "--seed", str(seed),
+                          "--out", str(out), *VARIANTS[variant][1], *extra], log_path, label)
+    print(f"  {label}: {seconds:.0f} s", flush=True)
 
 
 def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> dict:

@@ -113,3 +113,14 @@ def test_a_rerun_appends_to_the_runs_log(recipes, tmp_path, monkeypatch):
     log = (tmp_path / "root" / "d96_la" / "s0.log").read_text()
     assert "trained 120 epochs" in log and "reused the finished models" in log
     assert log.count("=== ") == 2 and "--seed 0" in log
+
+
+def test_run_logged_appends_the_output_and_names_the_log_when_kdtool_fails(recipes, tmp_path):
+    log = tmp_path / "k.log"
+    log.write_text("kept\n")
+    missing = str(tmp_path / "no_such_run")
+    with pytest.raises(SystemExit, match=r"^seed 9: kdtool bench exited 2; see .*k\.log$"):
+        recipes.run_logged(["bench", missing], log, "seed 9")
+    assert recipes.run_logged(["bench", missing], log, "seed 9", ok=(2,)) >= 0
+    text = log.read_text()
+    assert text.startswith("kept\n") and text.count(f"kdtool bench {missing}") == 2 and "no_such_run" in text
