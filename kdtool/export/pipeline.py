@@ -156,13 +156,16 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
 
 
-def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
-    """Add ``tau * log(prior)`` to the in-memory model's output bias (the file is untouched); the record."""
+def _shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.ndarray]:
+    """Add ``tau * log(prior)`` to the in-memory model's output bias (the file is untouched).
+
+    Returns the sidecar's record (rounded for reading) and the exact (K,) shift added (zeros for tau 0).
+    """
     from kdtool.distill.balance import log_prior  # noqa: PLC0415
     from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
 
     if not tau:
-        return {"prior_shift": 0.0}
+        return {"prior_shift": 0.0}, np.zeros(fd.num_classes)
     layer, why = output_dense_layer(model)
     if layer is None:
         raise InputError(f"{path}: --prior-shift needs a linear Dense output layer with a bias ({why})")
@@ -174,7 +177,7 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> dict:
     add_to_bias(layer, shift)
     return {"prior_shift": float(tau), "log_prior": [round(float(v), 6) for v in prior],
             "bias_added": [round(float(v), 6) for v in shift], "prior_from": "train split class frequencies",
-            "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}
+            "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}, shift.astype(np.float64)
 
 
 def _auto_prior_shift(model, fd: FData, options: ExportOptions, mel: int | None, x_val: np.ndarray,
@@ -401,11 +404,10 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         tau = options.prior_shift
         if tau == "auto":
             tau, auto = _auto_prior_shift(model, fd, options, mel, x_val, oof)
-        operating_point = _shift_prior(model, fd, tau, src.path)
+        operating_point, prior_bias = _shift_prior(model, fd, tau, src.path)
         if auto is not None:
             operating_point["prior_shift_auto"] = auto
         keras_logits = _keras_logits(model, x_val)
-        prior_bias = np.asarray(operating_point.get("bias_added", np.zeros(fd.num_classes)), dtype=np.float64)
         held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias, oof)
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
