@@ -234,10 +234,10 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
     if select is not None:
         best = BestOnValidation(backup_dir, select[0], select[1], patience, average=averager)
         callbacks.insert(0, best)
-    if averager is not None:
-        callbacks.insert(0, averager)  # updated and saved before it is scored and the epoch backed up
         if patience and best.best_epoch and initial - best.best_epoch >= patience:
             initial = epochs  # it had already stopped early before the interruption
+    if averager is not None:
+        callbacks.insert(0, averager)  # updated and saved before it is scored and the epoch backed up
     if initial < epochs:
         model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=callbacks, **fit_kwargs)
     history = read_epoch_log(log, max_epoch=epochs)

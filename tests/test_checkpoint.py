@@ -1,0 +1,33 @@
+"""fit_resumable's early stopping (--patience), alone and after a resume, with and without --ema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from kdtool.distill.checkpoint import fit_resumable  # noqa: E402
+from kdtool.distill.student import build_student  # noqa: E402
+
+RNG = np.random.default_rng(1)
+X = RNG.random((32, 8, 8, 3), dtype=np.float32)
+Y = np.eye(2, dtype=np.float32)[np.arange(32) % 2]
+
+
+def _frozen_model():
+    # learning rate 0: the weights (and the validation score) never change, so only epoch 1 is ever "best"
+    keras.utils.set_random_seed(0)
+    m = build_student((8, 8, 3), 2, filters=(4,), dense_units=0, dropout=0.0)
+    m.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    m(X[:1])
+    return m
+
+
+@pytest.mark.parametrize("average", [0.0, 0.9])
+def test_patience_stops_and_a_resume_does_not_train_past_the_stop(tmp_path, average):
+    kw = dict(select=(X, Y.argmax(1)), patience=2, average=average, batch_size=8, verbose=0)
+    history, best = fit_resumable(_frozen_model(), tmp_path / "b", X, Y, 10, **kw)
+    assert best == 1 and len(history["loss"]) == 3  # epochs 2 and 3 did not improve on epoch 1
+    again, best = fit_resumable(_frozen_model(), tmp_path / "b", X, Y, 10, **kw)
+    assert best == 1 and len(again["loss"]) == 3  # it had stopped: nothing more is trained
