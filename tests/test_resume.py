@@ -40,8 +40,11 @@ def _backed_up(folder: Path) -> int:
 
 def _start_and_interrupt(data, out, sig, model, epoch, timeout=300):
     """Start the run; send ``sig`` once ``model`` has backed up ``epoch`` epochs (the marker file)."""
+    # A shell's background job (`pytest ... &`) starts with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the run the default disposition, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen(_cmd(data, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     marker = out / ".backup" / model
     deadline = time.monotonic() + timeout
     while _backed_up(marker) < epoch and not (out / model / "metrics.json").exists():
