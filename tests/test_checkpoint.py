@@ -31,3 +31,33 @@ def test_patience_stops_and_a_resume_does_not_train_past_the_stop(tmp_path, aver
     assert best == 1 and len(history["loss"]) == 3  # epochs 2 and 3 did not improve on epoch 1
     again, best = fit_resumable(_frozen_model(), tmp_path / "b", X, Y, 10, **kw)
     assert best == 1 and len(again["loss"]) == 3  # it had stopped: nothing more is trained
+
+
+def _dropout_model(seed: int):
+    keras.utils.set_random_seed(seed)
+    m = build_student((8, 8, 3), 2, filters=(4,), dense_units=8, dropout=0.5)
+    m.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    m(X[:1])
+    return m
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views):
+    from kdtool.distill.augment import TrainBatches
+
+    x = np.stack([X, X[:, ::-1]]) if views else X
+    y = np.stack([Y, Y]) if views else Y
+
+    def batches():
+        # fixed views, or a fresh augmented view at every step; Keras shuffles the batch order too
+        return TrainBatches(x, y, 8, augment=not views, seed=3)
+
+    straight = _dropout_model(0)
+    fit_resumable(straight, tmp_path / "straight", batches(), None, 4, verbose=0)
+    fit_resumable(_dropout_model(0), tmp_path / "cut", batches(), None, 2, verbose=0)
+    # "a new process": other global seeds, other initial weights and dropout streams, fresh batches
+    resumed = _dropout_model(7)
+    history, _ = fit_resumable(resumed, tmp_path / "cut", batches(), None, 4, verbose=0)
+    assert len(history["loss"]) == 4
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

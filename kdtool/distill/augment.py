@@ -110,11 +110,21 @@ class TrainBatches(keras.utils.PyDataset):
         return int(np.ceil(self.n / self.batch_size))
 
     def on_epoch_end(self):
+        self._state_before_epoch_end = self.rng.bit_generator.state
         if self.sampling_probs is not None:
             self.order = self.rng.choice(self.n, size=self.n, replace=True, p=self.sampling_probs)
         else:
             self.order = self.rng.permutation(self.n)
         self.view_of = self.rng.integers(0, self.x.shape[0], size=self.n) if self.views else None
+
+    def random_state(self) -> dict:
+        """The generator's state before the last ``on_epoch_end`` (JSON-serialisable), for a resumed fit."""
+        return self._state_before_epoch_end
+
+    def restore_random_state(self, state: dict) -> None:
+        """Continue as the batches that returned ``state`` from :meth:`random_state` did: the same next epoch."""
+        self.rng.bit_generator.state = state
+        self.on_epoch_end()
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]

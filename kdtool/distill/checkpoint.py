@@ -9,6 +9,10 @@
 
 A killed fit, started again with the same backup folder, resumes after its
 last backed-up epoch. The caller deletes the folder once the model is saved.
+``state.json`` also holds every random state the next epoch draws from (Python's
+``random``, which Keras shuffles batches with; the batches' own generator; the
+model's dropout seed generators), so a resumed fit continues exactly as an
+uninterrupted one would, bit for bit on the same machine.
 
 Example:
     >>> history = fit_resumable(model, Path("models/.backup/student_alone"), x, y, epochs=20)  # doctest: +SKIP
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import random
 import shutil
 from pathlib import Path
 
@@ -75,6 +80,68 @@ class EpochLog(keras.callbacks.Callback):
         atomic_write_text(self.path, buf.getvalue())
 
 
+def _save_weights_atomic(model, path: Path) -> None:
+    """``model.save_weights(path)`` under a temp name in the same folder, fsynced, then renamed over ``path``."""
+    import os
+
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}.weights.h5"
+    try:
+        model.save_weights(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _seed_states(model) -> list:
+    """The model's seed-generator state variables (dropout's random stream), in a fixed order."""
+    return [v for v in model.variables if v.path.split("/")[-1] == "seed_generator_state"]
+
+
+def random_state(model, batches=None) -> dict:
+    """Every random state an epoch of ``fit`` draws from, as JSON-serialisable values.
+
+    Args:
+        model: the Keras model being fitted (its seed generators: dropout).
+        batches: the training data when it has ``random_state()`` (a ``TrainBatches``), else None.
+
+    Returns:
+        ``{"python": ..., "seed_generators": [...], "batches": ... or None}``.
+    """
+    version, internal, gauss = random.getstate()
+    return {"python": [version, list(internal), gauss],
+            "seed_generators": [np.asarray(v).tolist() for v in _seed_states(model)],
+            "batches": batches.random_state() if hasattr(batches, "random_state") else None}
+
+
+def restore_random_state(model, batches, state: dict) -> bool:
+    """Put back what :func:`random_state` returned; False (nothing changed) when it does not fit this model."""
+    seeds = _seed_states(model)
+    if len(seeds) != len(state.get("seed_generators") or []) or not state.get("python"):
+        return False
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for var, value in zip(seeds, state["seed_generators"]):
+        var.assign(np.asarray(value, dtype=var.dtype))
+    if state.get("batches") is not None and hasattr(batches, "restore_random_state"):
+        batches.restore_random_state(state["batches"])
+    return True
+
+
+class _RestoreRandom(keras.callbacks.Callback):
+    """At the first resumed epoch's start (after ``fit`` has peeked at the data), restore the saved random state."""
+
+    def __init__(self, batches, state: dict):
+        super().__init__()
+        self.batches, self.state = batches, state
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.state is not None:
+            restore_random_state(self.model, self.batches, self.state)
+            self.state = None
+
+
 class EpochBackup(keras.callbacks.Callback):
     """Save weights and optimizer state after every epoch, atomically.
 
@@ -86,26 +153,20 @@ class EpochBackup(keras.callbacks.Callback):
 
     Args:
         folder: this model's backup folder.
+        batches: the training data, whose random state is saved too when it has one (``TrainBatches``).
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, batches=None):
         super().__init__()
-        self.folder = Path(folder)
+        self.folder, self.batches = Path(folder), batches
 
     def on_epoch_end(self, epoch, logs=None):
         import json
-        import os
 
         name = f"epoch-{epoch + 1}.weights.h5"
-        tmp = self.folder / f".{name}.tmp-{os.getpid()}.weights.h5"
-        try:
-            self.model.save_weights(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.folder / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch + 1, "weights": name}) + "\n")
+        _save_weights_atomic(self.model, self.folder / name)
+        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch + 1, "weights": name,
+                                                                "random": random_state(self.model, self.batches)}) + "\n")
         for old in self.folder.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -146,18 +207,12 @@ class BestOnValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         import json
-        import os
 
         with self.average.swapped() if self.average is not None else contextlib.nullcontext():
             score = self._score()
             if score > self.best:
                 self.best, self.best_epoch = score, epoch + 1
-                tmp = self.folder / f".best.tmp-{os.getpid()}.weights.h5"
-                try:
-                    self.model.save_weights(tmp)
-                    os.replace(tmp, self.folder / "best.weights.h5")
-                finally:
-                    tmp.unlink(missing_ok=True)
+                _save_weights_atomic(self.model, self.folder / "best.weights.h5")
                 atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
             elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
                 self.model.stop_training = True
@@ -182,7 +237,7 @@ def resumed_epochs(backup_dir: Path) -> int:
     return state[0] if state else 0
 
 
-def _state(folder: Path) -> tuple[int, Path] | None:
+def _state(folder: Path) -> tuple[int, Path, dict | None] | None:
     import json
 
     try:
@@ -190,7 +245,8 @@ def _state(folder: Path) -> tuple[int, Path] | None:
         epoch, weights = int(doc["epoch"]), folder / Path(str(doc["weights"])).name
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (epoch, weights) if weights.is_file() else None
+    saved = doc.get("random")
+    return (epoch, weights, saved if isinstance(saved, dict) else None) if weights.is_file() else None
 
 
 def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
@@ -217,14 +273,16 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
     backup_dir = Path(backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
     log = backup_dir / "epochs.csv"
-    initial = 0
+    initial, saved_random = 0, None
     state = _state(backup_dir)
     if state:
-        initial, weights = state
+        initial, weights, saved_random = state
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
-    callbacks = [EpochLog(log), EpochBackup(backup_dir)]
+    callbacks = [EpochLog(log), EpochBackup(backup_dir, x)]
+    if saved_random is not None:
+        callbacks.insert(0, _RestoreRandom(x, saved_random))
     averager = None
     if average:
         from kdtool.distill.averaging import WeightAverage
