@@ -6,8 +6,12 @@ checks that each EMA run's raw-weight validation curve (``val_balanced_accuracy_
 students' history.csv) equals the baseline run's curve epoch by epoch (the pairing), and writes the
 verdict as Markdown and JSON.
 
+Several ``--recipes`` files (say, seeds 0 and 1 from one machine and seed 2 from another) are
+pooled seed by seed: each pair of runs stays on one machine, which is what the pairing needs.
+
 Example:
     python benchmarks/ema_decision.py --recipes benchmarks/recipes_ema.json --md benchmarks/ema_decision.md
+    python benchmarks/ema_decision.py --recipes benchmarks/recipes_ema.json --recipes benchmarks/recipes_ema_s2.json
 """
 
 from __future__ import annotations
@@ -53,6 +57,37 @@ def pairing(root: Path, teachers: str, seeds: list[int]) -> dict:
     return out
 
 
+def pool(docs: list[dict], names: list[str]) -> dict:
+    """One recipes-like doc whose per-seed paired values are those of ``docs`` together, seed by seed.
+
+    Raises:
+        ValueError: naming the file, when a seed is in two files, the files held melanoma sensitivity
+            at different targets, or a file's values do not line up with its seeds.
+    """
+    seeds, machines, values = [], {}, {s: {f"{k}_vs_baseline": {"values": []} for k, _ in KEYS} for s in STUDENTS}
+    mel = docs[0].get("melanoma_sensitivity")
+    for doc, name in zip(docs, names):
+        if doc.get("melanoma_sensitivity") != mel:
+            raise ValueError(f"{name}: --melanoma-sensitivity {doc.get('melanoma_sensitivity')}, "
+                             f"the first file has {mel}")
+        twice = sorted(set(doc["seeds"]) & set(seeds))
+        if twice:
+            raise ValueError(f"{name}: seed(s) {twice} are in an earlier file too")
+        for student in STUDENTS:
+            row = doc["variants"][EMA]["models"][student]
+            for key, _ in KEYS:
+                got = row[f"{key}_vs_baseline"]["values"]
+                if len(got) != len(doc["seeds"]):
+                    raise ValueError(f"{name}: {student} has {len(got)} paired {key} values for seeds {doc['seeds']}")
+                values[student][f"{key}_vs_baseline"]["values"] += got
+        seeds += doc["seeds"]
+        m = doc.get("machine") or {}
+        for seed in doc["seeds"]:
+            machines[seed] = f"{m.get('cpu_model', '?')} ({m.get('cpu_family_model', '?')})"
+    return {"command": "; ".join(d["command"] for d in docs), "seeds": seeds, "melanoma_sensitivity": mel,
+            "machines": machines, "variants": {EMA: {"models": values}}}
+
+
 def decide(doc: dict) -> dict:
     """The rule of ema_rule.md on the distilled student's paired int8 test differences."""
     row = doc["variants"][EMA]["models"][DECIDES]
@@ -76,6 +111,9 @@ def render(doc: dict, verdict: dict, pairs: dict, command: str) -> str:
              f"(`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), test split, points:", "",
              "| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|---|" + "---|" * (len(seeds) + 1)]
+    machines = doc.get("machines") or {}
+    if len(set(machines.values())) > 1:  # each seed's pair of runs is on one machine; say which
+        lines[-2:-2] = [", ".join(f"seed {s}: {machines[s]}" for s in seeds) + ".", ""]
     for student in STUDENTS:
         row = doc["variants"][EMA]["models"][student]
         for key, label in KEYS:
@@ -88,25 +126,38 @@ def render(doc: dict, verdict: dict, pairs: dict, command: str) -> str:
               "", "Pairing check (raw-weight validation balanced accuracy of the EMA run against the baseline run's, "
               "largest absolute difference over the epochs both logged):", ""]
     for key, p in pairs.items():
-        lines.append(f"- {key}: " + ("missing" if p is None else f"{p['max_abs_diff']:.6f} over {p['epochs']} epochs"))
+        lines.append(f"- {key}: " + ("missing here (the runs are not under --root on this machine)" if p is None
+                                     else f"{p['max_abs_diff']:.6f} over {p['epochs']} epochs"))
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--recipes", required=True, help="recipes.py JSON with both variants and --int8.")
+    ap.add_argument("--recipes", required=True, action="append",
+                    help="recipes.py JSON with both variants and --int8; repeat it to pool seeds from several files.")
     ap.add_argument("--root", default=str(ROOT / "runs" / "recipes"), help="recipes.py's --root (for the pairing check).")
     ap.add_argument("--teachers", default="efficientnet_lite0", help="recipes.py's --teachers.")
     ap.add_argument("--json", default=str(HERE / "ema_decision.json"), help="Verdict JSON.")
     ap.add_argument("--md", default=str(HERE / "ema_decision.md"), help="Verdict Markdown.")
     args = ap.parse_args(argv)
-    doc = json.loads(Path(args.recipes).read_text())
-    if not doc.get("int8") or EMA not in doc["variants"] or doc.get("baseline") != BASE:
-        ap.error(f"{args.recipes}: needs recipes.py --variants {BASE},{EMA} ... --int8")
+    docs = []
+    for name in args.recipes:
+        try:
+            doc = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as exc:
+            ap.error(f"{name}: cannot read a recipes.py JSON ({exc})")
+        if not doc.get("int8") or EMA not in doc.get("variants", {}) or doc.get("baseline") != BASE:
+            ap.error(f"{name}: needs recipes.py --variants {BASE},{EMA} ... --int8")
+        docs.append(doc)
+    try:
+        doc = pool(docs, args.recipes)
+    except ValueError as exc:
+        ap.error(str(exc))
     verdict = decide(doc)
     pairs = pairing(Path(args.root), args.teachers.replace(",", "+"), doc["seeds"])
     command = " ".join(["python benchmarks/ema_decision.py", *(argv if argv is not None else sys.argv[1:])])
-    out = {"command": command, "recipes": doc["command"], "verdict": verdict, "pairing": pairs}
+    out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,
+           "pairing": pairs}
     write_results(out, args.json, args.md, render(doc, verdict, pairs, command))
     print(f"verdict: {'adopt' if verdict['adopt'] else 'keep 0'}")
     return 0

@@ -62,3 +62,25 @@ def test_main_writes_the_verdict_and_refuses_a_result_without_both_variants(ema,
     with pytest.raises(SystemExit) as exc:
         ema.main(["--recipes", str(path)])
     assert exc.value.code == 2
+
+
+def test_seeds_pool_across_files_and_a_seed_in_two_files_is_refused(ema, tmp_path):
+    first, second = _doc({"int8_balanced_accuracy": [0.01, -0.02]}), _doc({"int8_balanced_accuracy": [0.03]})
+    first["seeds"], second["seeds"] = [0, 1], [2]
+    for doc in (first, second):  # _doc gives three values per metric: keep one per seed
+        for row in doc["variants"]["d96_la_v8e120_ema"]["models"].values():
+            for cell in row.values():
+                cell["values"] = cell["values"][:len(doc["seeds"])]
+    first["machine"], second["machine"] = {"cpu_model": "Intel"}, {"cpu_model": "AMD"}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, doc in zip(paths, (first, second)):
+        path.write_text(json.dumps(doc))
+    args = ["--root", str(tmp_path), "--json", str(tmp_path / "d.json"), "--md", str(tmp_path / "d.md")]
+    assert ema.main(["--recipes", str(paths[0]), "--recipes", str(paths[1]), *args]) == 0
+    out = json.loads((tmp_path / "d.json").read_text())
+    assert out["verdict"]["paired"]["int8_balanced_accuracy"] == [0.01, -0.02, 0.03]
+    assert out["verdict"]["adopt"] is True  # mean +0.7 points, 2 of 3 seeds gain
+    assert "seed 0: Intel" in (tmp_path / "d.md").read_text() and "seed 2: AMD" in (tmp_path / "d.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        ema.main(["--recipes", str(paths[0]), "--recipes", str(paths[0]), *args])
+    assert exc.value.code == 2
