@@ -18,7 +18,7 @@ to the first variant (same model, same seed).
 With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8 --melanoma-sensitivity 0``: as trained,
 into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``, ``..._mel<S>`` with
 ``--melanoma-sensitivity S``) and benched on the
-test split (``kdtool bench ... --split test --runs 0``): the tables gain the int8 files' test
+test split (``kdtool bench ... --split test --runs 0``; both log to ``RUN/<that folder>.log``): the tables gain the int8 files' test
 metrics and their validation accuracy drop (points, Keras minus int8). ``--quantize int8-floatends``
 exports that mode instead (into ``RUN/export_int8-floatends``).
 """
@@ -178,16 +178,12 @@ def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: floa
                  + (f"_mel{mel:g}" if mel is not None else ""))
     bench = out / "bench_test.json"
     if not _exports_current(run, out, bench, mode, mel):
-        export = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", mode, "--data", data,
-                  "--out", str(out), "--prior-shift", str(tau), "--melanoma-sensitivity", str(mel or 0)]
-        rc = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
-        if rc.returncode not in (0, 3):  # 3: some drop above --max-drop, the files are written
-            raise SystemExit(f"{run}: kdtool export exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
-        cmd = [sys.executable, "-m", "kdtool", "bench", str(out), "--data", data, "--split", "test", "--runs", "0",
-               "--json", str(bench)]
-        rc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if rc.returncode != 0:
-            raise SystemExit(f"{run}: kdtool bench exited {rc.returncode}: {rc.stderr.strip()[-300:]}")
+        log = out.parent / f"{out.name}.log"
+        run_logged(["export", str(run), "--quantize", mode, "--data", data, "--out", str(out), "--prior-shift",
+                    str(tau), "--melanoma-sensitivity", str(mel or 0)], log, str(run),
+                   ok=(0, 3))  # 3: some drop above --max-drop, the files are written
+        run_logged(["bench", str(out), "--data", data, "--split", "test", "--runs", "0", "--json", str(bench)],
+                   log, str(run))
     results = {}
     for rec in json.loads(bench.read_text()):
         name = rec["model"].removesuffix(f".{mode}.tflite")

@@ -124,3 +124,35 @@ def test_run_logged_appends_the_output_and_names_the_log_when_kdtool_fails(recip
     assert recipes.run_logged(["bench", missing], log, "seed 9", ok=(2,)) >= 0
     text = log.read_text()
     assert text.startswith("kept\n") and text.count(f"kdtool bench {missing}") == 2 and "no_such_run" in text
+
+
+def test_int8_results_logs_export_and_bench_and_tolerates_exports_drop_exit(recipes, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    run = tmp_path / "s0"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"models": [{"name": "student_alone", "role": "baseline",
+                                                          "sha256": "a"}]}))
+
+    def fake_run(cmd, stdout, **kw):
+        stdout.write(f"{cmd[3]} ran\n")
+        if cmd[3] == "export":  # writes the file and its sidecar, then exits 3 (an int8 drop above --max-drop)
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "student_alone.int8.json").write_text(json.dumps({
+                "source": {"sha256": "a"}, "check": {"accuracy_drop": 0.7},
+                "operating_point": {"melanoma_sensitivity": {"target": 0.6, "floor": True}}}))
+            return SimpleNamespace(returncode=3)
+        rec = {"model": "student_alone.int8.tflite", "accuracy": 0.7, "balanced_accuracy": 0.6,
+               "macro": {"f1": 0.5}, "melanoma_sensitivity": 0.62, "roc_auc_macro": 0.9}
+        Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps([rec]))
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(recipes.subprocess, "run", fake_run)
+    found = recipes.int8_results(run, "FData", 0.0, mel=0.6)
+    assert found["student_alone"]["melanoma_sensitivity"] == 0.62
+    assert found["student_alone"]["val_accuracy_drop"] == pytest.approx(0.007)
+    log = (run / "export_mel0.6.log").read_text()
+    assert "export ran" in log and "bench ran" in log and log.count("=== ") == 2
