@@ -104,16 +104,15 @@ def decide(doc: dict) -> dict:
 
 
 def render(doc: dict, verdict: dict, pairs: dict, command: str) -> str:
-    seeds = doc["seeds"]
+    seeds, machines = doc["seeds"], doc.get("machines") or {}
     lines = ["# Does `--ema 0.999` become the default? (benchmarks/ema_rule.md)", "", f"`{command}`", "",
              f"From `{doc['command']}`.", "",
              "Paired by seed, EMA minus baseline, int8 files exported as kdtool does by default "
-             f"(`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), test split, points:", "",
-             "| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|---|---|" + "---|" * (len(seeds) + 1)]
-    machines = doc.get("machines") or {}
+             f"(`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), test split, points:", ""]
     if len(set(machines.values())) > 1:  # each seed's pair of runs is on one machine; say which
-        lines[-2:-2] = [", ".join(f"seed {s}: {machines[s]}" for s in seeds) + ".", ""]
+        lines += [", ".join(f"seed {s}: {machines[s]}" for s in seeds) + ".", ""]
+    lines += ["| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+              "|---|---|" + "---|" * (len(seeds) + 1)]
     for student in STUDENTS:
         row = doc["variants"][EMA]["models"][student]
         for key, label in KEYS:

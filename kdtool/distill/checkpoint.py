@@ -115,18 +115,18 @@ def random_state(model, batches=None) -> dict:
             "batches": batches.random_state() if hasattr(batches, "random_state") else None}
 
 
-def restore_random_state(model, batches, state: dict) -> bool:
-    """Put back what :func:`random_state` returned; False (nothing changed) when it does not fit this model."""
+def restore_random_state(model, batches, state: dict) -> None:
+    """Put back what :func:`random_state` returned; nothing changes when it does not fit this model
+    (another number of seed generators): the fit then resumes, only not bit for bit."""
     seeds = _seed_states(model)
     if len(seeds) != len(state.get("seed_generators") or []) or not state.get("python"):
-        return False
+        return
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     for var, value in zip(seeds, state["seed_generators"]):
         var.assign(np.asarray(value, dtype=var.dtype))
     if state.get("batches") is not None and hasattr(batches, "restore_random_state"):
         batches.restore_random_state(state["batches"])
-    return True
 
 
 class _RestoreRandom(keras.callbacks.Callback):
