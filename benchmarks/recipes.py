@@ -92,6 +92,10 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                           "averaged over about the last 1000 batches (10 epochs), the average validated, selected "
                           "and saved",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ema", "0.999"]),
+    "d96_la_v8e120_c2": ("today's defaults with a deeper student: two Conv-BN-ReLU units per block, narrower "
+                         "(24/40/80 filters; 139k parameters against 129k, 1.7x the multiply-adds)",
+                         ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
+                          "--student-filters", "24,40,80"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",

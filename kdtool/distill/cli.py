@@ -48,6 +48,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--ensemble", is_flag=True, help="Also distil one student from the mean of all teachers' soft targets.")
 @click.option("--student-filters", default="32,64,128", help="Filters of the student's conv blocks.")
 @click.option("--student-dense", type=int, default=256, help="Units of the student's dense layer (0: none).")
+@click.option("--student-convs", type=click.IntRange(min=1), default=1, help="Conv-BN-ReLU units per student block before its pooling: 2 is VGG-style, deeper; pair it with narrower --student-filters (24,40,80: about 140k parameters) to stay near the default's size.")
 @click.option("--student-dropout", type=float, default=0.3, help="Dropout before the student's logits.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")

@@ -51,7 +51,8 @@ LR_SCHEDULES = ("constant", "cosine")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0,
+                                "student_convs": 1}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
 
@@ -87,7 +88,8 @@ class DistillConfig:
         temperature: KD temperature.
         teacher_logits: ``cached`` or ``online``.
         ensemble: also distil one student from the mean of all teachers' soft targets.
-        student_filters, student_dense, student_dropout: student architecture.
+        student_filters, student_dense, student_dropout, student_convs: student architecture
+            (``student_convs``: Conv-BN-ReLU units per block before its pooling).
         balance: ``none``, ``weights`` (class-weighted CE and KD terms), ``sampling``
             (class-balanced sampling) or ``logit-adjust`` (CE on logits + log class prior),
             for teachers and students alike.
@@ -131,6 +133,7 @@ class DistillConfig:
     ensemble: bool = False
     student_filters: tuple = (32, 64, 128)
     student_dense: int = 256
+    student_convs: int = 1
     student_dropout: float = 0.3
     balance: str = "logit-adjust"
     augment: bool = True
@@ -458,7 +461,7 @@ def _student(cfg: DistillConfig, fd: FData, name: str):
 
     keras.utils.set_random_seed(cfg.seed)  # every student starts from the same weights
     return build_student(fd.image_shape, fd.num_classes, cfg.student_filters, cfg.student_dense,
-                         cfg.student_dropout, name=name)
+                         cfg.student_dropout, name=name, convs_per_block=cfg.student_convs)
 
 
 def _train_teacher(run: Run, strategy, name: str, tname: str, seed: int) -> tuple[object, dict]:
