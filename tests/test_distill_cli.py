@@ -118,12 +118,13 @@ def test_fresh_never_resumes_an_earlier_runs_backup(finished_run, tmp_path):
 
 
 def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
-    """A run.json written before --lr-schedule existed (constant learning rate) is that setting, not another run."""
+    """A run.json written before --lr-schedule and --student-convs existed (constant learning rate, one conv
+    per block) is those settings, not another run."""
     _, out, args, _ = finished_run
     older = tmp_path / "older"
     shutil.copytree(out, older)
     doc = json.loads((older / "run.json").read_text())
-    del doc["config"]["lr_schedule"]  # as written by kdtool before --lr-schedule
+    del doc["config"]["lr_schedule"], doc["config"]["student_convs"]  # as written before those options
     (older / "run.json").write_text(json.dumps(doc))
     rest = [*args[:args.index("--out")], "--out", str(older), *args[args.index("--out") + 2:]]
     result = CliRunner().invoke(main, [*rest, "--lr-schedule", "constant"], catch_exceptions=False)
@@ -131,6 +132,8 @@ def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
     assert result.output.count("already done, skipped") == 6
     result = CliRunner().invoke(main, rest)  # today's default, cosine: not what that run did
     assert result.exit_code == 2 and "different configuration" in result.output
+    result = CliRunner().invoke(main, [*rest, "--lr-schedule", "constant", "--student-convs", "2"])
+    assert result.exit_code == 2 and "student_convs: 1 there, 2 now" in result.output
 
 
 def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
@@ -149,6 +152,7 @@ def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     (["--teachers", "alexnet"], "unknown teacher 'alexnet'; choose from:"),
     (["--ensemble", "--teachers", "vgg16"], "--ensemble needs at least two teachers"),
     (["--student-filters", "8,x"], "--student-filters must be comma-separated integers"),
+    (["--student-convs", "0"], "Invalid value for '--student-convs'"),
 ])
 def test_bad_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
