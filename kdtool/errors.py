@@ -39,15 +39,26 @@ class QualityGateFailed(click.ClickException):
 def require_train_extra(what: str = "this command"):
     """Import TensorFlow lazily, or fail in one line saying how to install it.
 
+    Unless the environment already says otherwise, TensorFlow loads with its oneDNN kernels on
+    (``TF_ENABLE_ONEDNN_OPTS=1``), as it does by itself on CPUs with AVX512_VNNI.
+
     Args:
         what: the command that needs TensorFlow, for the message.
 
     Returns:
         The ``tensorflow`` module.
+
+    Example:
+        >>> tf = require_train_extra("kdtool distill")  # doctest: +SKIP
     """
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's x86 wheels turn their oneDNN kernels on by default only on CPUs with AVX512_VNNI or
+    # newer; on an AVX2-only CPU its Eigen kernels ran kdtool's training steps 1.2-1.4x slower
+    # (benchmarks/onednn.md), and every earlier measurement here had oneDNN on. A setting of the
+    # user's own wins; TensorFlow reads it when it loads.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         tf = _import_tensorflow_quietly()
     except ImportError as exc:  # pragma: no cover - depends on the install

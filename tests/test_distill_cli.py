@@ -40,6 +40,7 @@ def test_run_writes_everything(finished_run):
     assert doc["status"] == "FINISHED"
     assert doc["config"]["alpha"] == 0.5 and doc["config"]["teachers"] == ["vgg16", "resnet50"]
     assert len(doc["data"]["fingerprint"]) == 64 and doc["versions"]["tensorflow"]
+    assert doc["versions"]["onednn"] in (True, False)  # changes the rounding: recorded beside the versions
     names = {m["name"]: m for m in doc["models"]}
     assert set(names) == {"student_alone", "teacher_vgg16", "student_vgg16", "teacher_resnet50",
                           "student_resnet50", "student_ensemble"}
@@ -299,6 +300,21 @@ def test_without_tensorflow_one_line_says_how_to_install(tiny_fdata, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'kdtool[train]'" in proc.stderr
+
+
+@pytest.mark.parametrize("given,on", [(None, True), ("0", False)])
+def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(given, on):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    code = ("import os; from kdtool.errors import require_train_extra; require_train_extra(); "
+            "from kdtool.distill.train import onednn_enabled; "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.split() == [given or "1", str(on)]
 
 
 def _tiny_pretrained(input_shape, weights):

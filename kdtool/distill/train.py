@@ -191,7 +191,28 @@ def _versions() -> dict:
     import tensorflow as tf
 
     return {"kdtool": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__}
+            "tensorflow": tf.__version__, "keras": keras.__version__, "onednn": onednn_enabled()}
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels in this process (None: cannot tell).
+
+    They change the floating-point rounding, so two machines agree to the last digit only when
+    both have them on or both off; run.json records it beside the versions.
+
+    Returns:
+        TensorFlow's own answer (a private but long-standing query), or None where it is missing.
+
+    Example:
+        >>> onednn_enabled()  # doctest: +SKIP
+        True
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415 - private, read only
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def _device() -> dict:
