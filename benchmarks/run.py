@@ -557,7 +557,8 @@ class Harness:
 
         def student():
             keras.utils.set_random_seed(0)
-            return build_student(sub.image_shape, k, cfg.student_filters, cfg.student_dense, cfg.student_dropout)
+            return build_student(sub.image_shape, k, cfg.student_filters, cfg.student_dense, cfg.student_dropout,
+                                 convs_per_block=cfg.student_convs)
 
         configs = {}
         s = student()

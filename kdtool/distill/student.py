@@ -2,10 +2,10 @@
 
 Three Conv-BN-ReLU-MaxPool blocks (32/64/128 filters), global average pooling,
 a dense layer, dropout and a logits layer. ``convs_per_block=2`` stacks two
-Conv-BN-ReLU units per block before its pooling (VGG-style, deeper for the same
-budget when the filters are narrower, e.g. 24/40/80: about 140k parameters). Only built-in Keras layers, so the
-saved ``.keras`` file loads anywhere with ``safe_mode=True`` and converts to
-TFLite with builtin int8 ops only.
+Conv-BN-ReLU units per block before its pooling (VGG-style: deeper for about the
+same size when the filters are narrower, e.g. 24/40/80: 139k parameters). Only
+built-in Keras layers, so the saved ``.keras`` file loads anywhere with
+``safe_mode=True`` and converts to TFLite with builtin int8 ops only.
 
 Example:
     >>> model = build_student((32, 32, 3), num_classes=7)  # doctest: +SKIP
