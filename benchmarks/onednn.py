@@ -53,13 +53,8 @@ def _child(data: str, steps: int) -> dict:
     from kdtool.data import load_fdata
     from kdtool.distill.student import build_student
     from kdtool.distill.teachers import create_teacher
+    from kdtool.distill.train import onednn_enabled
 
-    try:
-        from tensorflow.python.util import _pywrap_util_port as port  # noqa: PLC0415 - private, read only
-
-        onednn = bool(port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        onednn = None
     tf.config.experimental.enable_op_determinism()
     fd = load_fdata(data)
     n = 64 * (steps + 3)
@@ -67,13 +62,18 @@ def _child(data: str, steps: int) -> dict:
     y = fd.onehot("train")[:n]
 
     def build(name: str):
+        """The model, seeded and compiled (Adam, cross-entropy on logits)."""
         keras.utils.set_random_seed(0)
         if name == "student":
-            return build_student(fd.image_shape, fd.num_classes)
-        if name == "student_c2":
-            return build_student(fd.image_shape, fd.num_classes, (24, 40, 80), convs_per_block=2)
-        return create_teacher("efficientnet_lite0", num_classes=fd.num_classes, input_shape=fd.image_shape,
-                              image_size=96, weights="none")[0]
+            model = build_student(fd.image_shape, fd.num_classes)
+        elif name == "student_c2":
+            model = build_student(fd.image_shape, fd.num_classes, (24, 40, 80), convs_per_block=2)
+        else:
+            model = create_teacher("efficientnet_lite0", num_classes=fd.num_classes, input_shape=fd.image_shape,
+                                   image_size=96, weights="none")[0]
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return model
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
@@ -86,11 +86,9 @@ def _child(data: str, steps: int) -> dict:
         def on_train_batch_end(self, batch, logs=None):
             self.times.append(time.perf_counter() - self._t)
 
-    out: dict = {"onednn": onednn, "ms_per_step": {}, "median_ms_per_step": {}}
+    out: dict = {"onednn": onednn_enabled(), "ms_per_step": {}, "median_ms_per_step": {}}
     for name in MODELS:
         model = build(name)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         clock = Clock()
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
         timed = clock.times[3:]  # 3 warm-up steps untimed
@@ -104,8 +102,6 @@ def _child(data: str, steps: int) -> dict:
     weights = []
     for _ in range(2):  # determinism: two seeded fits of the student, same weights?
         model = build("student")
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         keras.utils.set_random_seed(1)
         model.fit(x[:640], y[:640], batch_size=64, epochs=1, verbose=0, shuffle=True)
         weights.append(model.get_weights())

@@ -56,13 +56,14 @@ def build_student(
 
     if not filters:
         raise ValueError("the student needs at least one conv block")
-    if int(convs_per_block) < 1:
+    convs = int(convs_per_block)
+    if convs < 1:
         raise ValueError(f"convs_per_block must be >= 1, got {convs_per_block}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for i, f in enumerate(filters):
-        for j in range(int(convs_per_block)):
-            n = "" if convs_per_block == 1 else str(j + 1)
+        for j in range(convs):
+            n = "" if convs == 1 else str(j + 1)
             x = layers.Conv2D(int(f), 3, padding="same", name=f"block{i + 1}_conv{n}")(x)
             x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i + 1}_bn{n}")(x)
             x = layers.ReLU(name=f"block{i + 1}_relu{n}")(x)
