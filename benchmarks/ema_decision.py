@@ -57,8 +57,9 @@ def pairing(root: Path, teachers: str, seeds: list[int]) -> dict:
     return out
 
 
-def pool(docs: list[dict], names: list[str]) -> dict:
-    """One recipes-like doc whose per-seed paired values are those of ``docs`` together, seed by seed.
+def pool(docs: list[dict], names: list[str], variant: str = EMA) -> dict:
+    """One recipes-like doc whose per-seed paired values of ``variant`` (against the baseline) are those
+    of ``docs`` together, seed by seed.
 
     Raises:
         ValueError: naming the file, when a seed is in two files, the files held melanoma sensitivity
@@ -74,7 +75,7 @@ def pool(docs: list[dict], names: list[str]) -> dict:
         if twice:
             raise ValueError(f"{name}: seed(s) {twice} are in an earlier file too")
         for student in STUDENTS:
-            row = doc["variants"][EMA]["models"][student]
+            row = doc["variants"][variant]["models"][student]
             for key, _ in KEYS:
                 got = row[f"{key}_vs_baseline"]["values"]
                 if len(got) != len(doc["seeds"]):
@@ -85,7 +86,7 @@ def pool(docs: list[dict], names: list[str]) -> dict:
         for seed in doc["seeds"]:
             machines[seed] = f"{m.get('cpu_model', '?')} ({m.get('cpu_family_model', '?')})"
     return {"command": "; ".join(d["command"] for d in docs), "seeds": seeds, "melanoma_sensitivity": mel,
-            "machines": machines, "variants": {EMA: {"models": values}}}
+            "machines": machines, "variants": {variant: {"models": values}}}
 
 
 def decide(doc: dict) -> dict:

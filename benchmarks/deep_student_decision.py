@@ -1,0 +1,153 @@
+"""Apply benchmarks/deep_student_rule.md: does ``--student-convs 2 --student-filters 24,40,80`` become the default?
+
+Reads the JSON that ``recipes.py --variants d96_la_v8e120,d96_la_v8e120_c2 ... --int8
+--melanoma-sensitivity 0.6`` wrote (per-seed paired differences of the int8 files, test split), and from
+the runs under ``--root``: each seed's teacher SHA-256 in both variants' run.json (the pairing: both
+variants of a seed must have trained the same teacher), the distilled students' int8 file sizes, and
+whether each int8 export check (``--max-drop`` on validation) passed. Writes the verdict as Markdown and
+JSON.
+
+Several ``--recipes`` files are pooled seed by seed, as ``ema_decision.py`` pools them.
+
+Example:
+    python benchmarks/deep_student_decision.py --recipes benchmarks/recipes_c2.json --md benchmarks/deep_student_decision.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from ema_decision import KEYS, STUDENTS, pool  # noqa: E402
+from run import write_results  # noqa: E402
+
+BASE, DEEP = "d96_la_v8e120", "d96_la_v8e120_c2"
+DECIDES = "student_efficientnet_lite0"
+MAX_BYTES = 200_000  # issue #6's "size <= 200 KB", read as decimal kilobytes (the stricter reading)
+
+
+def _run_facts(run: Path, mel: float | None) -> dict:
+    """Teacher SHA-256s, and the distilled student's int8 bytes and check result, of one run folder."""
+    out = {"teacher_sha256": None, "int8_bytes": None, "check_passed": None}
+    meta = run / "run.json"
+    if not meta.is_file():
+        return out
+    models = json.loads(meta.read_text())["models"]
+    out["teacher_sha256"] = sorted(m["sha256"] for m in models if m["role"] == "teacher") or None
+    export = run / ("export" + (f"_mel{mel:g}" if mel is not None else ""))
+    tfl, side = export / f"{DECIDES}.int8.tflite", export / f"{DECIDES}.int8.json"
+    if tfl.is_file():
+        out["int8_bytes"] = tfl.stat().st_size
+    if side.is_file():
+        out["check_passed"] = bool(json.loads(side.read_text())["check"]["passed"])
+    return out
+
+
+def facts(root: Path, teachers: str, seeds: list[int], mel: float | None) -> dict:
+    """``{seed: {variant: _run_facts}}`` for both variants' runs under ``root`` (recipes.py's --root)."""
+    return {seed: {v: _run_facts(root / f"{v}_{teachers}" / f"s{seed}", mel) for v in (BASE, DEEP)}
+            for seed in seeds}
+
+
+def decide(doc: dict, found: dict) -> dict:
+    """The rule of deep_student_rule.md on the distilled student's paired int8 test differences.
+
+    Args:
+        doc: a pooled recipes doc (``ema_decision.pool(..., variant=DEEP)``).
+        found: ``facts(...)`` for the same seeds.
+
+    Returns:
+        {paired, mean, checks, paired_ok, adopt}: ``adopt`` needs every check and the pairing
+        (equal teacher SHA-256 per seed in both variants, every file found).
+    """
+    row = doc["variants"][DEEP]["models"][DECIDES]
+    d = {k: row[f"{k}_vs_baseline"]["values"] for k, _ in KEYS}
+    mean = {k: sum(v) / len(v) for k, v in d.items()}
+    sizes = [f[DEEP]["int8_bytes"] for f in found.values()]
+    fails = {v: [f[v]["check_passed"] is False for f in found.values()] for v in (BASE, DEEP)}
+    checks = {
+        "balanced accuracy: mean gain > 0 and at least 2 of 3 seeds gain":
+            mean["int8_balanced_accuracy"] > 0 and sum(v > 0 for v in d["int8_balanced_accuracy"]) >= 2,
+        "ROC-AUC: mean gain > 0": mean["int8_roc_auc"] > 0,
+        "accuracy: mean change >= 0": mean["int8_accuracy"] >= 0,
+        "melanoma sensitivity: mean change >= -2 points": mean["int8_melanoma_sensitivity"] >= -0.02,
+        f"int8 file <= {MAX_BYTES:,} bytes": all(s is not None and s <= MAX_BYTES for s in sizes),
+        "int8 check fails no more often than today's": sum(fails[DEEP]) <= sum(fails[BASE]),
+    }
+    paired_ok = all(f[BASE]["teacher_sha256"] is not None and f[BASE]["teacher_sha256"] == f[DEEP]["teacher_sha256"]
+                    and None not in (f[v]["check_passed"] for v in (BASE, DEEP)) for f in found.values())
+    return {"paired": d, "mean": mean, "checks": checks, "paired_ok": paired_ok,
+            "adopt": paired_ok and all(checks.values())}
+
+
+def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
+    seeds = doc["seeds"]
+    lines = ["# Does the deeper student become the default? (benchmarks/deep_student_rule.md)", "", f"`{command}`",
+             "", f"From `{doc['command']}`.", "",
+             "Paired by seed, `--student-convs 2 --student-filters 24,40,80` minus today's student, int8 files "
+             f"exported as kdtool does by default (`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), "
+             "test split, points:", "",
+             "| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|---|" + "---|" * (len(seeds) + 1)]
+    for student in STUDENTS:
+        row = doc["variants"][DEEP]["models"][student]
+        for key, label in KEYS:
+            vals = row[f"{key}_vs_baseline"]["values"]
+            lines.append(f"| {student} | {label} | " + " | ".join(f"{v * 100:+.1f}" for v in vals)
+                         + f" | {sum(vals) / len(vals) * 100:+.1f} |")
+    lines += ["", f"Distilled student's int8 file and export check (`--max-drop` on validation), {BASE} / {DEEP}:", ""]
+    for seed, f in found.items():
+        b, d = f[BASE], f[DEEP]
+        lines.append(f"- seed {seed}: {b['int8_bytes']} / {d['int8_bytes']} bytes; check passed "
+                     f"{b['check_passed']} / {d['check_passed']}; same teacher "
+                     f"{b['teacher_sha256'] is not None and b['teacher_sha256'] == d['teacher_sha256']}")
+    lines += ["", "The rule (distilled student only):", ""]
+    lines += [f"- {'met' if ok else 'NOT met'}: {name}" for name, ok in verdict["checks"].items()]
+    if not verdict["paired_ok"]:
+        lines += ["", "The pairing is NOT confirmed (a teacher differs between the variants, or a run's files are "
+                      "missing under --root): the rule is not applied."]
+    lines += ["", "**Verdict: " + ("adopt `--student-convs 2 --student-filters 24,40,80` as the default"
+                                   if verdict["adopt"] else "the default student stays as it is") + ".**"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipes", required=True, action="append",
+                    help="recipes.py JSON with both variants and --int8; repeat it to pool seeds from several files.")
+    ap.add_argument("--root", default=str(ROOT / "runs" / "recipes"), help="recipes.py's --root (runs' files).")
+    ap.add_argument("--teachers", default="efficientnet_lite0", help="recipes.py's --teachers.")
+    ap.add_argument("--json", default=str(HERE / "deep_student_decision.json"), help="Verdict JSON.")
+    ap.add_argument("--md", default=str(HERE / "deep_student_decision.md"), help="Verdict Markdown.")
+    args = ap.parse_args(argv)
+    docs = []
+    for name in args.recipes:
+        try:
+            doc = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as exc:
+            ap.error(f"{name}: cannot read a recipes.py JSON ({exc})")
+        if not doc.get("int8") or DEEP not in doc.get("variants", {}) or doc.get("baseline") != BASE:
+            ap.error(f"{name}: needs recipes.py --variants {BASE},{DEEP} ... --int8")
+        docs.append(doc)
+    try:
+        doc = pool(docs, args.recipes, variant=DEEP)
+    except ValueError as exc:
+        ap.error(str(exc))
+    found = facts(Path(args.root), args.teachers.replace(",", "+"), doc["seeds"], doc.get("melanoma_sensitivity"))
+    verdict = decide(doc, found)
+    command = " ".join(["python benchmarks/deep_student_decision.py", *(argv if argv is not None else sys.argv[1:])])
+    out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,
+           "runs": {str(s): f for s, f in found.items()}}
+    write_results(out, args.json, args.md, render(doc, verdict, found, command))
+    print(f"verdict: {'adopt' if verdict['adopt'] else 'keep the default student'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

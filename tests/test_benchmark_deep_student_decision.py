@@ -1,0 +1,88 @@
+"""benchmarks/deep_student_decision.py: deep_student_rule.md applied to paired int8 differences and run files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import load_benchmark
+
+BASE, DEEP, KD = "d96_la_v8e120", "d96_la_v8e120_c2", "student_efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def deep():
+    return load_benchmark("deep_student_decision")
+
+
+def _doc(deltas: dict[str, list[float]]) -> dict:
+    rows = {s: {f"{k}_vs_baseline": {"values": deltas.get(k, [0.0, 0.0, 0.0])} for k in
+                ("int8_balanced_accuracy", "int8_accuracy", "int8_melanoma_sensitivity", "int8_roc_auc")}
+            for s in (KD, "student_alone")}
+    return {"command": "python benchmarks/recipes.py ...", "seeds": [0, 1, 2], "int8": True, "baseline": BASE,
+            "melanoma_sensitivity": 0.6, "variants": {BASE: {"models": {}}, DEEP: {"models": rows}}}
+
+
+def _facts(size=162_352, passed=(True, True, True), base_passed=(True, True, True), teacher="ab"):
+    return {s: {BASE: {"teacher_sha256": ["ab"], "int8_bytes": 147_296, "check_passed": base_passed[s]},
+                DEEP: {"teacher_sha256": [teacher], "int8_bytes": size, "check_passed": passed[s]}}
+            for s in range(3)}
+
+
+GOOD = {"int8_balanced_accuracy": [0.01, 0.02, -0.005], "int8_accuracy": [0.0, 0.01, -0.01],
+        "int8_melanoma_sensitivity": [-0.03, 0.0, 0.0], "int8_roc_auc": [0.002, 0.0, -0.001]}
+
+
+def test_each_condition_of_the_rule_can_fail(deep):
+    assert deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP), _facts())["adopt"]
+    cases = [({"int8_balanced_accuracy": [0.03, -0.001, -0.001]}, {}),  # mean up, one seed gains
+             ({"int8_roc_auc": [0.001, -0.001, 0.0]}, {}),              # mean 0 is not a gain
+             ({"int8_accuracy": [0.0, 0.0, -0.001]}, {}),
+             ({"int8_melanoma_sensitivity": [-0.07, 0.0, 0.0]}, {}),     # mean -2.3 points
+             ({}, {"size": 200_001}),
+             ({}, {"passed": (True, False, True)})]
+    for change, facts in cases:
+        verdict = deep.decide(deep.pool([_doc({**GOOD, **change})], ["r"], variant=DEEP), _facts(**facts))
+        assert not verdict["adopt"], (change, facts)
+        assert sum(not ok for ok in verdict["checks"].values()) == 1, (change, facts)
+    # as many failed checks as today's student is allowed
+    same = deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP),
+                       _facts(passed=(False, True, True), base_passed=(True, True, False)))
+    assert same["adopt"]
+
+
+def test_a_different_teacher_breaks_the_pairing(deep):
+    verdict = deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP), _facts(teacher="cd"))
+    assert all(verdict["checks"].values()) and not verdict["paired_ok"] and not verdict["adopt"]
+
+
+def test_facts_reads_the_run_folders(deep, tmp_path):
+    run = tmp_path / f"{DEEP}_t" / "s0"
+    (run / "export_mel0.6").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"models": [
+        {"name": "teacher_t", "role": "teacher", "sha256": "ab"},
+        {"name": KD, "role": "student", "sha256": "cd"}]}))
+    (run / "export_mel0.6" / f"{KD}.int8.tflite").write_bytes(b"x" * 123)
+    (run / "export_mel0.6" / f"{KD}.int8.json").write_text(json.dumps({"check": {"passed": False}}))
+    found = deep.facts(tmp_path, "t", [0], 0.6)
+    assert found[0][DEEP] == {"teacher_sha256": ["ab"], "int8_bytes": 123, "check_passed": False}
+    assert found[0][BASE] == {"teacher_sha256": None, "int8_bytes": None, "check_passed": None}
+
+
+def test_main_writes_the_verdict_and_refuses_a_result_without_both_variants(deep, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_doc(GOOD)))
+    assert deep.main(["--recipes", str(path), "--root", str(tmp_path), "--json", str(tmp_path / "d.json"),
+                      "--md", str(tmp_path / "d.md")]) == 0
+    md = (tmp_path / "d.md").read_text()
+    # no run files under --root: the pairing is not confirmed, whatever the numbers say
+    assert "NOT confirmed" in md and "the default student stays as it is" in md
+    assert f"| {KD} | bal acc | +1.0 | +2.0 | -0.5 | +0.8 |" in md
+    assert json.loads((tmp_path / "d.json").read_text())["verdict"]["adopt"] is False
+    doc = _doc({})
+    del doc["variants"][DEEP]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as exc:
+        deep.main(["--recipes", str(path)])
+    assert exc.value.code == 2
