@@ -63,8 +63,9 @@ def decide(doc: dict, found: dict) -> dict:
         found: ``facts(...)`` for the same seeds.
 
     Returns:
-        {paired, mean, checks, paired_ok, adopt}: ``adopt`` needs every check and the pairing
-        (equal teacher SHA-256 per seed in both variants, every file found).
+        {paired, mean, checks, paired_ok, finished, adopt}: ``adopt`` needs every check, the pairing
+        (equal teacher SHA-256 per seed in both variants, every file found) and ``finished`` (seeds 0, 1
+        and 2 all there: with fewer the rule is not applied).
     """
     row = doc["variants"][DEEP]["models"][DECIDES]
     d = {k: row[f"{k}_vs_baseline"]["values"] for k, _ in KEYS}
@@ -82,8 +83,9 @@ def decide(doc: dict, found: dict) -> dict:
     }
     paired_ok = all(f[BASE]["teacher_sha256"] is not None and f[BASE]["teacher_sha256"] == f[DEEP]["teacher_sha256"]
                     and None not in (f[v]["check_passed"] for v in (BASE, DEEP)) for f in found.values())
-    return {"paired": d, "mean": mean, "checks": checks, "paired_ok": paired_ok,
-            "adopt": paired_ok and all(checks.values())}
+    finished = sorted(doc["seeds"]) == [0, 1, 2]
+    return {"paired": d, "mean": mean, "checks": checks, "paired_ok": paired_ok, "finished": finished,
+            "adopt": finished and paired_ok and all(checks.values())}
 
 
 def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
@@ -107,6 +109,10 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
         lines.append(f"- seed {seed}: {b['int8_bytes']} / {d['int8_bytes']} bytes; check passed "
                      f"{b['check_passed']} / {d['check_passed']}; same teacher "
                      f"{b['teacher_sha256'] is not None and b['teacher_sha256'] == d['teacher_sha256']}")
+    if not verdict["finished"]:
+        lines += ["", f"**Unfinished: seeds {seeds} of 0, 1 and 2. The rule is not applied; the default student "
+                      "stays as it is until seed 2 of both variants has run and is pooled with these.**"]
+        return "\n".join(lines) + "\n"
     lines += ["", "The rule (distilled student only):", ""]
     lines += [f"- {'met' if ok else 'NOT met'}: {name}" for name, ok in verdict["checks"].items()]
     if not verdict["paired_ok"]:
@@ -145,7 +151,8 @@ def main(argv=None) -> int:
     out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,
            "runs": {str(s): f for s, f in found.items()}}
     write_results(out, args.json, args.md, render(doc, verdict, found, command))
-    print(f"verdict: {'adopt' if verdict['adopt'] else 'keep the default student'}")
+    print("verdict: " + ("unfinished (fewer than seeds 0, 1, 2)" if not verdict["finished"]
+                         else "adopt" if verdict["adopt"] else "keep the default student"))
     return 0
 
 

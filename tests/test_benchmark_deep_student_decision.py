@@ -86,3 +86,20 @@ def test_main_writes_the_verdict_and_refuses_a_result_without_both_variants(deep
     with pytest.raises(SystemExit) as exc:
         deep.main(["--recipes", str(path)])
     assert exc.value.code == 2
+
+
+def test_two_seeds_are_reported_as_unfinished_not_decided(deep, tmp_path):
+    doc = _doc(GOOD)
+    doc["seeds"] = [0, 1]
+    for row in doc["variants"][DEEP]["models"].values():
+        for cell in row.values():
+            cell["values"] = cell["values"][:2]
+    verdict = deep.decide(deep.pool([doc], ["r"], variant=DEEP), {s: f for s, f in _facts().items() if s < 2})
+    assert all(verdict["checks"].values()) and verdict["paired_ok"]
+    assert not verdict["finished"] and not verdict["adopt"]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    deep.main(["--recipes", str(path), "--root", str(tmp_path), "--json", str(tmp_path / "d.json"),
+               "--md", str(tmp_path / "d.md")])
+    md = (tmp_path / "d.md").read_text()
+    assert "Unfinished: seeds [0, 1]" in md and "The rule (distilled" not in md
