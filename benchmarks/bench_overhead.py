@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,10 @@ import numpy as np
 
 def build_models(out: Path, size: int = 32, classes: int = 7, seed: int = 0) -> list[Path]:
     """float32 and int8 .tflite of the default student with random weights."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
     from kdtool.distill.student import build_student
+    from kdtool.errors import require_train_extra
+
+    tf = require_train_extra("benchmarks/bench_overhead.py")  # as kdtool loads it (oneDNN on unless set)
 
     tf.keras.utils.set_random_seed(seed)
     model = build_student((size, size, 3), num_classes=classes)
