@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from ema_decision import KEYS, STUDENTS, pool  # noqa: E402
+from ema_decision import KEYS, STUDENTS, load_pooled, pool  # noqa: E402, F401 - pool: for callers
 from run import write_results  # noqa: E402
 
 BASE, DEEP = "d96_la_v8e120", "d96_la_v8e120_c2"
@@ -132,19 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(HERE / "deep_student_decision.json"), help="Verdict JSON.")
     ap.add_argument("--md", default=str(HERE / "deep_student_decision.md"), help="Verdict Markdown.")
     args = ap.parse_args(argv)
-    docs = []
-    for name in args.recipes:
-        try:
-            doc = json.loads(Path(name).read_text())
-        except (OSError, ValueError) as exc:
-            ap.error(f"{name}: cannot read a recipes.py JSON ({exc})")
-        if not doc.get("int8") or DEEP not in doc.get("variants", {}) or doc.get("baseline") != BASE:
-            ap.error(f"{name}: needs recipes.py --variants {BASE},{DEEP} ... --int8")
-        docs.append(doc)
-    try:
-        doc = pool(docs, args.recipes, variant=DEEP)
-    except ValueError as exc:
-        ap.error(str(exc))
+    doc = load_pooled(ap, args.recipes, DEEP)
     found = facts(Path(args.root), args.teachers.replace(",", "+"), doc["seeds"], doc.get("melanoma_sensitivity"))
     verdict = decide(doc, found)
     command = " ".join(["python benchmarks/deep_student_decision.py", *(argv if argv is not None else sys.argv[1:])])

@@ -89,6 +89,24 @@ def pool(docs: list[dict], names: list[str], variant: str = EMA) -> dict:
             "machines": machines, "variants": {variant: {"models": values}}}
 
 
+def load_pooled(ap: argparse.ArgumentParser, names: list[str], variant: str = EMA) -> dict:
+    """Read the recipes.py JSONs ``names`` and ``pool`` them; a file that is unreadable, lacks ``variant``
+    against the baseline or --int8, or does not pool ends in ``ap.error`` (one line, exit 2)."""
+    docs = []
+    for name in names:
+        try:
+            doc = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as exc:
+            ap.error(f"{name}: cannot read a recipes.py JSON ({exc})")
+        if not doc.get("int8") or variant not in doc.get("variants", {}) or doc.get("baseline") != BASE:
+            ap.error(f"{name}: needs recipes.py --variants {BASE},{variant} ... --int8")
+        docs.append(doc)
+    try:
+        return pool(docs, names, variant)
+    except ValueError as exc:
+        ap.error(str(exc))
+
+
 def decide(doc: dict) -> dict:
     """The rule of ema_rule.md on the distilled student's paired int8 test differences."""
     row = doc["variants"][EMA]["models"][DECIDES]
@@ -140,19 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(HERE / "ema_decision.json"), help="Verdict JSON.")
     ap.add_argument("--md", default=str(HERE / "ema_decision.md"), help="Verdict Markdown.")
     args = ap.parse_args(argv)
-    docs = []
-    for name in args.recipes:
-        try:
-            doc = json.loads(Path(name).read_text())
-        except (OSError, ValueError) as exc:
-            ap.error(f"{name}: cannot read a recipes.py JSON ({exc})")
-        if not doc.get("int8") or EMA not in doc.get("variants", {}) or doc.get("baseline") != BASE:
-            ap.error(f"{name}: needs recipes.py --variants {BASE},{EMA} ... --int8")
-        docs.append(doc)
-    try:
-        doc = pool(docs, args.recipes)
-    except ValueError as exc:
-        ap.error(str(exc))
+    doc = load_pooled(ap, args.recipes)
     verdict = decide(doc)
     pairs = pairing(Path(args.root), args.teachers.replace(",", "+"), doc["seeds"])
     command = " ".join(["python benchmarks/ema_decision.py", *(argv if argv is not None else sys.argv[1:])])
