@@ -2,8 +2,9 @@
 
 Reads the JSON that ``recipes.py --variants d96_la_v8e120,d96_la_v8e120_c2 ... --int8
 --melanoma-sensitivity 0.6`` wrote (per-seed paired differences of the int8 files, test split), and from
-the runs under ``--root``: each seed's teacher SHA-256 in both variants' run.json (the pairing: both
-variants of a seed must have trained the same teacher), the distilled students' int8 file sizes, and
+the runs under ``--root``: the SHA-256 of each seed's teacher weights (``model.weights.h5`` inside its
+.keras file) in both variants (the pairing: both variants of a seed must have trained the same teacher;
+the .keras file's own SHA-256 in run.json also covers the date it was saved), the distilled students' int8 file sizes, and
 whether each int8 export check (``--max-drop`` on validation) passed. Writes the verdict as Markdown and
 JSON.
 
@@ -16,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,14 +35,28 @@ DECIDES = "student_efficientnet_lite0"
 MAX_BYTES = 200_000  # issue #6's "size <= 200 KB", read as decimal kilobytes (the stricter reading)
 
 
+def _weights_sha256(keras_file: Path) -> str | None:
+    """SHA-256 of the weights inside a .keras file (None when it is missing or not a .keras zip).
+
+    Two seeded runs that trained the same weights write .keras files that differ in metadata.json
+    (``date_saved``), so the file's own SHA-256 cannot show that they are the same model.
+    """
+    try:
+        with zipfile.ZipFile(keras_file) as zf:
+            return hashlib.sha256(zf.read("model.weights.h5")).hexdigest()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def _run_facts(run: Path, mel: float | None) -> dict:
-    """Teacher SHA-256s, and the distilled student's int8 bytes and check result, of one run folder."""
+    """Teacher weights' SHA-256s, and the distilled student's int8 bytes and check result, of one run folder."""
     out = {"teacher_sha256": None, "int8_bytes": None, "check_passed": None}
     meta = run / "run.json"
     if not meta.is_file():
         return out
     models = json.loads(meta.read_text())["models"]
-    out["teacher_sha256"] = sorted(m["sha256"] for m in models if m["role"] == "teacher") or None
+    teachers = [_weights_sha256(run / m["file"]) for m in models if m["role"] == "teacher"]
+    out["teacher_sha256"] = None if not teachers or None in teachers else sorted(teachers)
     export = run / ("export" + (f"_mel{mel:g}" if mel is not None else ""))
     tfl, side = export / f"{DECIDES}.int8.tflite", export / f"{DECIDES}.int8.json"
     if tfl.is_file():
@@ -64,7 +81,7 @@ def decide(doc: dict, found: dict) -> dict:
 
     Returns:
         {paired, mean, checks, paired_ok, finished, adopt}: ``adopt`` needs every check, the pairing
-        (equal teacher SHA-256 per seed in both variants, every file found) and ``finished`` (seeds 0, 1
+        (equal teacher weights per seed in both variants, every file found) and ``finished`` (seeds 0, 1
         and 2 all there: with fewer the rule is not applied).
     """
     row = doc["variants"][DEEP]["models"][DECIDES]
@@ -107,7 +124,7 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
     for seed, f in found.items():
         b, d = f[BASE], f[DEEP]
         lines.append(f"- seed {seed}: {b['int8_bytes']} / {d['int8_bytes']} bytes; check passed "
-                     f"{b['check_passed']} / {d['check_passed']}; same teacher "
+                     f"{b['check_passed']} / {d['check_passed']}; same teacher weights "
                      f"{b['teacher_sha256'] is not None and b['teacher_sha256'] == d['teacher_sha256']}")
     if not verdict["finished"]:
         lines += ["", f"**Unfinished: seeds {seeds} of 0, 1 and 2. The rule is not applied; the default student "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 
 import pytest
 
@@ -61,12 +63,21 @@ def test_facts_reads_the_run_folders(deep, tmp_path):
     run = tmp_path / f"{DEEP}_t" / "s0"
     (run / "export_mel0.6").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"models": [
-        {"name": "teacher_t", "role": "teacher", "sha256": "ab"},
-        {"name": KD, "role": "student", "sha256": "cd"}]}))
+        {"name": "teacher_t", "role": "teacher", "file": "teacher_t.keras", "sha256": "ab"},
+        {"name": KD, "role": "student", "file": f"{KD}.keras", "sha256": "cd"}]}))
+    # the teacher's weights, as a .keras zip holds them; its metadata (the save date) does not count
+    for folder, date in ((run, "today"), (tmp_path / "other", "yesterday")):
+        folder.mkdir(exist_ok=True)
+        with zipfile.ZipFile(folder / "teacher_t.keras", "w") as zf:
+            zf.writestr("metadata.json", json.dumps({"date_saved": date}))
+            zf.writestr("model.weights.h5", b"weights")
+    assert deep._weights_sha256(run / "teacher_t.keras") == deep._weights_sha256(tmp_path / "other" / "teacher_t.keras")
+    assert deep._weights_sha256(tmp_path / "missing.keras") is None
     (run / "export_mel0.6" / f"{KD}.int8.tflite").write_bytes(b"x" * 123)
     (run / "export_mel0.6" / f"{KD}.int8.json").write_text(json.dumps({"check": {"passed": False}}))
     found = deep.facts(tmp_path, "t", [0], 0.6)
-    assert found[0][DEEP] == {"teacher_sha256": ["ab"], "int8_bytes": 123, "check_passed": False}
+    assert found[0][DEEP] == {"teacher_sha256": [hashlib.sha256(b"weights").hexdigest()], "int8_bytes": 123,
+                              "check_passed": False}
     assert found[0][BASE] == {"teacher_sha256": None, "int8_bytes": None, "check_passed": None}
 
 
