@@ -111,7 +111,8 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
              "", f"From `{doc['command']}`.", "",
              "Paired by seed, `--student-convs 2 --student-filters 24,40,80` minus today's student, int8 files "
              f"exported as kdtool does by default (`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), "
-             "test split, points:", "",
+             "test split, points. Each seed's pair of runs is on one machine: "
+             + ", ".join(f"seed {s}: {(doc.get('machines') or {}).get(s, '?')}" for s in seeds) + ".", "",
              "| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|---|" + "---|" * (len(seeds) + 1)]
     for student in STUDENTS:
@@ -128,7 +129,7 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
                      f"{b['teacher_sha256'] is not None and b['teacher_sha256'] == d['teacher_sha256']}")
     if not verdict["finished"]:
         lines += ["", f"**Unfinished: seeds {seeds} of 0, 1 and 2. The rule is not applied; the default student "
-                      "stays as it is until seed 2 of both variants has run and is pooled with these.**"]
+                      "stays as it is until the missing seeds of both variants have run and are pooled with these.**"]
         return "\n".join(lines) + "\n"
     lines += ["", "The rule (distilled student only):", ""]
     lines += [f"- {'met' if ok else 'NOT met'}: {name}" for name, ok in verdict["checks"].items()]
