@@ -4,9 +4,9 @@ Reads the JSON that ``recipes.py --variants d96_la_v8e120,d96_la_v8e120_c2 ... -
 --melanoma-sensitivity 0.6`` wrote (per-seed paired differences of the int8 files, test split), and from
 the runs under ``--root``: the SHA-256 of each seed's teacher weights (``model.weights.h5`` inside its
 .keras file) in both variants (the pairing: both variants of a seed must have trained the same teacher;
-the .keras file's own SHA-256 in run.json also covers the date it was saved), the distilled students' int8 file sizes, and
-whether each int8 export check (``--max-drop`` on validation) passed. Writes the verdict as Markdown and
-JSON.
+the .keras file's own SHA-256 in run.json also covers the date it was saved), the distilled students'
+int8 file sizes, and whether each int8 export check (``--max-drop`` on validation) passed. Writes the
+verdict as Markdown and JSON.
 
 Several ``--recipes`` files are pooled seed by seed, as ``ema_decision.py`` pools them.
 
@@ -28,6 +28,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from ema_decision import KEYS, STUDENTS, load_pooled, pool  # noqa: E402, F401 - pool: for callers
+from recipes import export_folder, run_folder  # noqa: E402
 from run import write_results  # noqa: E402
 
 BASE, DEEP = "d96_la_v8e120", "d96_la_v8e120_c2"
@@ -57,7 +58,7 @@ def _run_facts(run: Path, mel: float | None) -> dict:
     models = json.loads(meta.read_text())["models"]
     teachers = [_weights_sha256(run / m["file"]) for m in models if m["role"] == "teacher"]
     out["teacher_sha256"] = None if not teachers or None in teachers else sorted(teachers)
-    export = run / ("export" + (f"_mel{mel:g}" if mel is not None else ""))
+    export = export_folder(run, mel=mel)
     tfl, side = export / f"{DECIDES}.int8.tflite", export / f"{DECIDES}.int8.json"
     if tfl.is_file():
         out["int8_bytes"] = tfl.stat().st_size
@@ -67,9 +68,8 @@ def _run_facts(run: Path, mel: float | None) -> dict:
 
 
 def facts(root: Path, teachers: str, seeds: list[int], mel: float | None) -> dict:
-    """``{seed: {variant: _run_facts}}`` for both variants' runs under ``root`` (recipes.py's --root)."""
-    return {seed: {v: _run_facts(root / f"{v}_{teachers}" / f"s{seed}", mel) for v in (BASE, DEEP)}
-            for seed in seeds}
+    """``{seed: {variant: _run_facts}}`` for both variants' runs under ``root`` (recipes.py's --root and --teachers)."""
+    return {seed: {v: _run_facts(run_folder(root, v, teachers, seed), mel) for v in (BASE, DEEP)} for seed in seeds}
 
 
 def decide(doc: dict, found: dict) -> dict:
@@ -80,7 +80,8 @@ def decide(doc: dict, found: dict) -> dict:
         found: ``facts(...)`` for the same seeds.
 
     Returns:
-        {paired, mean, checks, paired_ok, finished, adopt}: ``adopt`` needs every check, the pairing
+        {paired, mean, checks, same_teacher (per seed), paired_ok, finished, adopt}: ``adopt`` needs every
+        check, the pairing
         (equal teacher weights per seed in both variants, every file found) and ``finished`` (seeds 0, 1
         and 2 all there: with fewer the rule is not applied).
     """
@@ -98,11 +99,13 @@ def decide(doc: dict, found: dict) -> dict:
         f"int8 file <= {MAX_BYTES:,} bytes": all(s is not None and s <= MAX_BYTES for s in sizes),
         "int8 check fails no more often than today's": sum(fails[DEEP]) <= sum(fails[BASE]),
     }
-    paired_ok = all(f[BASE]["teacher_sha256"] is not None and f[BASE]["teacher_sha256"] == f[DEEP]["teacher_sha256"]
-                    and None not in (f[v]["check_passed"] for v in (BASE, DEEP)) for f in found.values())
+    same_teacher = {seed: f[BASE]["teacher_sha256"] is not None
+                    and f[BASE]["teacher_sha256"] == f[DEEP]["teacher_sha256"] for seed, f in found.items()}
+    paired_ok = all(same_teacher.values()) and all(
+        None not in (f[v]["check_passed"] for v in (BASE, DEEP)) for f in found.values())
     finished = sorted(doc["seeds"]) == [0, 1, 2]
-    return {"paired": d, "mean": mean, "checks": checks, "paired_ok": paired_ok, "finished": finished,
-            "adopt": finished and paired_ok and all(checks.values())}
+    return {"paired": d, "mean": mean, "checks": checks, "same_teacher": same_teacher, "paired_ok": paired_ok,
+            "finished": finished, "adopt": finished and paired_ok and all(checks.values())}
 
 
 def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
@@ -126,7 +129,7 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
         b, d = f[BASE], f[DEEP]
         lines.append(f"- seed {seed}: {b['int8_bytes']} / {d['int8_bytes']} bytes; check passed "
                      f"{b['check_passed']} / {d['check_passed']}; same teacher weights "
-                     f"{b['teacher_sha256'] is not None and b['teacher_sha256'] == d['teacher_sha256']}")
+                     f"{verdict['same_teacher'][seed]}")
     if not verdict["finished"]:
         lines += ["", f"**Unfinished: seeds {seeds} of 0, 1 and 2. The rule is not applied; the default student "
                       "stays as it is until the missing seeds of both variants have run and are pooled with these.**"]
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--md", default=str(HERE / "deep_student_decision.md"), help="Verdict Markdown.")
     args = ap.parse_args(argv)
     doc = load_pooled(ap, args.recipes, DEEP)
-    found = facts(Path(args.root), args.teachers.replace(",", "+"), doc["seeds"], doc.get("melanoma_sensitivity"))
+    found = facts(Path(args.root), args.teachers, doc["seeds"], doc.get("melanoma_sensitivity"))
     verdict = decide(doc, found)
     command = " ".join(["python benchmarks/deep_student_decision.py", *(argv if argv is not None else sys.argv[1:])])
     out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,

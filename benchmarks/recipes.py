@@ -109,7 +109,8 @@ METRICS = [("test", "accuracy", "test acc"), ("test", "balanced_accuracy", "test
            ("test", "roc_auc", "test ROC-AUC"), ("val", "balanced_accuracy", "val bal acc")]
 
 
-def _folder(root: Path, variant: str, teachers: str, seed: int) -> Path:
+def run_folder(root: Path, variant: str, teachers: str, seed: int) -> Path:
+    """Where ``run_one`` trains ``variant`` with ``teachers`` (kdtool distill --teachers) and ``seed``."""
     tag = variant + (f"_{teachers.replace(',', '+')}" if teachers else "")
     return root / tag / f"s{seed}"
 
@@ -142,7 +143,7 @@ def distill_logged(data: str, out: Path, teachers: str, seed: int, variant: str,
 
 def run_one(data: str, root: Path, variant: str, teachers: str, seed: int) -> dict:
     """One ``kdtool distill`` run (reused when finished); returns its run.json."""
-    out = _folder(root, variant, teachers, seed)
+    out = run_folder(root, variant, teachers, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     distill_logged(data, out, teachers, seed, variant, out.parent / f"s{seed}.log", f"{variant} seed {seed}")
     return json.loads((out / "run.json").read_text())
@@ -171,6 +172,12 @@ def _exports_current(run: Path, out: Path, bench: Path, mode: str = "int8", mel:
     return True
 
 
+def export_folder(run: Path, tau: float = 0.0, mode: str = "int8", mel: float | None = None) -> Path:
+    """The folder under ``run`` that ``int8_results`` exports ``mode`` files into (one per option set)."""
+    return run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else "")
+                  + (f"_mel{mel:g}" if mel is not None else ""))
+
+
 def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: float | None = None) -> dict[str, dict]:
     """Export a run's students to int8 (or ``mode``) and bench them on the test split (both reused when done).
 
@@ -178,8 +185,7 @@ def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: floa
         {model name: {accuracy, balanced_accuracy, macro_f1, melanoma_sensitivity, roc_auc,
         val_accuracy_drop}}, fractions (the drop divided by 100, so tables print points).
     """
-    out = run / (("export" if mode == "int8" else f"export_{mode}") + (f"_tau{tau:g}" if tau else "")
-                 + (f"_mel{mel:g}" if mel is not None else ""))
+    out = export_folder(run, tau, mode, mel)
     bench = out / "bench_test.json"
     if not _exports_current(run, out, bench, mode, mel):
         log = out.parent / f"{out.name}.log"
@@ -309,7 +315,7 @@ def main(argv=None) -> int:
     if args.int8:
         for v in variants:
             for s in seeds:
-                found = int8_results(_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift,
+                found = int8_results(run_folder(Path(args.root), v, args.teachers, s), args.data, args.prior_shift,
                                      args.quantize, args.melanoma_sensitivity)
                 for m in docs[v][s]["models"]:
                     m["int8"] = found.get(m["name"])
