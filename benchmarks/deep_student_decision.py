@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from ema_decision import KEYS, STUDENTS, load_pooled, pool  # noqa: E402, F401 - pool: for callers
+from ema_decision import KEYS, STUDENTS, load_pooled  # noqa: E402
 from recipes import export_folder, run_folder  # noqa: E402
 from run import write_results  # noqa: E402
 

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from recipes import run_folder  # noqa: E402
 from run import write_results  # noqa: E402
 
 BASE, EMA = "d96_la_v8e120", "d96_la_v8e120_ema"
@@ -45,8 +46,8 @@ def pairing(root: Path, teachers: str, seeds: list[int]) -> dict:
     out = {}
     for seed in seeds:
         for student in STUDENTS:
-            base = root / f"{BASE}_{teachers}" / f"s{seed}" / student / "history.csv"
-            ema = root / f"{EMA}_{teachers}" / f"s{seed}" / student / "history.csv"
+            base = run_folder(root, BASE, teachers, seed) / student / "history.csv"
+            ema = run_folder(root, EMA, teachers, seed) / student / "history.csv"
             key = f"s{seed} {student}"
             if not (base.is_file() and ema.is_file()):
                 out[key] = None

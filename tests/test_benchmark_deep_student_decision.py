@@ -18,6 +18,11 @@ def deep():
     return load_benchmark("deep_student_decision")
 
 
+@pytest.fixture(scope="module")
+def pool():
+    return load_benchmark("ema_decision").pool
+
+
 def _doc(deltas: dict[str, list[float]]) -> dict:
     rows = {s: {f"{k}_vs_baseline": {"values": deltas.get(k, [0.0, 0.0, 0.0])} for k in
                 ("int8_balanced_accuracy", "int8_accuracy", "int8_melanoma_sensitivity", "int8_roc_auc")}
@@ -36,8 +41,8 @@ GOOD = {"int8_balanced_accuracy": [0.01, 0.02, -0.005], "int8_accuracy": [0.0, 0
         "int8_melanoma_sensitivity": [-0.03, 0.0, 0.0], "int8_roc_auc": [0.002, 0.0, -0.001]}
 
 
-def test_each_condition_of_the_rule_can_fail(deep):
-    assert deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP), _facts())["adopt"]
+def test_each_condition_of_the_rule_can_fail(deep, pool):
+    assert deep.decide(pool([_doc(GOOD)], ["r"], variant=DEEP), _facts())["adopt"]
     cases = [({"int8_balanced_accuracy": [0.03, -0.001, -0.001]}, {}),  # mean up, one seed gains
              ({"int8_roc_auc": [0.001, -0.001, 0.0]}, {}),              # mean 0 is not a gain
              ({"int8_accuracy": [0.0, 0.0, -0.001]}, {}),
@@ -45,17 +50,17 @@ def test_each_condition_of_the_rule_can_fail(deep):
              ({}, {"size": 200_001}),
              ({}, {"passed": (True, False, True)})]
     for change, facts in cases:
-        verdict = deep.decide(deep.pool([_doc({**GOOD, **change})], ["r"], variant=DEEP), _facts(**facts))
+        verdict = deep.decide(pool([_doc({**GOOD, **change})], ["r"], variant=DEEP), _facts(**facts))
         assert not verdict["adopt"], (change, facts)
         assert sum(not ok for ok in verdict["checks"].values()) == 1, (change, facts)
     # as many failed checks as today's student is allowed
-    same = deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP),
+    same = deep.decide(pool([_doc(GOOD)], ["r"], variant=DEEP),
                        _facts(passed=(False, True, True), base_passed=(True, True, False)))
     assert same["adopt"]
 
 
-def test_a_different_teacher_breaks_the_pairing(deep):
-    verdict = deep.decide(deep.pool([_doc(GOOD)], ["r"], variant=DEEP), _facts(teacher="cd"))
+def test_a_different_teacher_breaks_the_pairing(deep, pool):
+    verdict = deep.decide(pool([_doc(GOOD)], ["r"], variant=DEEP), _facts(teacher="cd"))
     assert all(verdict["checks"].values()) and not verdict["paired_ok"] and not verdict["adopt"]
 
 
@@ -99,13 +104,13 @@ def test_main_writes_the_verdict_and_refuses_a_result_without_both_variants(deep
     assert exc.value.code == 2
 
 
-def test_two_seeds_are_reported_as_unfinished_not_decided(deep, tmp_path):
+def test_two_seeds_are_reported_as_unfinished_not_decided(deep, pool, tmp_path):
     doc = _doc(GOOD)
     doc["seeds"] = [0, 1]
     for row in doc["variants"][DEEP]["models"].values():
         for cell in row.values():
             cell["values"] = cell["values"][:2]
-    verdict = deep.decide(deep.pool([doc], ["r"], variant=DEEP), {s: f for s, f in _facts().items() if s < 2})
+    verdict = deep.decide(pool([doc], ["r"], variant=DEEP), {s: f for s, f in _facts().items() if s < 2})
     assert all(verdict["checks"].values()) and verdict["paired_ok"]
     assert not verdict["finished"] and not verdict["adopt"]
     path = tmp_path / "r.json"
