@@ -8,7 +8,10 @@ the .keras file's own SHA-256 in run.json also covers the date it was saved), th
 int8 file sizes, and whether each int8 export check (``--max-drop`` on validation) passed. Writes the
 verdict as Markdown and JSON.
 
-Several ``--recipes`` files are pooled seed by seed, as ``ema_decision.py`` pools them.
+Several ``--recipes`` files are pooled seed by seed, as ``ema_decision.py`` pools them. A seed whose run
+folders are no longer under ``--root`` (a later session's new checkout) takes its facts from
+``--recorded``, an earlier verdict JSON of this script, if that JSON's paired differences for the seed equal
+the ones pooled now (the same runs).
 
 Example:
     python benchmarks/deep_student_decision.py --recipes benchmarks/recipes_c2.json --md benchmarks/deep_student_decision.md
@@ -72,6 +75,44 @@ def facts(root: Path, teachers: str, seeds: list[int], mel: float | None) -> dic
     return {seed: {v: _run_facts(run_folder(root, v, teachers, seed), mel) for v in (BASE, DEEP)} for seed in seeds}
 
 
+def _missing(f: dict) -> bool:
+    return all(v is None for run in f.values() for v in run.values())
+
+
+def with_recorded(found: dict, doc: dict, recorded: dict | None, tol: float = 1e-9) -> tuple[dict, dict]:
+    """Fill the seeds whose run folders are missing from an earlier verdict JSON of this script.
+
+    Args:
+        found: ``facts(...)``.
+        doc: the pooled recipes doc the verdict is for.
+        recorded: an earlier ``deep_student_decision.json`` (or None).
+        tol: how close the recorded paired differences must be to today's.
+
+    Returns:
+        (found with the recorded seeds filled in, {seed: why it was or was not taken}).
+
+    Example:
+        >>> found, why = with_recorded(facts(root, "efficientnet_lite0", [0, 1, 2], 0.6), doc, old)  # doctest: +SKIP
+    """
+    found, why = dict(found), {}
+    if not recorded:
+        return found, why
+    old_seeds = [int(s) for s in recorded.get("runs", {})]
+    row = doc["variants"][DEEP]["models"][DECIDES]
+    for i, seed in enumerate(doc["seeds"]):
+        if not _missing(found[seed]) or seed not in old_seeds:
+            continue
+        j = old_seeds.index(seed)
+        same = all(abs(recorded["verdict"]["paired"][k][j] - row[f"{k}_vs_baseline"]["values"][i]) <= tol
+                   for k, _ in KEYS)
+        if same:
+            found[seed] = recorded["runs"][str(seed)]
+            why[seed] = "from --recorded: its folders are gone, the facts were read from them earlier"
+        else:
+            why[seed] = "--recorded holds other runs of this seed (their paired differences differ): not used"
+    return found, why
+
+
 def decide(doc: dict, found: dict) -> dict:
     """The rule of deep_student_rule.md on the distilled student's paired int8 test differences.
 
@@ -108,7 +149,7 @@ def decide(doc: dict, found: dict) -> dict:
             "finished": finished, "adopt": finished and paired_ok and all(checks.values())}
 
 
-def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
+def render(doc: dict, verdict: dict, found: dict, command: str, why: dict | None = None) -> str:
     seeds = doc["seeds"]
     lines = ["# Does the deeper student become the default? (benchmarks/deep_student_rule.md)", "", f"`{command}`",
              "", f"From `{doc['command']}`.", "",
@@ -129,7 +170,8 @@ def render(doc: dict, verdict: dict, found: dict, command: str) -> str:
         b, d = f[BASE], f[DEEP]
         lines.append(f"- seed {seed}: {b['int8_bytes']} / {d['int8_bytes']} bytes; check passed "
                      f"{b['check_passed']} / {d['check_passed']}; same teacher weights "
-                     f"{verdict['same_teacher'][seed]}")
+                     f"{verdict['same_teacher'][seed]}"
+                     + (f" ({(why or {})[seed]})" if seed in (why or {}) else ""))
     if not verdict["finished"]:
         lines += ["", f"**Unfinished: seeds {seeds} of 0, 1 and 2. The rule is not applied; the default student "
                       "stays as it is until the missing seeds of both variants have run and are pooled with these.**"]
@@ -150,16 +192,25 @@ def main(argv=None) -> int:
                     help="recipes.py JSON with both variants and --int8; repeat it to pool seeds from several files.")
     ap.add_argument("--root", default=str(ROOT / "runs" / "recipes"), help="recipes.py's --root (runs' files).")
     ap.add_argument("--teachers", default="efficientnet_lite0", help="recipes.py's --teachers.")
+    ap.add_argument("--recorded", help="An earlier verdict JSON of this script: its facts stand in for seeds whose "
+                                       "run folders are missing under --root, if its paired differences match.")
     ap.add_argument("--json", default=str(HERE / "deep_student_decision.json"), help="Verdict JSON.")
     ap.add_argument("--md", default=str(HERE / "deep_student_decision.md"), help="Verdict Markdown.")
     args = ap.parse_args(argv)
     doc = load_pooled(ap, args.recipes, DEEP)
     found = facts(Path(args.root), args.teachers, doc["seeds"], doc.get("melanoma_sensitivity"))
+    recorded = None
+    if args.recorded:
+        try:
+            recorded = json.loads(Path(args.recorded).read_text())
+        except (OSError, ValueError) as exc:
+            ap.error(f"{args.recorded}: not a readable verdict JSON ({exc})")
+    found, why = with_recorded(found, doc, recorded)
     verdict = decide(doc, found)
     command = " ".join(["python benchmarks/deep_student_decision.py", *(argv if argv is not None else sys.argv[1:])])
     out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,
-           "runs": {str(s): f for s, f in found.items()}}
-    write_results(out, args.json, args.md, render(doc, verdict, found, command))
+           "runs": {str(s): f for s, f in found.items()}, "facts_from": {str(s): w for s, w in why.items()}}
+    write_results(out, args.json, args.md, render(doc, verdict, found, command, why))
     print("verdict: " + ("unfinished (fewer than seeds 0, 1, 2)" if not verdict["finished"]
                          else "adopt" if verdict["adopt"] else "keep the default student"))
     return 0

@@ -119,3 +119,30 @@ def test_two_seeds_are_reported_as_unfinished_not_decided(deep, pool, tmp_path):
                "--md", str(tmp_path / "d.md")])
     md = (tmp_path / "d.md").read_text()
     assert "Unfinished: seeds [0, 1]" in md and "The rule (distilled" not in md
+
+
+def test_recorded_facts_stand_in_only_for_missing_folders_of_the_same_runs(deep, tmp_path):
+    path, old = tmp_path / "r.json", tmp_path / "old.json"
+    path.write_text(json.dumps(_doc(GOOD)))
+    facts = _facts()
+    recorded = {"verdict": {"paired": {k: v[:2] for k, v in GOOD.items()}}, "runs": {"0": facts[0], "1": facts[1]}}
+    old.write_text(json.dumps(recorded))
+    args = ["--recipes", str(path), "--root", str(tmp_path), "--json", str(tmp_path / "d.json"),
+            "--md", str(tmp_path / "d.md"), "--recorded", str(old)]
+    assert deep.main(args) == 0
+    out = json.loads((tmp_path / "d.json").read_text())
+    assert out["runs"]["0"] == facts[0] and out["runs"]["1"] == facts[1]
+    assert out["runs"]["2"][DEEP]["int8_bytes"] is None  # nothing recorded for seed 2: still missing
+    assert set(out["facts_from"]) == {"0", "1"} and not out["verdict"]["paired_ok"]
+    assert "seed 0: 147296 / 162352 bytes" in (tmp_path / "d.md").read_text()
+    # the facts of other runs of seed 1 (other paired differences) are not taken
+    recorded["verdict"]["paired"]["int8_accuracy"][1] += 0.001
+    old.write_text(json.dumps(recorded))
+    deep.main(args)
+    out = json.loads((tmp_path / "d.json").read_text())
+    assert out["runs"]["0"] == facts[0] and out["runs"]["1"][DEEP]["int8_bytes"] is None
+    assert "other runs" in out["facts_from"]["1"]
+    old.write_text("not json")
+    with pytest.raises(SystemExit) as exc:
+        deep.main(args)
+    assert exc.value.code == 2
