@@ -77,8 +77,8 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                 ["--balance", "logit-adjust", *_d96(128)]),
     "d96_la_v8e60": ("logit adjustment; students (alone and distilled) 60 epochs on 8 cached views instead of "
                      "20 on 4", ["--balance", "logit-adjust", *_d96(views=8, epochs=60)]),
-    "d96_la_v8e120": ("students trained 120 epochs instead of 60 (same 8 cached views): kdtool's defaults since the "
-                      "three-seed measurement",
+    "d96_la_v8e120": ("students trained 120 epochs instead of 60 (same 8 cached views): kdtool's defaults from the "
+                      "three-seed measurement until the deeper student",
                       ["--balance", "logit-adjust", *_d96(views=8, epochs=120)]),
     "d96_la_v8e120_ts3": ("today's defaults with three teachers per run (--teacher-seeds 3: seeds s, s+1, s+2), "
                           "the student distilled from their mean soft targets",
@@ -92,8 +92,9 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                           "averaged over about the last 1000 batches (10 epochs), the average validated, selected "
                           "and saved",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ema", "0.999"]),
-    "d96_la_v8e120_c2": ("today's defaults with a deeper student: two Conv-BN-ReLU units per block, narrower "
-                         "(24/40/80 filters; 139k parameters against 129k, 1.7x the multiply-adds)",
+    "d96_la_v8e120_c2": ("d96_la_v8e120 with a deeper student: two Conv-BN-ReLU units per block, narrower "
+                         "(24/40/80 filters; 139k parameters against 129k, 1.7x the multiply-adds); kdtool's "
+                         "defaults since deep_student_rule.md adopted it",
                          ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
                           "--student-filters", "24,40,80"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
@@ -101,6 +102,11 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
                       ["--balance", "logit-adjust", "--augment", "--views", "4", *_COSINE, "--epochs", "15"]),
 }
+# The student every variant but d96_la_v8e120_c2 was measured with: kdtool's default until the deeper student
+# won deep_student_rule.md. Spelled out so that those runs keep their meaning (and their finished folders match).
+_STUDENT_1 = ["--student-convs", "1", "--student-filters", "32,64,128"]
+VARIANTS = {name: (what, opts if "--student-convs" in opts else [*opts, *_STUDENT_1])
+            for name, (what, opts) in VARIANTS.items()}
 INT8_METRICS = [("int8", "accuracy", "int8 test acc"), ("int8", "balanced_accuracy", "int8 test bal acc"),
                 ("int8", "macro_f1", "int8 test macro-F1"), ("int8", "melanoma_sensitivity", "int8 test mel sens"),
                 ("int8", "roc_auc", "int8 test ROC-AUC"), ("int8", "val_accuracy_drop", "int8 val acc drop (pts)")]

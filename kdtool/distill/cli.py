@@ -46,9 +46,9 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--sweep-alphas", default="", help="Comma-separated alphas to sweep, e.g. 0.1,0.3,0.5 (with --sweep-temperatures or alone).")
 @click.option("--teacher-logits", type=click.Choice(["cached", "online"]), default="cached", help="cached: run each teacher once per training image; online: run the frozen teacher every step.")
 @click.option("--ensemble", is_flag=True, help="Also distil one student from the mean of all teachers' soft targets.")
-@click.option("--student-filters", default="32,64,128", help="Filters of the student's conv blocks.")
+@click.option("--student-filters", default="24,40,80", help="Filters of the student's conv blocks (32,64,128 with --student-convs 1 is the earlier default student).")
 @click.option("--student-dense", type=int, default=256, help="Units of the student's dense layer (0: none).")
-@click.option("--student-convs", type=click.IntRange(min=1), default=1, help="Conv-BN-ReLU units per student block before its pooling: 2 is VGG-style, deeper; pair it with narrower --student-filters (24,40,80: about 140k parameters) to stay near the default's size.")
+@click.option("--student-convs", type=click.IntRange(min=1), default=2, help="Conv-BN-ReLU units per student block before its pooling. The default, 2 units of 24,40,80 filters (about 140k parameters), is VGG-style; 1 with --student-filters 32,64,128 is the earlier default (129k).")
 @click.option("--student-dropout", type=float, default=0.3, help="Dropout before the student's logits.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
@@ -62,7 +62,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--calibration-folds", type=int, default=0, help="K >= 2: after the run, train the same recipe K more times on lesion-disjoint folds of the train split (lesions from the data's image_ids.csv) and save each student's out-of-fold logits, on which `kdtool export --floor-on oof` chooses the melanoma floor instead of the small validation split. About (K-1) times the run's training time; adding it to a finished run trains only the folds. 0: off.")
 @click.option("--fresh", is_flag=True, help="Retrain every model even if this --out holds finished ones.")
 def distill_command(list_teachers, fresh, student_filters, teachers, sweep_temperatures, sweep_alphas, **options):
-    """Fine-tune teacher CNNs and distil each into a ~130k-parameter student.
+    """Fine-tune teacher CNNs and distil each into a ~140k-parameter student.
 
     For every teacher: fine-tune it on the training split, cache its logits,
     and train a fresh student with

@@ -1,23 +1,24 @@
-"""The default ~130k-parameter student CNN.
+"""The default ~140k-parameter student CNN.
 
-Three Conv-BN-ReLU-MaxPool blocks (32/64/128 filters), global average pooling,
-a dense layer, dropout and a logits layer. ``convs_per_block=2`` stacks two
-Conv-BN-ReLU units per block before its pooling (VGG-style: deeper for about the
-same size when the filters are narrower, e.g. 24/40/80: 139k parameters). Only
-built-in Keras layers, so the saved ``.keras`` file loads anywhere with
-``safe_mode=True`` and converts to TFLite with builtin int8 ops only.
+Three blocks of two Conv-BN-ReLU units and a MaxPool each (24/40/80 filters: VGG-style,
+chosen over one unit of 32/64/128 filters by ``benchmarks/deep_student_rule.md``), global
+average pooling, a dense layer, dropout and a logits layer. ``convs_per_block=1`` with
+32/64/128 filters is the earlier default (129k parameters). Only built-in Keras layers,
+so the saved ``.keras`` file loads anywhere with ``safe_mode=True`` and converts to
+TFLite with builtin int8 ops only.
 
 Example:
     >>> model = build_student((32, 32, 3), num_classes=7)  # doctest: +SKIP
     >>> model.count_params()                                # doctest: +SKIP
-    128999
+    139247
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-DEFAULT_FILTERS = (32, 64, 128)
+DEFAULT_FILTERS = (24, 40, 80)
+DEFAULT_CONVS_PER_BLOCK = 2
 DEFAULT_DENSE_UNITS = 256
 DEFAULT_DROPOUT = 0.3
 # 0.99 averages over ~100 steps: after a few short epochs the moving statistics are
@@ -33,7 +34,7 @@ def build_student(
     dropout: float = DEFAULT_DROPOUT,
     bn_momentum: float = DEFAULT_BN_MOMENTUM,
     name: str = "student",
-    convs_per_block: int = 1,
+    convs_per_block: int = DEFAULT_CONVS_PER_BLOCK,
 ):
     """Build the student CNN. Input: float32 images in [0, 1]; output: logits.
 
@@ -45,8 +46,9 @@ def build_student(
         dropout: dropout rate before the logits.
         bn_momentum: BatchNorm moving-average momentum.
         name: model name.
-        convs_per_block: Conv-BN-ReLU units in each block before its pooling (1: the
-            default student, layer names ``block<i>_conv``; more: ``block<i>_conv<j>``, ``block<i>_bn<j>``, ...).
+        convs_per_block: Conv-BN-ReLU units in each block before its pooling (1: layer
+            names ``block<i>_conv``, ``block<i>_bn``, ...; more, as the default 2:
+            ``block<i>_conv<j>``, ``block<i>_bn<j>``, ...).
 
     Returns:
         An uncompiled ``keras.Model``.

@@ -131,9 +131,9 @@ class DistillConfig:
     temperatures: tuple = ()
     alphas: tuple = ()
     ensemble: bool = False
-    student_filters: tuple = (32, 64, 128)
+    student_filters: tuple = (24, 40, 80)
     student_dense: int = 256
-    student_convs: int = 1
+    student_convs: int = 2
     student_dropout: float = 0.3
     balance: str = "logit-adjust"
     augment: bool = True
