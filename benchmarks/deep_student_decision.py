@@ -36,6 +36,7 @@ from run import write_results  # noqa: E402
 
 BASE, DEEP = "d96_la_v8e120", "d96_la_v8e120_c2"
 DECIDES = "student_efficientnet_lite0"
+FACT_KEYS = ("teacher_sha256", "int8_bytes", "check_passed")
 MAX_BYTES = 200_000  # issue #6's "size <= 200 KB", read as decimal kilobytes (the stricter reading)
 
 
@@ -54,7 +55,7 @@ def _weights_sha256(keras_file: Path) -> str | None:
 
 def _run_facts(run: Path, mel: float | None) -> dict:
     """Teacher weights' SHA-256s, and the distilled student's int8 bytes and check result, of one run folder."""
-    out = {"teacher_sha256": None, "int8_bytes": None, "check_passed": None}
+    out = dict.fromkeys(FACT_KEYS)
     meta = run / "run.json"
     if not meta.is_file():
         return out
@@ -79,34 +80,55 @@ def _missing(f: dict) -> bool:
     return all(v is None for run in f.values() for v in run.values())
 
 
+def _recorded_seed(recorded: dict, seed: int) -> tuple[dict | None, dict | None]:
+    """(facts, paired differences) that ``recorded`` holds for ``seed``, or (None, None) when it holds none."""
+    try:
+        seeds = [int(x) for x in recorded.get("seeds") or list(recorded["runs"])]  # older files: the runs' order
+        if seed not in seeds:
+            return None, None
+        j = seeds.index(seed)
+        facts = recorded["runs"][str(seed)]
+        paired = {k: float(recorded["verdict"]["paired"][k][j]) for k, _ in KEYS}
+        if _missing(facts) or any(set(facts[v]) != set(FACT_KEYS) for v in (BASE, DEEP)):
+            return None, None
+        return facts, paired
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None, None
+
+
 def with_recorded(found: dict, doc: dict, recorded: dict | None, tol: float = 1e-9) -> tuple[dict, dict]:
     """Fill the seeds whose run folders are missing from an earlier verdict JSON of this script.
+
+    A seed is filled only when all its files are missing (a partly missing seed stays as found: the
+    pairing then fails), and only from recorded facts of the same runs: the recorded paired differences
+    of the distilled student must equal the pooled ones.
 
     Args:
         found: ``facts(...)``.
         doc: the pooled recipes doc the verdict is for.
         recorded: an earlier ``deep_student_decision.json`` (or None).
-        tol: how close the recorded paired differences must be to today's.
+        tol: how close the recorded paired differences must be to the pooled ones.
 
     Returns:
-        (found with the recorded seeds filled in, {seed: why it was or was not taken}).
+        (found with the recorded seeds filled in, {seed: where its facts came from, or why they are missing}).
 
     Example:
         >>> found, why = with_recorded(facts(root, "efficientnet_lite0", [0, 1, 2], 0.6), doc, old)  # doctest: +SKIP
     """
     found, why = dict(found), {}
-    if not recorded:
-        return found, why
-    old_seeds = [int(s) for s in recorded.get("runs", {})]
     row = doc["variants"][DEEP]["models"][DECIDES]
     for i, seed in enumerate(doc["seeds"]):
-        if not _missing(found[seed]) or seed not in old_seeds:
+        missing = [v for v in (BASE, DEEP) if all(x is None for x in found[seed][v].values())]
+        if not missing:
             continue
-        j = old_seeds.index(seed)
-        same = all(abs(recorded["verdict"]["paired"][k][j] - row[f"{k}_vs_baseline"]["values"][i]) <= tol
-                   for k, _ in KEYS)
-        if same:
-            found[seed] = recorded["runs"][str(seed)]
+        if len(missing) < 2:
+            why[seed] = f"{missing[0]}'s files are missing under --root (not filled from --recorded)"
+            continue
+        facts, paired = _recorded_seed(recorded, seed) if recorded else (None, None)
+        if facts is None:
+            why[seed] = "files missing under --root" + (", and --recorded holds no facts for it" if recorded else "")
+        elif all(abs(paired[k] - row[f"{k}_vs_baseline"]["values"][i]) <= tol for k, _ in KEYS):
+            found[seed] = facts
             why[seed] = "from --recorded: its folders are gone, the facts were read from them earlier"
         else:
             why[seed] = "--recorded holds other runs of this seed (their paired differences differ): not used"
@@ -138,7 +160,7 @@ def decide(doc: dict, found: dict) -> dict:
         "accuracy: mean change >= 0": mean["int8_accuracy"] >= 0,
         "melanoma sensitivity: mean change >= -2 points": mean["int8_melanoma_sensitivity"] >= -0.02,
         f"int8 file <= {MAX_BYTES:,} bytes": all(s is not None and s <= MAX_BYTES for s in sizes),
-        "int8 check fails no more often than today's": sum(fails[DEEP]) <= sum(fails[BASE]),
+        "int8 check fails no more often than the earlier student's": sum(fails[DEEP]) <= sum(fails[BASE]),
     }
     same_teacher = {seed: f[BASE]["teacher_sha256"] is not None
                     and f[BASE]["teacher_sha256"] == f[DEEP]["teacher_sha256"] for seed, f in found.items()}
@@ -153,7 +175,8 @@ def render(doc: dict, verdict: dict, found: dict, command: str, why: dict | None
     seeds = doc["seeds"]
     lines = ["# Does the deeper student become the default? (benchmarks/deep_student_rule.md)", "", f"`{command}`",
              "", f"From `{doc['command']}`.", "",
-             "Paired by seed, `--student-convs 2 --student-filters 24,40,80` minus today's student, int8 files "
+             "Paired by seed, `--student-convs 2 --student-filters 24,40,80` minus the earlier student "
+             f"(`{BASE}`: `--student-convs 1 --student-filters 32,64,128`), int8 files "
              f"exported as kdtool does by default (`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), "
              "test split, points. Each seed's pair of runs is on one machine: "
              + ", ".join(f"seed {s}: {(doc.get('machines') or {}).get(s, '?')}" for s in seeds) + ".", "",
@@ -205,10 +228,13 @@ def main(argv=None) -> int:
             recorded = json.loads(Path(args.recorded).read_text())
         except (OSError, ValueError) as exc:
             ap.error(f"{args.recorded}: not a readable verdict JSON ({exc})")
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("runs"), dict):
+            ap.error(f"{args.recorded}: not a verdict JSON of this script (no 'runs' object)")
     found, why = with_recorded(found, doc, recorded)
     verdict = decide(doc, found)
     command = " ".join(["python benchmarks/deep_student_decision.py", *(argv if argv is not None else sys.argv[1:])])
-    out = {"command": command, "recipes": doc["command"], "machines": doc["machines"], "verdict": verdict,
+    out = {"command": command, "recipes": doc["command"], "seeds": doc["seeds"], "machines": doc["machines"],
+           "verdict": verdict,
            "runs": {str(s): f for s, f in found.items()}, "facts_from": {str(s): w for s, w in why.items()}}
     write_results(out, args.json, args.md, render(doc, verdict, found, command, why))
     print("verdict: " + ("unfinished (fewer than seeds 0, 1, 2)" if not verdict["finished"]

@@ -105,7 +105,7 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
 # The student every variant but d96_la_v8e120_c2 was measured with: kdtool's default until the deeper student
 # won deep_student_rule.md. Spelled out so that those runs keep their meaning (and their finished folders match).
 _STUDENT_1 = ["--student-convs", "1", "--student-filters", "32,64,128"]
-VARIANTS = {name: (what, opts if "--student-convs" in opts else [*opts, *_STUDENT_1])
+VARIANTS = {name: (what, opts if {"--student-convs", "--student-filters"} & set(opts) else [*opts, *_STUDENT_1])
             for name, (what, opts) in VARIANTS.items()}
 INT8_METRICS = [("int8", "accuracy", "int8 test acc"), ("int8", "balanced_accuracy", "int8 test bal acc"),
                 ("int8", "macro_f1", "int8 test macro-F1"), ("int8", "melanoma_sensitivity", "int8 test mel sens"),

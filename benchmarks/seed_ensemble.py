@@ -68,11 +68,13 @@ def _cached_logits(model_path: Path, run, cache: Path) -> tuple[np.ndarray, np.n
 def distil_one(doc: dict, teachers: list[Path], out: Path, data: str) -> Path:
     """Distil NAME for one run (``doc``: its run.json) from the mean soft targets of ``teachers``; returns its folder."""
     from kdtool.data import load_fdata
-    from kdtool.distill.train import (DistillConfig, Run, _distil, fixed_views, make_strategy, mean_soft_targets,
-                                      write_summary)
+    from kdtool.distill.train import (SETTINGS_BEFORE_THEY_EXISTED, DistillConfig, Run, _distil, fixed_views,
+                                      make_strategy, mean_soft_targets, write_summary)
     from kdtool.errors import require_train_extra
 
-    cfg = DistillConfig(**{**doc["config"], "out": str(out / f"s{doc['config']['seed']}"), "data": data})
+    # a run.json from before a setting existed means that setting's old value, not today's default
+    cfg = DistillConfig(**{**SETTINGS_BEFORE_THEY_EXISTED, **doc["config"],
+                           "out": str(out / f"s{doc['config']['seed']}"), "data": data})
     for key in ("student_filters", "temperatures", "alphas"):
         setattr(cfg, key, tuple(getattr(cfg, key)))
     tf = require_train_extra("benchmarks/seed_ensemble.py")

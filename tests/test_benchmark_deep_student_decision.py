@@ -125,24 +125,41 @@ def test_recorded_facts_stand_in_only_for_missing_folders_of_the_same_runs(deep,
     path, old = tmp_path / "r.json", tmp_path / "old.json"
     path.write_text(json.dumps(_doc(GOOD)))
     facts = _facts()
-    recorded = {"verdict": {"paired": {k: v[:2] for k, v in GOOD.items()}}, "runs": {"0": facts[0], "1": facts[1]}}
+    # recorded in another order than the pooled seeds: its "seeds" list says which value is which seed's
+    recorded = {"seeds": [2, 0], "verdict": {"paired": {k: [v[2], v[0]] for k, v in GOOD.items()}},
+                "runs": {"2": facts[2], "0": facts[0]}}
     old.write_text(json.dumps(recorded))
     args = ["--recipes", str(path), "--root", str(tmp_path), "--json", str(tmp_path / "d.json"),
             "--md", str(tmp_path / "d.md"), "--recorded", str(old)]
     assert deep.main(args) == 0
     out = json.loads((tmp_path / "d.json").read_text())
-    assert out["runs"]["0"] == facts[0] and out["runs"]["1"] == facts[1]
-    assert out["runs"]["2"][DEEP]["int8_bytes"] is None  # nothing recorded for seed 2: still missing
-    assert set(out["facts_from"]) == {"0", "1"} and not out["verdict"]["paired_ok"]
+    assert out["runs"]["0"] == facts[0] and out["runs"]["2"] == facts[2] and out["seeds"] == [0, 1, 2]
+    assert out["runs"]["1"][DEEP]["int8_bytes"] is None and "no facts" in out["facts_from"]["1"]
+    assert "from --recorded" in out["facts_from"]["0"] and not out["verdict"]["paired_ok"]
     assert "seed 0: 147296 / 162352 bytes" in (tmp_path / "d.md").read_text()
-    # the facts of other runs of seed 1 (other paired differences) are not taken
+    # the facts of other runs of seed 0 (other paired differences) are not taken
     recorded["verdict"]["paired"]["int8_accuracy"][1] += 0.001
     old.write_text(json.dumps(recorded))
     deep.main(args)
     out = json.loads((tmp_path / "d.json").read_text())
-    assert out["runs"]["0"] == facts[0] and out["runs"]["1"][DEEP]["int8_bytes"] is None
-    assert "other runs" in out["facts_from"]["1"]
-    old.write_text("not json")
-    with pytest.raises(SystemExit) as exc:
-        deep.main(args)
-    assert exc.value.code == 2
+    assert out["runs"]["2"] == facts[2] and out["runs"]["0"][DEEP]["int8_bytes"] is None
+    assert "other runs" in out["facts_from"]["0"]
+    for bad in ("not json", "[1, 2]"):
+        old.write_text(bad)
+        with pytest.raises(SystemExit) as exc:
+            deep.main(args)
+        assert exc.value.code == 2
+
+
+def test_folders_on_disk_win_and_a_partly_missing_seed_is_not_filled(deep, pool):
+    doc = pool([_doc(GOOD)], ["r"], variant=DEEP)
+    found = _facts()
+    found[1] = {BASE: dict.fromkeys(deep.FACT_KEYS), DEEP: found[1][DEEP]}   # one variant's folder gone
+    found[2] = {v: dict.fromkeys(deep.FACT_KEYS) for v in (BASE, DEEP)}      # both gone
+    other = {BASE: {**_facts()[0][BASE], "int8_bytes": 1}, DEEP: {**_facts()[0][DEEP], "int8_bytes": 2}}
+    recorded = {"seeds": [0, 1, 2], "verdict": {"paired": GOOD}, "runs": {"0": other, "1": other, "2": other}}
+    filled, why = deep.with_recorded(found, doc, recorded)
+    assert filled[0] == _facts()[0] and 0 not in why  # its folders are there: the recording is not used
+    assert filled[1][BASE]["int8_bytes"] is None and "missing under --root" in why[1]
+    assert filled[2] == other and "from --recorded" in why[2]
+    assert not deep.decide(doc, filled)["paired_ok"]
