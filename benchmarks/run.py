@@ -1021,7 +1021,9 @@ def render_markdown(r: dict) -> str:
     q = r.get("quantization")
     if q:
         L += ["## 3. Quantization", "",
-              f"`{q['model']}` ({q['params']:,} params) from seed 0's run, exported with `export_models` "
+              f"`{q['model']}` ({q['params']:,} params) from "
+              + (f"the run `{Path(q['source']).parent}` (--run)" if " --run " in f" {r.get('command', '')} "
+                 else "seed 0's run") + ", exported with `export_models` "
               "(int8: full-integer, int8 I/O, 300 stratified train images for calibration; int8-floatends: the same with "
               "the first conv and the logits layer float32); val columns from the "
               "export check (852 images), test columns from kdtool bench (1704 images). Accuracies in %.", "",
