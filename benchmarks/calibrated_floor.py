@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", required=True, help="comma-separated finished kdtool distill runs, one per seed")
     ap.add_argument("--seeds", required=True, help="comma-separated seeds of those runs")
     ap.add_argument("--reuse-folds", default="", help="comma-separated oof_floor.py fold-run folders to link in")
-    ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS), help="recipes.py variant")
+    ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS),
+                    help="recipes.py variant (the default, d96_la_v8e120, has the earlier default student its committed "
+                         "results were measured with; d96_la_v8e120_c2 is kdtool's default since 2026-12-03)")
     ap.add_argument("--teachers", default="efficientnet_lite0", help="kdtool distill --teachers of the runs")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--folds", type=int, default=3, help="--calibration-folds")

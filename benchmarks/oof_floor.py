@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True, help="a finished kdtool distill run of the same recipe and seed")
     ap.add_argument("--model", default="student_alone", help="the run's model to hold (name, no .keras)")
     ap.add_argument("--teachers", default="", help="kdtool distill --teachers for the fold runs")
-    ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS), help="recipes.py variant")
+    ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS),
+                    help="recipes.py variant (the default, d96_la_v8e120, has the earlier default student its committed "
+                         "results were measured with; d96_la_v8e120_c2 is kdtool's default since 2026-12-03)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder.")
     ap.add_argument("--folds", type=int, default=3, help="number of lesion-disjoint folds (>= 2)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of the fold runs (and the fold split)")

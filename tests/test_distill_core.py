@@ -137,7 +137,7 @@ def test_distiller_metrics_are_the_students():
 def test_default_student_size():
     model = build_student((32, 32, 3), 7)
     assert 120_000 <= model.count_params() <= 145_000  # "about 140k" in --student-convs' help
-    assert sum(type(l).__name__ == "Conv2D" for l in model.layers) == 6  # two units in each of three blocks
+    assert [l.filters for l in model.layers if type(l).__name__ == "Conv2D"] == [24, 24, 40, 40, 80, 80]
     layer_types = {type(l).__name__ for l in model.layers}
     assert "BatchNormalization" in layer_types and "Lambda" not in layer_types
     assert all(l.momentum <= 0.95 for l in model.layers if type(l).__name__ == "BatchNormalization")
