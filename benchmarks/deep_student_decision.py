@@ -76,8 +76,9 @@ def facts(root: Path, teachers: str, seeds: list[int], mel: float | None) -> dic
     return {seed: {v: _run_facts(run_folder(root, v, teachers, seed), mel) for v in (BASE, DEEP)} for seed in seeds}
 
 
-def _missing(f: dict) -> bool:
-    return all(v is None for run in f.values() for v in run.values())
+def _absent(run_facts: dict) -> bool:
+    """True when nothing of one run was found (its folder is gone)."""
+    return all(v is None for v in run_facts.values())
 
 
 def _recorded_seed(recorded: dict, seed: int) -> tuple[dict | None, dict | None]:
@@ -89,7 +90,7 @@ def _recorded_seed(recorded: dict, seed: int) -> tuple[dict | None, dict | None]
         j = seeds.index(seed)
         facts = recorded["runs"][str(seed)]
         paired = {k: float(recorded["verdict"]["paired"][k][j]) for k, _ in KEYS}
-        if _missing(facts) or any(set(facts[v]) != set(FACT_KEYS) for v in (BASE, DEEP)):
+        if any(set(facts[v]) != set(FACT_KEYS) or _absent(facts[v]) for v in (BASE, DEEP)):
             return None, None
         return facts, paired
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
@@ -118,7 +119,7 @@ def with_recorded(found: dict, doc: dict, recorded: dict | None, tol: float = 1e
     found, why = dict(found), {}
     row = doc["variants"][DEEP]["models"][DECIDES]
     for i, seed in enumerate(doc["seeds"]):
-        missing = [v for v in (BASE, DEEP) if all(x is None for x in found[seed][v].values())]
+        missing = [v for v in (BASE, DEEP) if _absent(found[seed][v])]
         if not missing:
             continue
         if len(missing) < 2:

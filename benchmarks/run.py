@@ -677,7 +677,7 @@ class Harness:
                 f"bal {100 * rec['balanced_accuracy']:.2f}%  {rec['latency_ms']['median']:.3f} ms")
         f32, i8 = modes.get("float32"), modes.get("int8")
         self.results["quantization"] = {
-            "model": ex["name"], "source": str(ex["run"] / f"{ex['name']}.keras"),
+            "model": ex["name"], "source": str(ex["run"] / f"{ex['name']}.keras"), "given_run": bool(self.args.run),
             "params": ex["rows"]["float32"]["params"] if "float32" in ex["rows"] else None,
             "keras_test": {k: keras_row[k] for k, _ in METRICS} if keras_row else None,
             "modes": modes, "export_seconds": ex["seconds"],
@@ -1022,8 +1022,8 @@ def render_markdown(r: dict) -> str:
     if q:
         L += ["## 3. Quantization", "",
               f"`{q['model']}` ({q['params']:,} params) from "
-              + (f"the run `{Path(q['source']).parent}` (--run)" if " --run " in f" {r.get('command', '')} "
-                 else "seed 0's run") + ", exported with `export_models` "
+              + (f"the run `{Path(q['source']).parent}` (--run)" if q.get("given_run") else "seed 0's run")
+              + ", exported with `export_models` "
               "(int8: full-integer, int8 I/O, 300 stratified train images for calibration; int8-floatends: the same with "
               "the first conv and the logits layer float32); val columns from the "
               "export check (852 images), test columns from kdtool bench (1704 images). Accuracies in %.", "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kdtool.distill.balance import BALANCE_MODES
+from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
 from kdtool.errors import InputError
 
 
@@ -46,10 +47,10 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--sweep-alphas", default="", help="Comma-separated alphas to sweep, e.g. 0.1,0.3,0.5 (with --sweep-temperatures or alone).")
 @click.option("--teacher-logits", type=click.Choice(["cached", "online"]), default="cached", help="cached: run each teacher once per training image; online: run the frozen teacher every step.")
 @click.option("--ensemble", is_flag=True, help="Also distil one student from the mean of all teachers' soft targets.")
-@click.option("--student-filters", default="24,40,80", help="Filters of the student's conv blocks (32,64,128 with --student-convs 1 is the earlier default student).")
-@click.option("--student-dense", type=int, default=256, help="Units of the student's dense layer (0: none).")
-@click.option("--student-convs", type=click.IntRange(min=1), default=2, help="Conv-BN-ReLU units per student block before its pooling. The default, 2 units of 24,40,80 filters (about 140k parameters), is VGG-style; 1 with --student-filters 32,64,128 is the earlier default (129k).")
-@click.option("--student-dropout", type=float, default=0.3, help="Dropout before the student's logits.")
+@click.option("--student-filters", default=",".join(map(str, DEFAULT_FILTERS)), help="Filters of the student's conv blocks (32,64,128 with --student-convs 1 is the earlier default student).")
+@click.option("--student-dense", type=int, default=DEFAULT_DENSE_UNITS, help="Units of the student's dense layer (0: none).")
+@click.option("--student-convs", type=click.IntRange(min=1), default=DEFAULT_CONVS_PER_BLOCK, help="Conv-BN-ReLU units per student block before its pooling. The default, 2 units of 24,40,80 filters (about 140k parameters), is VGG-style; 1 with --student-filters 32,64,128 is the earlier default (129k).")
+@click.option("--student-dropout", type=float, default=DEFAULT_DROPOUT, help="Dropout before the student's logits.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
 @click.option("--views", type=int, default=8, help="With --augment and cached logits: fixed augmented views per training image whose teacher logits are cached (the teacher runs this many times per image).")

@@ -38,6 +38,7 @@ import numpy as np
 from kdtool import __version__
 from kdtool.data import FData, atomic_write_text, load_fdata, sha256_file
 from kdtool.distill.balance import BALANCE_MODES, Balancing, balancing
+from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
 from kdtool.errors import InputError, RuntimeFailure
 
 SUMMARY_COLUMNS = [
@@ -131,10 +132,10 @@ class DistillConfig:
     temperatures: tuple = ()
     alphas: tuple = ()
     ensemble: bool = False
-    student_filters: tuple = (24, 40, 80)
-    student_dense: int = 256
-    student_convs: int = 2
-    student_dropout: float = 0.3
+    student_filters: tuple = DEFAULT_FILTERS
+    student_dense: int = DEFAULT_DENSE_UNITS
+    student_convs: int = DEFAULT_CONVS_PER_BLOCK
+    student_dropout: float = DEFAULT_DROPOUT
     balance: str = "logit-adjust"
     augment: bool = True
     views: int = 8
