@@ -78,7 +78,7 @@ def chosen_tau(rows: list[dict], floor: float) -> float:
 
 def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, variant: str, teachers: str,
              folds: int, taus: list[float], floor_on: str = "oof") -> list[dict]:
-    """Distill the folds (reusing), export at each TAU, bench on test; one row per (student, TAU)."""
+    """Distill the folds (reusing; none when ``folds`` is 0), export at each TAU, bench on test; one row per (student, TAU)."""
     work.parent.mkdir(parents=True, exist_ok=True)
     linked_copy(run, work)
     if reuse is not None:
@@ -88,8 +88,9 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
                 linked_copy(reuse / f"fold{f}" / "run", dst)
                 linked_copy(reuse / f"fold{f}" / "data", dst / "data")
     log = work / "calibrated_floor.log"
-    distill_logged(data, work, teachers, seed, variant, log, f"seed {seed}",
-                   extra=("--calibration-folds", str(folds)))
+    if folds:  # 0: no calibration folds (a floor on validation needs none)
+        distill_logged(data, work, teachers, seed, variant, log, f"seed {seed}",
+                       extra=("--calibration-folds", str(folds)))
     rows = []
     for tau in [*taus, "auto"]:
         out = work / (f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto")

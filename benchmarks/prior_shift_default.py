@@ -1,0 +1,197 @@
+"""Should ``kdtool export`` default to ``--prior-shift auto``? ``prior_shift_default_rule.md`` applied to finished runs.
+
+For each seed's finished ``kdtool distill`` run (``--runs``), on a hard-linked copy (``--work``/s<seed>; the
+run itself is not touched), both students are exported to int8 with the default melanoma floor chosen on
+VALIDATION at every ``--taus`` shift and with ``--prior-shift auto``, and benched on the test split
+(``benchmarks/calibrated_floor.py``'s steps with ``--floor-on val`` and no calibration folds). The rule,
+committed before the runs finished, then decides on the distilled student's ``auto`` files:
+
+1. mean test accuracy >= 74%, balanced accuracy >= 60%, melanoma sensitivity >= 60%;
+2. at least two seeds meet all three on their own;
+3. mean test ROC-AUC >= 92%;
+4. paired by seed, balanced accuracy above the student alone's (exported the same way) by a mean margin
+   larger than the larger of the two models' seed standard deviations (ddof=1).
+
+    python benchmarks/prior_shift_default.py --runs R0,R1,R2 --seeds 0,1,2 [--work runs/psd] [--json ...] [--md ...]
+
+Every export and bench JSON is reused when present, so the tables rebuild in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from calibrated_floor import METRICS, one_seed  # noqa: E402
+from run import results_doc, stats, write_results  # noqa: E402
+
+KD, ALONE = "student_efficientnet_lite0", "student_alone"
+THRESHOLDS = {"accuracy": 0.74, "balanced_accuracy": 0.60, "melanoma_sensitivity": 0.60}
+MIN_AUC = 0.92
+
+
+def label(row: dict) -> str:
+    """A row's export: ``auto`` or its fixed shift (``0``, ``0.25``, ...)."""
+    return "auto" if row.get("export") == "auto" else f"{row['tau']:g}"
+
+
+def pick(rows: list[dict], student: str, export: str) -> list[dict]:
+    """The rows of one student and export, ordered by seed."""
+    return sorted((r for r in rows if r["student"] == student and label(r) == export), key=lambda r: r["seed"])
+
+
+def meets(test: dict) -> bool:
+    """True when one seed's test metrics reach all three of issue #6's thresholds.
+
+    Example:
+        >>> meets({"accuracy": 0.75, "balanced_accuracy": 0.61, "melanoma_sensitivity": 0.60})
+        True
+        >>> meets({"accuracy": 0.739, "balanced_accuracy": 0.70, "melanoma_sensitivity": 0.70})
+        False
+    """
+    return all(test[k] >= v for k, v in THRESHOLDS.items())
+
+
+def decide(rows: list[dict], student: str = KD, baseline: str = ALONE, export: str = "auto") -> dict:
+    """The rule's four criteria for ``student``'s ``export`` files, each with its numbers and verdict.
+
+    Args:
+        rows: one per (seed, student, export): ``seed``, ``student``, ``tau``, ``export`` and ``test`` (METRICS).
+        student, baseline: the model judged and the one it must beat (paired by seed).
+        export: ``auto`` or a fixed shift's label.
+
+    Returns:
+        ``{"criteria": [{"name", "passed", ...}], "adopt": bool, "seeds": [...]}``; ``adopt`` needs every
+        criterion and the same seeds for both models.
+
+    Example:
+        >>> t = {"accuracy": 0.75, "balanced_accuracy": 0.66, "macro_f1": 0.5, "melanoma_sensitivity": 0.62,
+        ...      "roc_auc": 0.93}
+        >>> rows = [{"seed": s, "student": "kd", "tau": 0.5, "export": "auto", "test": t} for s in (0, 1)]
+        >>> rows += [{"seed": s, "student": "alone", "tau": 0.5, "export": "auto",
+        ...           "test": {**t, "balanced_accuracy": 0.60 + 0.01 * s}} for s in (0, 1)]
+        >>> decide(rows, "kd", "alone")["adopt"]
+        True
+    """
+    mine, base = pick(rows, student, export), pick(rows, baseline, export)
+    seeds = [r["seed"] for r in mine]
+    if not mine or seeds != [r["seed"] for r in base]:
+        return {"seeds": seeds, "criteria": [], "adopt": False,
+                "why": f"{student} and {baseline} need the same seeds with export {export}"}
+    per = {k: stats([r["test"][k] for r in mine]) for k in METRICS}
+    crit = [{"name": "means reach the thresholds", "means": {k: per[k]["mean"] for k in THRESHOLDS},
+             "passed": all(per[k]["mean"] >= v for k, v in THRESHOLDS.items())}]
+    met = [r["seed"] for r in mine if meets(r["test"])]
+    crit.append({"name": "at least two seeds meet all three", "seeds_meeting": met, "passed": len(met) >= 2})
+    crit.append({"name": f"mean ROC-AUC >= {100 * MIN_AUC:.0f}%", "mean": per["roc_auc"]["mean"],
+                 "passed": per["roc_auc"]["mean"] >= MIN_AUC})
+    gain = stats([a["test"]["balanced_accuracy"] - b["test"]["balanced_accuracy"] for a, b in zip(mine, base)])
+    spread = max(per["balanced_accuracy"]["std"], stats([r["test"]["balanced_accuracy"] for r in base])["std"])
+    crit.append({"name": f"balanced accuracy beats {baseline} beyond the seed spread", "paired_gain": gain,
+                 "spread": spread, "passed": gain["mean"] > spread})
+    return {"seeds": seeds, "criteria": crit, "adopt": all(c["passed"] for c in crit)}
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """Per (student, export): the seeds' shifts and ``stats`` (ddof=1) of every test metric."""
+    out = []
+    for student in (KD, ALONE):
+        for export in sorted({label(r) for r in rows}, key=lambda e: (e == "auto", e)):
+            mine = pick(rows, student, export)
+            if mine:
+                out.append({"student": student, "export": export, "taus": [r["tau"] for r in mine],
+                            "size_bytes": max(r["size_bytes"] for r in mine),
+                            "test": {k: stats([r["test"][k] for r in mine]) for k in METRICS},
+                            "seeds_meeting": [r["seed"] for r in mine if meets(r["test"])]})
+    return out
+
+
+def _ms(s: dict) -> str:
+    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+
+def render(doc: dict) -> str:
+    """The Markdown page: summary table, per-seed rows, the rule's verdict."""
+    lines = ["# `kdtool export --prior-shift auto` as the default? (prior_shift_default_rule.md)", "",
+             f"`{doc['command']}` — {doc['machine_line']}", "",
+             f"Seeds {doc['seeds']}; int8, melanoma floor 60% at 95% chosen on validation (export's default), test "
+             "split. Mean ± std over seeds (ddof=1), %; 'meet': seeds at accuracy >= 74, balanced accuracy >= 60 "
+             "and melanoma sensitivity >= 60.", "",
+             "| student | --prior-shift | per seed | test acc | test bal acc | test macro-F1 | test mel sens | "
+             "test ROC-AUC | meet | bytes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in doc["table"]:
+        lines.append(f"| {s['student']} | {s['export']} | {', '.join(f'{t:g}' for t in s['taus'])} | "
+                     + " | ".join(_ms(s["test"][k]) for k in METRICS)
+                     + f" | {len(s['seeds_meeting'])}/{len(s['taus'])} | {s['size_bytes']:,} |")
+    lines += ["", "Per seed (test, int8): acc / bal acc / mel sens; validation balanced accuracy (Keras, what auto "
+              "reads) and the melanoma offset.", "",
+              "| seed | student | --prior-shift | val bal acc | offset | test acc | test bal acc | test mel sens |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(doc["results"], key=lambda r: (r["seed"], r["student"], label(r))):
+        t = r["test"]
+        shown = f"{r['tau']:g} (auto)" if label(r) == "auto" else label(r)
+        lines.append(f"| {r['seed']} | {r['student']} | {shown} | {100 * r['val_balanced_accuracy']:.1f} | "
+                     f"{r['offset']:+.2f} | {100 * t['accuracy']:.1f} | {100 * t['balanced_accuracy']:.1f} | "
+                     f"{100 * t['melanoma_sensitivity']:.1f} |")
+    d = doc["decision"]
+    lines += ["", f"## Verdict: {'adopt --prior-shift auto' if d['adopt'] else 'keep --prior-shift 0'}", ""]
+    for c in d["criteria"]:
+        if "means" in c:
+            what = ", ".join(f"{k} {100 * v:.1f}" for k, v in c["means"].items())
+        elif "seeds_meeting" in c:
+            what = f"seeds meeting: {c['seeds_meeting'] or 'none'}"
+        elif "paired_gain" in c:
+            what = f"paired gain {_ms(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
+        else:
+            what = f"{100 * c['mean']:.1f}"
+        lines.append(f"- {c['name']}: {'yes' if c['passed'] else 'NO'} ({what})")
+    if d.get("why"):
+        lines.append(f"- {d['why']}")
+    for export, lead in doc["fixed_leads"].items():
+        lines.append(f"- fixed --prior-shift {export} (table only, never adopted by this rule): "
+                     f"{'would pass' if lead else 'would fail'}")
+    lines += ["", f"Wall time {doc['wall_seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="comma-separated finished kdtool distill runs, one per seed")
+    ap.add_argument("--seeds", required=True, help="comma-separated seeds of those runs")
+    ap.add_argument("--variant", default="d96_la_v8e120_c2", help="recipes.py variant of the runs (recorded)")
+    ap.add_argument("--teachers", default="efficientnet_lite0", help="kdtool distill --teachers of the runs")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
+    ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated fixed --prior-shift values")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "psd"), help="folder for the linked copies")
+    ap.add_argument("--json", default=str(HERE / "prior_shift_default.json"), help="results JSON")
+    ap.add_argument("--md", default=str(HERE / "prior_shift_default.md"), help="results Markdown")
+    args = ap.parse_args(argv)
+    runs = [Path(r) for r in args.runs.split(",") if r]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if len(runs) != len(seeds):
+        ap.error("--runs and --seeds need one entry per seed")
+    for r in runs:
+        if not (r / "run.json").is_file():
+            ap.error(f"{r}: not a kdtool distill run (no run.json)")
+    taus = [float(t) for t in args.taus.split(",") if t.strip()]
+    t0 = time.perf_counter()
+    rows = []
+    for run, seed in zip(runs, seeds):
+        rows += one_seed(args.data, run, seed, None, Path(args.work) / f"s{seed}", args.variant, args.teachers,
+                         0, taus, "val")
+    leads = {f"{t:g}": decide(rows, export=f"{t:g}")["adopt"] for t in taus if t}
+    doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
+                      teachers=args.teachers, seeds=seeds, table=table(rows), decision=decide(rows),
+                      fixed_leads=leads)
+    write_results(doc, args.json, args.md, render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

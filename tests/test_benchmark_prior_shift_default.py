@@ -1,0 +1,88 @@
+"""benchmarks/prior_shift_default.py: prior_shift_default_rule.md applied to bench records (no model)."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+from conftest import load_benchmark
+
+KD, ALONE = "student_efficientnet_lite0", "student_alone"
+
+
+@pytest.fixture(scope="module")
+def psd():
+    return load_benchmark("prior_shift_default")
+
+
+def _row(seed, student, acc, bal, mel, auc=0.93, export="auto", tau=0.5):
+    return {"seed": seed, "student": student, "tau": tau, "export": export, "size_bytes": 163_832,
+            "val_balanced_accuracy": 0.64, "offset": 0.1,
+            "test": {"accuracy": acc, "balanced_accuracy": bal, "macro_f1": 0.55, "melanoma_sensitivity": mel,
+                     "roc_auc": auc}}
+
+
+def _rows(kd, alone=((0.70, 0.58, 0.60),) * 3, **kw):
+    return ([_row(s, KD, *v, **kw) for s, v in enumerate(kd)] + [_row(s, ALONE, *v, **kw) for s, v in enumerate(alone)])
+
+
+GOOD = ((0.75, 0.63, 0.62), (0.76, 0.62, 0.61), (0.73, 0.64, 0.63))
+
+
+def test_docstring_examples(psd):
+    assert doctest.testmod(psd).failed == 0
+
+
+def test_adopts_when_every_criterion_holds(psd):
+    d = psd.decide(_rows(GOOD, alone=((0.70, 0.58, 0.6), (0.70, 0.57, 0.6), (0.70, 0.59, 0.6))))
+    assert d["adopt"] and [c["passed"] for c in d["criteria"]] == [True, True, True, True]
+    assert d["criteria"][1]["seeds_meeting"] == [0, 1]  # seed 2's accuracy is 73
+
+
+@pytest.mark.parametrize("kd, failed", [
+    (((0.73, 0.63, 0.62), (0.74, 0.62, 0.61), (0.74, 0.64, 0.63)), [0]),        # mean accuracy 73.7
+    (((0.78, 0.63, 0.50), (0.75, 0.62, 0.65), (0.73, 0.64, 0.66)), [1]),        # means hold, one seed meets
+    (((0.76, 0.63, 0.62), (0.76, 0.59, 0.61), (0.76, 0.64, 0.58)), [1]),        # again one seed
+])
+def test_each_threshold_criterion_can_fail_alone(psd, kd, failed):
+    d = psd.decide(_rows(kd))
+    assert not d["adopt"]
+    assert [i for i, c in enumerate(d["criteria"]) if not c["passed"]] == failed
+
+
+def test_auc_and_the_margin_over_the_student_alone(psd):
+    assert [c["passed"] for c in psd.decide(_rows(GOOD, auc=0.915))["criteria"]] == [True, True, False, True]
+    # the student alone as good as the distilled one on two seeds: the mean gain is below the spread
+    close = psd.decide(_rows(GOOD, alone=((0.75, 0.63, 0.6), (0.75, 0.62, 0.6), (0.7, 0.55, 0.6))))
+    assert [c["passed"] for c in close["criteria"]] == [True, True, True, False]
+    assert close["criteria"][3]["paired_gain"]["mean"] == pytest.approx(0.03)
+
+
+def test_mismatched_seeds_never_adopt(psd):
+    rows = _rows(GOOD)
+    d = psd.decide([r for r in rows if not (r["student"] == ALONE and r["seed"] == 2)])
+    assert not d["adopt"] and "same seeds" in d["why"]
+
+
+def test_table_and_render_keep_fixed_shifts_apart_from_auto(psd):
+    rows = _rows(GOOD) + _rows(((0.70, 0.66, 0.6),) * 3, export="fixed", tau=0.0)
+    t = {(s["student"], s["export"]): s for s in psd.table(rows)}
+    assert set(t) == {(KD, "0"), (KD, "auto"), (ALONE, "0"), (ALONE, "auto")}
+    assert t[(KD, "auto")]["seeds_meeting"] == [0, 1]
+    assert t[(KD, "0")]["test"]["balanced_accuracy"]["mean"] == pytest.approx(0.66)
+    doc = {"command": "c", "machine_line": "m", "seeds": [0, 1, 2], "table": psd.table(rows), "results": rows,
+           "decision": psd.decide(rows), "fixed_leads": {"0.25": False}, "wall_seconds": 1.0}
+    md = psd.render(doc)
+    assert "| student_efficientnet_lite0 | auto | 0.5, 0.5, 0.5 | 74.7 ± 1.5 |" in md
+    assert "Verdict: adopt --prior-shift auto" in md
+    assert "beats student_alone beyond the seed spread: yes (paired gain 5.0 ± 1.0 against a spread of 1.0)" in md
+    assert "fixed --prior-shift 0.25 (table only, never adopted by this rule): would fail" in md
+
+
+def test_main_refuses_mismatched_lists_and_a_folder_without_run_json(psd, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        psd.main(["--runs", "a,b", "--seeds", "0"])
+    assert exc.value.code == 2 and "one entry per seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        psd.main(["--runs", str(tmp_path), "--seeds", "0"])
+    assert exc.value.code == 2 and "no run.json" in capsys.readouterr().err
