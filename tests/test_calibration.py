@@ -7,16 +7,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_fdata
+from conftest import TINY, write_fdata
 
 from kdtool.cli import main
 from kdtool.data import load_fdata, safe_load_npy
 from kdtool.export.sensitivity import sensitivity_offset
 
 pytest.importorskip("tensorflow")
-
-TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none", "--image-size", "32",
-        "--student-filters", "8,16", "--student-dense", "16"]
 
 
 def _with_lesions(folder):

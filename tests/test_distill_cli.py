@@ -13,13 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, write_fdata
+from conftest import ROOT, TINY, write_fdata
 from kdtool.cli import main
 
 pytest.importorskip("tensorflow")
-
-TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none", "--image-size", "32",
-        "--student-filters", "8,16", "--student-dense", "16"]
 
 
 @pytest.fixture(scope="module")
