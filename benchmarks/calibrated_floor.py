@@ -162,16 +162,34 @@ def render(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every script over finished seed runs shares: --runs, --seeds, --teachers, --data."""
     ap.add_argument("--runs", required=True, help="comma-separated finished kdtool distill runs, one per seed")
     ap.add_argument("--seeds", required=True, help="comma-separated seeds of those runs")
+    ap.add_argument("--teachers", default="efficientnet_lite0", help="kdtool distill --teachers of the runs")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
+
+
+def runs_and_seeds(ap: argparse.ArgumentParser, args: argparse.Namespace, *more: str) -> tuple[list[Path], list[int]]:
+    """``--runs`` and ``--seeds`` as lists, one entry each per seed (``more``: other comma lists of that length
+    when given); exits 2 naming the problem when the lengths differ or a run has no run.json."""
+    runs = [Path(r) for r in args.runs.split(",") if r]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if len(runs) != len(seeds) or any(m and len(m.split(",")) != len(runs) for m in more):
+        ap.error("--runs, --seeds (and --reuse-folds, when given) need one entry per seed")
+    for r in runs:
+        if not (r / "run.json").is_file():
+            ap.error(f"{r}: not a kdtool distill run (no run.json)")
+    return runs, seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(ap)
     ap.add_argument("--reuse-folds", default="", help="comma-separated oof_floor.py fold-run folders to link in")
     ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS),
                     help="recipes.py variant (the default, d96_la_v8e120, has the earlier default student its committed "
                          "results were measured with; d96_la_v8e120_c2 is kdtool's default since 2026-12-03)")
-    ap.add_argument("--teachers", default="efficientnet_lite0", help="kdtool distill --teachers of the runs")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--folds", type=int, default=3, help="--calibration-folds")
     ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated --prior-shift values")
     ap.add_argument("--floor-on", default="oof", choices=["oof", "both", "val"],
@@ -181,14 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=str(HERE / "calibrated_floor.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "calibrated_floor.md"), help="results Markdown")
     args = ap.parse_args(argv)
-    runs = [Path(r) for r in args.runs.split(",") if r]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    runs, seeds = runs_and_seeds(ap, args, args.reuse_folds)
     reuse = [Path(r) for r in args.reuse_folds.split(",") if r] or [None] * len(runs)
-    if not (len(runs) == len(seeds) == len(reuse)):
-        ap.error("--runs, --seeds (and --reuse-folds, when given) need one entry per seed")
-    for r in runs:
-        if not (r / "run.json").is_file():
-            ap.error(f"{r}: not a kdtool distill run (no run.json)")
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
     t0 = time.perf_counter()
     rows = []

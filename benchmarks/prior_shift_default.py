@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from calibrated_floor import METRICS, one_seed  # noqa: E402
+from calibrated_floor import METRICS, add_run_arguments, one_seed, runs_and_seeds  # noqa: E402
 from run import results_doc, stats, write_results  # noqa: E402
 
 KD, ALONE = "student_efficientnet_lite0", "student_alone"
@@ -162,23 +162,14 @@ def render(doc: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", required=True, help="comma-separated finished kdtool distill runs, one per seed")
-    ap.add_argument("--seeds", required=True, help="comma-separated seeds of those runs")
+    add_run_arguments(ap)
     ap.add_argument("--variant", default="d96_la_v8e120_c2", help="recipes.py variant of the runs (recorded)")
-    ap.add_argument("--teachers", default="efficientnet_lite0", help="kdtool distill --teachers of the runs")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated fixed --prior-shift values")
     ap.add_argument("--work", default=str(ROOT / "runs" / "psd"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "prior_shift_default.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "prior_shift_default.md"), help="results Markdown")
     args = ap.parse_args(argv)
-    runs = [Path(r) for r in args.runs.split(",") if r]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    if len(runs) != len(seeds):
-        ap.error("--runs and --seeds need one entry per seed")
-    for r in runs:
-        if not (r / "run.json").is_file():
-            ap.error(f"{r}: not a kdtool distill run (no run.json)")
+    runs, seeds = runs_and_seeds(ap, args)
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
     t0 = time.perf_counter()
     rows = []
