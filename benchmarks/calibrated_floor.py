@@ -77,8 +77,11 @@ def chosen_tau(rows: list[dict], floor: float) -> float:
 
 
 def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, variant: str, teachers: str,
-             folds: int, taus: list[float], floor_on: str = "oof") -> list[dict]:
-    """Distill the folds (reusing; none when ``folds`` is 0), export at each TAU, bench on test; one row per (student, TAU)."""
+             folds: int, taus: list[float], floor_on: str = "oof", target: float | None = None) -> list[dict]:
+    """Distill the folds (reusing; none when ``folds`` is 0), export at each TAU, bench on test; one row per (student, TAU).
+
+    ``target``: ``kdtool export --melanoma-sensitivity`` (None: export's default, 0.6; another value exports into
+    folders named ``..._mel<target>``)."""
     work.parent.mkdir(parents=True, exist_ok=True)
     linked_copy(run, work)
     if reuse is not None:
@@ -93,11 +96,13 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
                        extra=("--calibration-folds", str(folds)))
     rows = []
     for tau in [*taus, "auto"]:
-        out = work / (f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto")
+        out = work / ((f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto")
+                      + (f"_mel{target:g}" if target is not None else ""))
+        held_at = ("--melanoma-sensitivity", f"{target:g}") if target is not None else ()
         bench = out / "bench_test.json"
         if not bench.is_file():
             kdtool("export", str(work), "--floor-on", floor_on, "--prior-shift", str(tau) if tau == "auto" else f"{tau:g}",
-                   "--out", str(out),
+                   "--out", str(out), *held_at,
                    log=log, ok=(0, 3))
             kdtool("bench", str(out), "--data", data, "--split", "test", "--runs", "0", "--json", str(bench), log=log)
         for rec in json.loads(bench.read_text()):

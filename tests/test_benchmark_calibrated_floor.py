@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import json
+from pathlib import Path
 
 import pytest
 from conftest import load_benchmark
@@ -45,3 +47,38 @@ def test_main_refuses_mismatched_lists_and_a_folder_without_run_json(cf, tmp_pat
     with pytest.raises(SystemExit) as exc:
         cf.main(["--runs", str(tmp_path), "--seeds", "0"])
     assert exc.value.code == 2 and "no run.json" in capsys.readouterr().err
+
+
+def test_one_seed_without_folds_passes_a_floor_target_and_keeps_its_exports_apart(cf, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    calls = []
+
+    def fake_kdtool(*args, log, ok=(0,)):  # noqa: ARG001 - the signature of calibrated_floor.kdtool
+        calls.append(args)
+        if args[0] == "bench":
+            out = Path(args[1])
+            rec = {"model": "s.int8.tflite", "size_bytes": 10, "accuracy": 0.7, "balanced_accuracy": 0.6,
+                   "macro": {"f1": 0.5}, "melanoma_sensitivity": 0.6, "roc_auc_macro": 0.9}
+            (out / "s.int8.json").write_text(json.dumps({
+                "name": "s", "operating_point": {"prior_shift": 0.5, "melanoma_sensitivity": {"offset": 0.2,
+                                                                                              "chosen_on": "val"}},
+                "check": {"keras": {"balanced_accuracy": 0.6}, "tflite": {"accuracy": 0.7}, "passed": True}}))
+            Path(args[args.index("--json") + 1]).write_text(json.dumps([rec]))
+        else:
+            Path(args[args.index("--out") + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(cf, "kdtool", fake_kdtool)
+    monkeypatch.setattr(cf, "distill_logged", lambda *a, **k: pytest.fail("no folds: nothing to distil"))
+    rows = cf.one_seed("D", run, 0, None, tmp_path / "w", "v", "t", 0, [0.5], "val", 0.7)
+    exports = [c for c in calls if c[0] == "export"]
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in exports] == ["export_val_t0.5_mel0.7",
+                                                                            "export_val_auto_mel0.7"]
+    assert all(c[c.index("--melanoma-sensitivity") + 1] == "0.7" for c in exports)
+    assert [r["tau"] for r in rows] == [0.5, 0.5] and rows[0]["offset"] == 0.2
+    calls.clear()
+    cf.one_seed("D", run, 0, None, tmp_path / "w", "v", "t", 0, [0.5], "val")  # export's own target
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in calls if c[0] == "export"] == [
+        "export_val_t0.5", "export_val_auto"]
+    assert not any("--melanoma-sensitivity" in c for c in calls)
