@@ -95,10 +95,9 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
         distill_logged(data, work, teachers, seed, variant, log, f"seed {seed}",
                        extra=("--calibration-folds", str(folds)))
     rows = []
+    held_at, suffix = (("--melanoma-sensitivity", f"{target:g}"), f"_mel{target:g}") if target is not None else ((), "")
     for tau in [*taus, "auto"]:
-        out = work / ((f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto")
-                      + (f"_mel{target:g}" if target is not None else ""))
-        held_at = ("--melanoma-sensitivity", f"{target:g}") if target is not None else ()
+        out = work / ((f"export_{floor_on}_t{tau:g}" if tau != "auto" else f"export_{floor_on}_auto") + suffix)
         bench = out / "bench_test.json"
         if not bench.is_file():
             kdtool("export", str(work), "--floor-on", floor_on, "--prior-shift", str(tau) if tau == "auto" else f"{tau:g}",
@@ -175,13 +174,14 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
 
 
-def runs_and_seeds(ap: argparse.ArgumentParser, args: argparse.Namespace, *more: str) -> tuple[list[Path], list[int]]:
-    """``--runs`` and ``--seeds`` as lists, one entry each per seed (``more``: other comma lists of that length
-    when given); exits 2 naming the problem when the lengths differ or a run has no run.json."""
+def runs_and_seeds(ap: argparse.ArgumentParser, args: argparse.Namespace, **more: str) -> tuple[list[Path], list[int]]:
+    """``--runs`` and ``--seeds`` as lists, one entry each per seed (``more``: option name -> another comma list
+    that needs that length when given); exits 2 naming the problem when the lengths differ or a run has no run.json."""
     runs = [Path(r) for r in args.runs.split(",") if r]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    if len(runs) != len(seeds) or any(m and len(m.split(",")) != len(runs) for m in more):
-        ap.error("--runs, --seeds (and --reuse-folds, when given) need one entry per seed")
+    if len(runs) != len(seeds) or any(m and len(m.split(",")) != len(runs) for m in more.values()):
+        also = "".join(f" (and {name}, when given)" for name in more)
+        ap.error(f"--runs, --seeds{also} need one entry per seed")
     for r in runs:
         if not (r / "run.json").is_file():
             ap.error(f"{r}: not a kdtool distill run (no run.json)")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=str(HERE / "calibrated_floor.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "calibrated_floor.md"), help="results Markdown")
     args = ap.parse_args(argv)
-    runs, seeds = runs_and_seeds(ap, args, args.reuse_folds)
+    runs, seeds = runs_and_seeds(ap, args, **{"--reuse-folds": args.reuse_folds})
     reuse = [Path(r) for r in args.reuse_folds.split(",") if r] or [None] * len(runs)
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
     t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 """Should ``kdtool export`` default to ``--prior-shift auto``? ``prior_shift_default_rule.md`` applied to finished runs.
 
 For each seed's finished ``kdtool distill`` run (``--runs``), on a hard-linked copy (``--work``/s<seed>; the
-run itself is not touched), both students are exported to int8 with the default melanoma floor chosen on
-VALIDATION at every ``--taus`` shift and with ``--prior-shift auto``, and benched on the test split
+run itself is not touched), both students are exported to int8 with the melanoma floor (``--melanoma-sensitivity``,
+export's default 0.6) chosen on VALIDATION at every ``--taus`` shift and with ``--prior-shift auto``, and benched on the test split
 (``benchmarks/calibrated_floor.py``'s steps with ``--floor-on val`` and no calibration folds). The rule,
 committed before the runs finished, then decides on the distilled student's ``auto`` files:
 
@@ -31,6 +31,8 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 from calibrated_floor import METRICS, add_run_arguments, one_seed, runs_and_seeds  # noqa: E402
 from run import results_doc, stats, write_results  # noqa: E402
+
+from kdtool.export.sensitivity import DEFAULT_TARGET  # noqa: E402 - numpy only
 
 KD, ALONE = "student_efficientnet_lite0", "student_alone"
 THRESHOLDS = {"accuracy": 0.74, "balanced_accuracy": 0.60, "melanoma_sensitivity": 0.60}
@@ -121,8 +123,8 @@ def render(doc: dict) -> str:
     """The Markdown page: summary table, per-seed rows, the rule's verdict."""
     lines = ["# `kdtool export --prior-shift auto` as the default? (prior_shift_default_rule.md)", "",
              f"`{doc['command']}` — {doc['machine_line']}", "",
-             f"Seeds {doc['seeds']}; int8, melanoma floor {100 * doc.get('melanoma_sensitivity', 0.6):g}% at 95% chosen on "
-             "validation (export's default floor is 60%), test "
+             f"Seeds {doc['seeds']}; int8, melanoma floor {100 * doc.get('melanoma_sensitivity', DEFAULT_TARGET):g}% at 95% chosen "
+             f"on validation (export's default floor is {100 * DEFAULT_TARGET:g}%), test "
              "split. Mean ± std over seeds (ddof=1), %; 'meet': seeds at accuracy >= 74, balanced accuracy >= 60 "
              "and melanoma sensitivity >= 60.", "",
              "| student | --prior-shift | per seed | test acc | test bal acc | test macro-F1 | test mel sens | "
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="d96_la_v8e120_c2", help="recipes.py variant of the runs (recorded)")
     ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated fixed --prior-shift values")
     ap.add_argument("--melanoma-sensitivity", type=float, default=None,
-                    help="kdtool export --melanoma-sensitivity for every file (default: export's, 0.6; another value "
+                    help=f"kdtool export --melanoma-sensitivity for every file (default: export's, {DEFAULT_TARGET:g}; another value "
                          "exports into folders ending _mel<value>)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "psd"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "prior_shift_default.json"), help="results JSON")
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     leads = {f"{t:g}": decide(rows, export=f"{t:g}")["adopt"] for t in taus if t}
     doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
                       teachers=args.teachers, seeds=seeds, table=table(rows), decision=decide(rows),
-                      melanoma_sensitivity=0.6 if args.melanoma_sensitivity is None else args.melanoma_sensitivity,
+                      melanoma_sensitivity=DEFAULT_TARGET if args.melanoma_sensitivity is None else args.melanoma_sensitivity,
                       fixed_leads=leads)
     write_results(doc, args.json, args.md, render(doc))
     return 0
