@@ -13,7 +13,11 @@ committed before the runs finished, then decides on the distilled student's ``au
    larger than the larger of the two models' seed standard deviations (ddof=1).
 
     python benchmarks/prior_shift_default.py --runs R0,R1,R2 --seeds 0,1,2 [--melanoma-sensitivity 0.7]
-        [--work runs/psd] [--json ...] [--md ...]
+        [--rule prior_shift_mel70_rule.md | --rule none] [--work runs/psd] [--json ...] [--md ...]
+
+``--melanoma-sensitivity 0.7`` with ``--rule prior_shift_mel70_rule.md`` applies the same four criteria to
+``--prior-shift auto --melanoma-sensitivity 0.7`` (that rule's candidate); ``--rule none`` writes the
+tables without a verdict (seeds no rule judges).
 
 Every export and bench JSON is reused when present, so the tables rebuild in seconds.
 """
@@ -121,7 +125,10 @@ def _ms(s: dict) -> str:
 
 def render(doc: dict) -> str:
     """The Markdown page: summary table, per-seed rows, the rule's verdict."""
-    lines = ["# `kdtool export --prior-shift auto` as the default? (prior_shift_default_rule.md)", "",
+    candidate, rule = doc.get("candidate", "--prior-shift auto"), doc.get("rule", "prior_shift_default_rule.md")
+    title = (f"# `kdtool export {candidate}` as the default? ({rule})" if rule else
+             f"# `kdtool export {candidate}` and fixed shifts (table only: no rule judges these seeds)")
+    lines = [title, "",
              f"`{doc['command']}` — {doc['machine_line']}", "",
              f"Seeds {doc['seeds']}; int8, melanoma floor {100 * doc.get('melanoma_sensitivity', DEFAULT_TARGET):g}% at 95% chosen "
              f"on validation (export's default floor is {100 * DEFAULT_TARGET:g}%), test "
@@ -143,8 +150,12 @@ def render(doc: dict) -> str:
         lines.append(f"| {r['seed']} | {r['student']} | {shown} | {100 * r['val_balanced_accuracy']:.1f} | "
                      f"{r['offset']:+.2f} | {100 * t['accuracy']:.1f} | {100 * t['balanced_accuracy']:.1f} | "
                      f"{100 * t['melanoma_sensitivity']:.1f} |")
+    if not rule:
+        lines += ["", f"Wall time {doc['wall_seconds']:.0f} s.", ""]
+        return "\n".join(lines)
     d = doc["decision"]
-    lines += ["", f"## Verdict: {'adopt --prior-shift auto' if d['adopt'] else 'keep --prior-shift 0'}", ""]
+    keep = "keep --prior-shift 0" if candidate == "--prior-shift auto" else "keep export's defaults"
+    lines += ["", f"## Verdict: {f'adopt {candidate}' if d['adopt'] else keep}", ""]
     for c in d["criteria"]:
         if "means" in c:
             what = ", ".join(f"{k} {100 * v:.1f}" for k, v in c["means"].items())
@@ -172,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--melanoma-sensitivity", type=float, default=None,
                     help=f"kdtool export --melanoma-sensitivity for every file (default: export's, {DEFAULT_TARGET:g}; another value "
                          "exports into folders ending _mel<value>)")
+    ap.add_argument("--rule", default="prior_shift_default_rule.md",
+                    help="the rule file the page cites for its verdict; 'none': a table only, no verdict")
     ap.add_argument("--work", default=str(ROOT / "runs" / "psd"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "prior_shift_default.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "prior_shift_default.md"), help="results Markdown")
@@ -187,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
                       teachers=args.teachers, seeds=seeds, table=table(rows), decision=decide(rows),
                       melanoma_sensitivity=DEFAULT_TARGET if args.melanoma_sensitivity is None else args.melanoma_sensitivity,
-                      fixed_leads=leads)
+                      fixed_leads=leads, rule="" if args.rule == "none" else args.rule,
+                      candidate="--prior-shift auto" + ("" if args.melanoma_sensitivity is None
+                                                        else f" --melanoma-sensitivity {args.melanoma_sensitivity:g}"))
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

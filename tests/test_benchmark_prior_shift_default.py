@@ -77,6 +77,14 @@ def test_table_and_render_keep_fixed_shifts_apart_from_auto(psd):
     assert "Verdict: adopt --prior-shift auto" in md
     assert "beats student_alone beyond the seed spread: yes (paired gain 5.0 ± 1.0 against a spread of 1.0)" in md
     assert "fixed --prior-shift 0.25 (table only, never adopted by this rule): would fail" in md
+    assert md.startswith("# `kdtool export --prior-shift auto` as the default? (prior_shift_default_rule.md)")
+    # another rule's candidate names itself; no rule: the tables without a verdict
+    other = psd.render({**doc, "rule": "r.md", "candidate": "--prior-shift auto --melanoma-sensitivity 0.7",
+                        "decision": {**doc["decision"], "adopt": False}})
+    assert other.startswith("# `kdtool export --prior-shift auto --melanoma-sensitivity 0.7` as the default? (r.md)")
+    assert "## Verdict: keep export's defaults" in other
+    bare = psd.render({**doc, "rule": ""})
+    assert "table only: no rule judges these seeds" in bare and "Verdict" not in bare and "| auto |" in bare
 
 
 def test_main_refuses_a_folder_without_run_json(psd, tmp_path, capsys):  # calibrated_floor's tests cover the rest
