@@ -80,7 +80,7 @@ def one_seed(data: str, run: Path, seed: int, reuse: Path | None, work: Path, va
              folds: int, taus: list[float], floor_on: str = "oof", target: float | None = None) -> list[dict]:
     """Distill the folds (reusing; none when ``folds`` is 0), export at each TAU, bench on test; one row per (student, TAU).
 
-    ``target``: ``kdtool export --melanoma-sensitivity`` (None: export's default, 0.6; another value exports into
+    ``target``: ``kdtool export --melanoma-sensitivity`` (None: export's default; another value exports into
     folders named ``..._mel<target>``)."""
     work.parent.mkdir(parents=True, exist_ok=True)
     linked_copy(run, work)

@@ -192,17 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     runs, seeds = runs_and_seeds(ap, args)
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
     t0 = time.perf_counter()
+    target = args.melanoma_sensitivity
     rows = []
     for run, seed in zip(runs, seeds):
         rows += one_seed(args.data, run, seed, None, Path(args.work) / f"s{seed}", args.variant, args.teachers,
-                         0, taus, "val", args.melanoma_sensitivity)
+                         0, taus, "val", target)
     leads = {f"{t:g}": decide(rows, export=f"{t:g}")["adopt"] for t in taus if t}
     doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
                       teachers=args.teachers, seeds=seeds, table=table(rows), decision=decide(rows),
-                      melanoma_sensitivity=DEFAULT_TARGET if args.melanoma_sensitivity is None else args.melanoma_sensitivity,
+                      melanoma_sensitivity=DEFAULT_TARGET if target is None else target,
                       fixed_leads=leads, rule="" if args.rule == "none" else args.rule,
-                      candidate="--prior-shift auto" + ("" if args.melanoma_sensitivity is None
-                                                        else f" --melanoma-sensitivity {args.melanoma_sensitivity:g}"))
+                      candidate="--prior-shift auto" + ("" if target is None else f" --melanoma-sensitivity {target:g}"))
     write_results(doc, args.json, args.md, render(doc))
     return 0
 
