@@ -218,13 +218,28 @@ def test_prior_shift_auto_keeps_the_largest_tau_whose_validation_balanced_accura
     assert [c["tau"] for c in auto["candidates"]] == [0.0, 0.25, 0.5]
     ok = [c["tau"] for c in auto["candidates"] if c["val_balanced_accuracy"] >= minimum]
     assert point["prior_shift"] == auto["chosen"] == (max(ok) if ok else 0.0)
-    assert auto["met"] == bool(ok) and "prior shift auto:" in result.output
+    assert auto["met"] == bool(ok) and auto["melanoma_floor"] is True
+    assert "prior shift auto:" in result.output and "with the melanoma floor" in result.output
     chosen = next(c for c in auto["candidates"] if c["tau"] == auto["chosen"])
     # the file runs the chosen candidate: its floor and the balanced accuracy the rule read
     assert point["melanoma_sensitivity"]["offset"] == pytest.approx(chosen["melanoma_offset"], abs=1e-5)
     got = np.argmax(run_tflite((out / "m.float32.tflite").read_bytes(), fd.x("val")), axis=1)
     y = fd.labels("val")
     assert np.mean([np.mean(got[y == c] == c) for c in range(3)]) == pytest.approx(chosen["val_balanced_accuracy"])
+
+
+def test_prior_shift_auto_without_a_melanoma_class_mentions_no_floor(tmp_path):
+    data = write_fdata(tmp_path / "FData", n=(60, 30, 6), class_names=["akiec", "bcc", "nv"])
+    path = tmp_path / "m.keras"
+    _tiny(load_fdata(data)).save(path)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize",
+                                       "float32", "--prior-shift", "auto"])
+    assert result.exit_code == 0, result.output
+    auto = json.loads((out / "m.float32.json").read_text())["operating_point"]["prior_shift_auto"]
+    assert auto["melanoma_floor"] is False and all(c["melanoma_offset"] == 0 for c in auto["candidates"])
+    note = next(ln for ln in result.output.splitlines() if "prior shift auto:" in ln)
+    assert "(val balanced accuracy 0: " in note and "melanoma" not in result.output
 
 
 def test_prior_shift_takes_a_number_in_range_or_auto_only(tmp_path):

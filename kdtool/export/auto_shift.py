@@ -50,7 +50,8 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
 
     Returns:
         ``(tau, record)``: the record lists every candidate's melanoma offset, validation accuracy and
-        balanced accuracy, the minimum and the choice (JSON-ready, for the sidecar).
+        balanced accuracy, the minimum, the choice and whether a melanoma floor applied
+        (``melanoma_floor``; JSON-ready, for the sidecar).
     """
     val_logits = np.asarray(val_logits, dtype=np.float64)
     candidates = []
@@ -70,4 +71,4 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
     tau = max(ok) if ok else 0.0
     return tau, {"rule": "largest candidate whose validation balanced accuracy (floor included) is >= the minimum",
                  "min_balanced_accuracy": float(min_balanced_accuracy), "candidates": candidates, "chosen": tau,
-                 "met": bool(ok)}
+                 "met": bool(ok), "melanoma_floor": mel is not None}

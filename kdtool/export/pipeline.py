@@ -206,7 +206,8 @@ def _auto_note(rec: dict) -> str:
     tried = ", ".join(f"{c['tau']:g}: {100 * c['val_balanced_accuracy']:.1f}%" for c in rec["candidates"])
     verdict = (f">= {100 * rec['min_balanced_accuracy']:g}%" if rec["met"]
                else f"none reaches {100 * rec['min_balanced_accuracy']:g}%")
-    return f"  prior shift auto: {rec['chosen']:g} (val balanced accuracy with the melanoma floor {tried}; {verdict})"
+    floor = " with the melanoma floor" if rec["melanoma_floor"] else ""
+    return f"  prior shift auto: {rec['chosen']:g} (val balanced accuracy{floor} {tried}; {verdict})"
 
 
 def _melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str | None]:
