@@ -10,10 +10,12 @@ committed before the runs finished, then decides on the distilled student's ``au
 2. at least two seeds meet all three on their own;
 3. mean test ROC-AUC >= 92%;
 4. paired by seed, balanced accuracy above the student alone's (exported the same way) by a mean margin
-   larger than the larger of the two models' seed standard deviations (ddof=1).
+   larger than the larger of the two models' seed standard deviations (ddof=1). With ``--common-shift``
+   (``prior_shift_common_rule.md``) the student alone's file on each seed is its fixed-shift one at the
+   shift ``auto`` chose for the distilled student, not its own ``auto`` file.
 
     python benchmarks/prior_shift_default.py --runs R0,R1,R2 --seeds 0,1,2 [--melanoma-sensitivity 0.7]
-        [--rule prior_shift_mel70_rule.md | --rule none] [--work runs/psd] [--json ...] [--md ...]
+        [--rule prior_shift_mel70_rule.md | --rule none] [--common-shift] [--work runs/psd] [--json ...] [--md ...]
 
 ``--melanoma-sensitivity 0.7`` with ``--rule prior_shift_mel70_rule.md`` applies the same four criteria to
 ``--prior-shift auto --melanoma-sensitivity 0.7`` (that rule's candidate); ``--rule none`` writes the
@@ -65,13 +67,17 @@ def meets(test: dict) -> bool:
     return all(test[k] >= v for k, v in THRESHOLDS.items())
 
 
-def decide(rows: list[dict], student: str = KD, baseline: str = ALONE, export: str = "auto") -> dict:
+def decide(rows: list[dict], student: str = KD, baseline: str = ALONE, export: str = "auto",
+           common_shift: bool = False) -> dict:
     """The rule's four criteria for ``student``'s ``export`` files, each with its numbers and verdict.
 
     Args:
         rows: one per (seed, student, export): ``seed``, ``student``, ``tau``, ``export`` and ``test`` (METRICS).
         student, baseline: the model judged and the one it must beat (paired by seed).
         export: ``auto`` or a fixed shift's label.
+        common_shift: criterion 4 compares, on each seed, with ``baseline``'s FIXED-shift file at the shift
+            ``student``'s file has (``prior_shift_common_rule.md``); False: with ``baseline``'s ``export``
+            files, whatever shift they chose (``prior_shift_default_rule.md``).
 
     Returns:
         ``{"criteria": [{"name", "passed", ...}], "adopt": bool, "seeds": [...]}``; ``adopt`` needs every
@@ -86,11 +92,17 @@ def decide(rows: list[dict], student: str = KD, baseline: str = ALONE, export: s
         >>> decide(rows, "kd", "alone")["adopt"]
         True
     """
-    mine, base = pick(rows, student, export), pick(rows, baseline, export)
+    mine = pick(rows, student, export)
     seeds = [r["seed"] for r in mine]
+    if common_shift:
+        fixed = {(r["seed"], r["tau"]): r for r in rows if r["student"] == baseline and label(r) != "auto"}
+        base = [fixed[(r["seed"], r["tau"])] for r in mine if (r["seed"], r["tau"]) in fixed]
+        wanted = f"fixed-shift files at {student}'s shifts"
+    else:
+        base, wanted = pick(rows, baseline, export), f"export {export}"
     if not mine or seeds != [r["seed"] for r in base]:
         return {"seeds": seeds, "criteria": [], "adopt": False,
-                "why": f"{student} and {baseline} need the same seeds with export {export}"}
+                "why": f"{student} and {baseline} need the same seeds with {wanted}"}
     per = {k: stats([r["test"][k] for r in mine]) for k in METRICS}
     crit = [{"name": "means reach the thresholds", "means": {k: per[k]["mean"] for k in THRESHOLDS},
              "passed": all(per[k]["mean"] >= v for k, v in THRESHOLDS.items())}]
@@ -100,8 +112,10 @@ def decide(rows: list[dict], student: str = KD, baseline: str = ALONE, export: s
                  "passed": per["roc_auc"]["mean"] >= MIN_AUC})
     gain = stats([a["test"]["balanced_accuracy"] - b["test"]["balanced_accuracy"] for a, b in zip(mine, base)])
     spread = max(per["balanced_accuracy"]["std"], stats([r["test"]["balanced_accuracy"] for r in base])["std"])
-    crit.append({"name": f"balanced accuracy beats {baseline} beyond the seed spread", "paired_gain": gain,
-                 "spread": spread, "passed": gain["mean"] > spread})
+    shifts = ", ".join(f"{r['tau']:g}" for r in base)
+    at = f" at the same shift ({shifts})" if common_shift else ""
+    crit.append({"name": f"balanced accuracy beats {baseline}{at} beyond the seed spread", "paired_gain": gain,
+                 "spread": spread, "passed": gain["mean"] > spread, "baseline_taus": [r["tau"] for r in base]})
     return {"seeds": seeds, "criteria": crit, "adopt": all(c["passed"] for c in crit)}
 
 
@@ -185,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                          "exports into folders ending _mel<value>)")
     ap.add_argument("--rule", default="prior_shift_default_rule.md",
                     help="the rule file the page cites for its verdict; 'none': a table only, no verdict")
+    ap.add_argument("--common-shift", action="store_true",
+                    help="criterion 4 at a common shift: the student alone's fixed-shift file at the shift auto chose "
+                         "for the distilled student on each seed (prior_shift_common_rule.md)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "psd"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "prior_shift_default.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "prior_shift_default.md"), help="results Markdown")
@@ -199,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                          0, taus, "val", target)
     leads = {f"{t:g}": decide(rows, export=f"{t:g}")["adopt"] for t in taus if t}
     doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
-                      teachers=args.teachers, seeds=seeds, table=table(rows), decision=decide(rows),
+                      teachers=args.teachers, seeds=seeds, table=table(rows),
+                      decision=decide(rows, common_shift=args.common_shift), common_shift=args.common_shift,
                       melanoma_sensitivity=DEFAULT_TARGET if target is None else target,
                       fixed_leads=leads, rule="" if args.rule == "none" else args.rule,
                       candidate="--prior-shift auto" + ("" if target is None else f" --melanoma-sensitivity {target:g}"))

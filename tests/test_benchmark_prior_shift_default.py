@@ -91,3 +91,26 @@ def test_main_refuses_a_folder_without_run_json(psd, tmp_path, capsys):  # calib
     with pytest.raises(SystemExit) as exc:
         psd.main(["--runs", str(tmp_path), "--seeds", "0"])
     assert exc.value.code == 2 and "no run.json" in capsys.readouterr().err
+
+
+def test_common_shift_compares_with_the_student_alone_at_the_distilled_students_shift(psd):
+    # auto: 0.5 for the distilled student on every seed, 0.25 for the student alone on seeds 1 and 2
+    rows = [_row(s, KD, *v) for s, v in enumerate(GOOD)]
+    rows += [_row(0, ALONE, 0.72, 0.60, 0.6), _row(1, ALONE, 0.70, 0.62, 0.6, tau=0.25),
+             _row(2, ALONE, 0.70, 0.63, 0.6, tau=0.25)]
+    at_half = ((0.72, 0.60, 0.6), (0.72, 0.58, 0.6), (0.73, 0.59, 0.6))
+    rows += [_row(s, ALONE, *v, export="fixed", tau=0.5) for s, v in enumerate(at_half)]
+    rows += [_row(s, ALONE, 0.69, 0.64, 0.6, export="fixed", tau=0.25) for s in range(3)]
+    own = psd.decide(rows)["criteria"][3]  # auto against auto: 0.5 against 0.25 on two seeds
+    assert not own["passed"] and own["paired_gain"]["mean"] == pytest.approx(0.04 / 3)
+    assert own["baseline_taus"] == [0.5, 0.25, 0.25]
+    common = psd.decide(rows, common_shift=True)
+    c4 = common["criteria"][3]
+    assert common["adopt"] and c4["baseline_taus"] == [0.5, 0.5, 0.5]
+    assert c4["paired_gain"]["mean"] == pytest.approx(0.04) and "at the same shift (0.5, 0.5, 0.5)" in c4["name"]
+
+
+def test_common_shift_without_the_fixed_file_never_adopts(psd):
+    rows = _rows(GOOD) + [_row(s, ALONE, 0.7, 0.5, 0.6, export="fixed", tau=0.5) for s in (0, 1)]
+    d = psd.decide(rows, common_shift=True)
+    assert not d["adopt"] and "fixed-shift files at student_efficientnet_lite0's shifts" in d["why"]
