@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -37,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 from recipes import VARIANTS, distill_logged, run_logged  # noqa: E402
 from run import results_doc, write_results  # noqa: E402
+from run import stats as seed_stats  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity", "roc_auc")
 
@@ -131,8 +131,8 @@ def summarise(rows: list[dict], floor: float) -> list[dict]:
         for tau in sorted({r["tau"] for r in mine}):
             groups[f"{tau:g}"] = [r for r in mine if r["tau"] == tau]
         for label, chosen in groups.items():
-            stats = {k: (float(np.mean([r["test"][k] for r in chosen])), float(np.std([r["test"][k] for r in chosen])))
-                     for k in METRICS}
+            stats = {k: (s["mean"], s["std"]) for k in METRICS  # std over seeds with ddof=1, as every table here
+                     for s in [seed_stats(r["test"][k] for r in chosen)]}
             out.append({"student": student, "tau": label, "taus": [r["tau"] for r in chosen],
                         "per_seed": [{k: r["test"][k] for k in METRICS} for r in chosen],
                         "size_bytes": max(r["size_bytes"] for r in chosen), "test": stats})
