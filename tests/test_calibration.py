@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, write_fdata
+from conftest import TINY, register_tinynet, write_fdata
 
 from kdtool.cli import main
 from kdtool.data import load_fdata, safe_load_npy
@@ -30,12 +30,20 @@ def _with_lesions(folder):
 
 
 @pytest.fixture(scope="module")
-def calibrated_run(tmp_path_factory):
+def tinynet_teacher():
+    """The stand-in teacher, registered for the whole module (its runs are re-run by later tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        register_tinynet(mp)
+        yield ["--teachers", "tinynet"]
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, tinynet_teacher):
     tmp = tmp_path_factory.mktemp("calibration")
     data = write_fdata(tmp / "FData", n=(60, 30, 15), class_names=["nv", "mel", "bcc"])
     lesions = _with_lesions(data)
     out = tmp / "run"
-    args = ["distill", "--data", str(data), "--out", str(out), "--calibration-folds", "2", *TINY]
+    args = ["distill", "--data", str(data), "--out", str(out), "--calibration-folds", "2", *TINY, *tinynet_teacher]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return data, out, args, lesions, result.output
@@ -57,7 +65,7 @@ def test_every_student_gets_out_of_fold_logits_from_models_that_never_saw_the_le
         assert len(set(folds[lesions == les].tolist())) == 1
     fd = load_fdata(data)
     students = [m for m in doc["models"] if m["role"] != "teacher"]
-    assert {m["name"] for m in students} == {"student_alone", "student_efficientnet_lite0"}
+    assert {m["name"] for m in students} == {"student_alone", "student_tinynet"}
     assert all("calibration" not in m for m in doc["models"] if m["role"] == "teacher")
     for rec in students:
         cal = rec["calibration"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, TINY, write_fdata
+from conftest import ROOT, TINY, register_tinynet, tiny_backbone, write_fdata
 from kdtool.cli import main
 
 pytest.importorskip("tensorflow")
@@ -318,20 +318,9 @@ def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(gi
     assert proc.stdout.split() == [given or "1", str(on)]
 
 
-def _tiny_pretrained(input_shape, weights):
-    """A stand-in "ImageNet" backbone: tiny and seeded (weights are random, the phases are what is tested)."""
-    import keras
-
-    inputs = keras.Input(shape=tuple(input_shape))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
-    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tinynet_backbone")
-
-
 @pytest.fixture()
 def tinynet(monkeypatch):
-    from kdtool.distill.teachers import TEACHERS, TeacherSpec
-
-    monkeypatch.setitem(TEACHERS, "tinynet", TeacherSpec(_tiny_pretrained, "torch", 8, "test stand-in"))
+    register_tinynet(monkeypatch)
     return ["--teachers", "tinynet", "--image-size", "8", "--weights", "imagenet", "--batch-size", "16",
             "--student-filters", "8,16", "--student-dense", "16", "--epochs", "1"]
 
@@ -421,7 +410,7 @@ def test_bad_two_phase_and_sweep_options(tiny_fdata, tmp_path, opt, message):
 def test_better_head_phase_wins(tmp_path):
     from kdtool.distill.train import _keep_better_phase
 
-    model = _tiny_pretrained((8, 8, 3), None)
+    model = tiny_backbone((8, 8, 3), None)
     saved = [w.copy() for w in model.get_weights()]
     (tmp_path / "head").mkdir()
     model.save_weights(tmp_path / "head" / "best.weights.h5")
