@@ -34,7 +34,7 @@ import numpy as np
 def build_models(out: Path, size: int = 32, classes: int = 7, seed: int = 0) -> list[Path]:
     """float32 and int8 .tflite of the default student with random weights."""
     from kdtool.distill.student import build_student
-    from kdtool.errors import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
     tf = require_train_extra("benchmarks/bench_overhead.py")  # as kdtool loads it (oneDNN on unless set)
 

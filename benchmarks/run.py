@@ -1194,7 +1194,7 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.perf_counter()
-    from kdtool.errors import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
     require_train_extra("benchmarks/run.py")  # as kdtool distill loads it (oneDNN on unless the user says not)
     import keras  # noqa: F401

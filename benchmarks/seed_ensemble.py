@@ -70,7 +70,7 @@ def distil_one(doc: dict, teachers: list[Path], out: Path, data: str) -> Path:
     from kdtool.data import load_fdata
     from kdtool.distill.train import (SETTINGS_BEFORE_THEY_EXISTED, DistillConfig, Run, _distil, fixed_views,
                                       make_strategy, mean_soft_targets, write_summary)
-    from kdtool.errors import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
     # a run.json from before a setting existed means that setting's old value, not today's default
     cfg = DistillConfig(**{**SETTINGS_BEFORE_THEY_EXISTED, **doc["config"],

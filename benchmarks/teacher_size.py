@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("teacher_size.json")))
     args = ap.parse_args()
 
-    from kdtool.errors import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
     require_train_extra("benchmarks/teacher_size.py")  # as kdtool distill loads it (oneDNN on unless set)
     import keras

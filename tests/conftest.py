@@ -8,7 +8,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# the kernels kdtool's own TensorFlow import asks for (kdtool.errors.require_train_extra): test modules
+# the kernels kdtool's own TensorFlow import asks for (kdtool.train_extra.require_train_extra): test modules
 # import TensorFlow before kdtool does, and TensorFlow reads this only when it loads
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

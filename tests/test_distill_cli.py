@@ -310,7 +310,7 @@ def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(gi
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
-    code = ("import os; from kdtool.errors import require_train_extra; require_train_extra(); "
+    code = ("import os; from kdtool.train_extra import require_train_extra; require_train_extra(); "
             "from kdtool.distill.train import onednn_enabled; "
             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -720,7 +720,7 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         from kdtool.distill.calibration import plan_folds  # noqa: PLC0415
 
         plan_folds(fd, cfg.calibration_folds, cfg.seed)  # a bad image_ids.csv is refused before any training
-    from kdtool.errors import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf = require_train_extra("kdtool distill")
