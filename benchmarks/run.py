@@ -919,8 +919,8 @@ def render_markdown(r: dict) -> str:
          f"Wall time of this run: {int(wall // 60)} min {int(wall % 60)} s"
          f"{_processes(r)} "
          f"(TensorFlow import {r.get('import_seconds', 0):.1f} s). Load average at the start "
-         f"{', '.join(f'{v:.1f}' for v in (m.get('load_average_start') or []))}: other jobs shared the cores, "
-         "so times are upper bounds.",
+         f"{', '.join(f'{v:.1f}' for v in (m.get('load_average_start') or []))} (it counts any job that ended just "
+         "before); other jobs may have shared the cores, so times are upper bounds.",
          f"Data: `{r['data']}`; mode `{r['mode']}`. Raw numbers: `{r.get('json_name', 'results.json')}` beside "
          "this file.", ""]
 
