@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
@@ -131,8 +130,8 @@ def summarise(rows: list[dict], floor: float) -> list[dict]:
         for tau in sorted({r["tau"] for r in mine}):
             groups[f"{tau:g}"] = [r for r in mine if r["tau"] == tau]
         for label, chosen in groups.items():
-            stats = {k: (s["mean"], s["std"]) for k in METRICS  # std over seeds with ddof=1, as every table here
-                     for s in [seed_stats(r["test"][k] for r in chosen)]}
+            over_seeds = {k: seed_stats(r["test"][k] for r in chosen) for k in METRICS}  # std with ddof=1
+            stats = {k: (s["mean"], s["std"]) for k, s in over_seeds.items()}
             out.append({"student": student, "tau": label, "taus": [r["tau"] for r in chosen],
                         "per_seed": [{k: r["test"][k] for k in METRICS} for r in chosen],
                         "size_bytes": max(r["size_bytes"] for r in chosen), "test": stats})

@@ -25,14 +25,14 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from prior_shift_default import ALONE, KD, METRICS, THRESHOLDS, label, meets, pick  # noqa: E402
-from run import results_doc, stats, write_results  # noqa: E402
+from run import _gain, fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 
 def load_pages(paths: list[str]) -> tuple[list[dict], list[dict]]:
     """The pooled result rows of ``paths`` and one record per page (path, seeds, floor, machine).
 
     Raises:
-        SystemExit: a page that is unreadable, holds no results, or repeats a seed of an earlier page.
+        SystemExit: a page that is unreadable, has no ``results`` list, or repeats a seed of an earlier page.
     """
     rows, pages, seen = [], [], {}
     for path in paths:
@@ -86,10 +86,6 @@ def pooled(rows: list[dict], student: str = KD, baseline: str = ALONE) -> list[d
     return out
 
 
-def _pm(s: dict, sign: bool = False) -> str:
-    return f"{100 * s['mean']:{'+' if sign else ''}.1f} ± {100 * s['std']:.1f}"
-
-
 def render(doc: dict) -> str:
     n = len(doc["pooled"][0]["seeds"]) if doc["pooled"] else 0
     lines = ["# Every judged seed, pooled: the distilled student against the student alone at fixed prior shifts", "",
@@ -104,8 +100,8 @@ def render(doc: dict) -> str:
     for rec in doc["pooled"]:
         for k in METRICS:
             m = rec[k]
-            lines.append(f"| {rec['shift']} | {k.replace('_', ' ')} | {_pm(m['student'])} | {_pm(m['baseline'])} | "
-                         f"{_pm(m['gain'], True)} | {m['gain_positive']} of {n} |")
+            lines.append(f"| {rec['shift']} | {k.replace('_', ' ')} | {fmt_mean_std(m['student'])} | "
+                         f"{fmt_mean_std(m['baseline'])} | {_gain(m['gain'])} | {m['gain_positive']} of {n} |")
         lines.append(f"| {rec['shift']} | meet all three | {rec['meet']['student']} of {n} | "
                      f"{rec['meet']['baseline']} of {n} | | |")
     thr = ", ".join(f"{k.replace('_', ' ')} >= {100 * v:.0f}%" for k, v in THRESHOLDS.items())

@@ -25,8 +25,8 @@ import numpy as np
 
 from kdtool.data import FData, atomic_write_bytes, atomic_write_text, sha256_file, stratified_indices
 from kdtool.errors import InputError, RuntimeFailure
-from kdtool.train_extra import require_train_extra
 from kdtool.export.modes import CALIBRATED_MODES, QUANT_MODES
+from kdtool.train_extra import require_train_extra
 
 REPRESENTATIVE_SEED = 0
 SIDECAR_FORMAT = 1
