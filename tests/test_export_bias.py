@@ -196,11 +196,44 @@ def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp
     assert json.loads((tmp_path / "p" / "m.float32.json").read_text())["operating_point"] == {"prior_shift": 0.0}
 
 
-def test_prior_shift_refuses_a_model_without_a_logits_layer(tmp_path):
+def test_majority_offset_raises_only_the_most_frequent_class_before_the_prior_shift(tmp_path):
+    import keras
+
+    from kdtool.distill.student import build_student
+    from kdtool.export.check import run_tflite
+
+    # write_fdata balances the classes: relabel every third train image so that class 2 is the most frequent
+    data = write_fdata(tmp_path / "FData", n=(60, 30, 12), class_names=["akiec", "bcc", "nv"])
+    y = np.load(data / "y_train.npy")
+    y[::3] = np.eye(3, dtype=y.dtype)[2]
+    np.save(data / "y_train.npy", y)
+    fd = load_fdata(data)
+    counts = np.bincount(fd.labels("train"), minlength=3)
+    assert int(np.argmax(counts)) == 2
+    keras.utils.set_random_seed(1)
+    model = build_student(fd.image_shape, fd.num_classes, filters=(8,), dense_units=8, dropout=0.0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "o"),
+                                       "--quantize", "float32", "--prior-shift", "0.5", "--majority-offset", "1.25",
+                                       "--melanoma-sensitivity", "0"])
+    assert result.exit_code == 0, result.output
+    assert "majority offset: +1.25 to nv's logit" in result.output
+    point = json.loads((tmp_path / "o" / "m.float32.json").read_text())["operating_point"]
+    assert point["majority_offset"] == {"class": "nv", "offset": 1.25,
+                                        "train_share": round(counts[2] / counts.sum(), 6)}
+    x = fd.x("val")
+    want = model.predict(x, verbose=0) + 0.5 * np.log(counts / counts.sum()) + np.array([0.0, 0.0, 1.25])
+    got = run_tflite((tmp_path / "o" / "m.float32.tflite").read_bytes(), x)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("flag", [["--prior-shift", "1"], ["--majority-offset", "0.5"]])
+def test_operating_points_refuse_a_model_without_a_logits_layer(tmp_path, flag):
     data = write_fdata(tmp_path / "FData", n=(12, 6, 6), k=3, size=4)
     path = tmp_path / "probs.keras"
     _model("softmax").save(path)
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--prior-shift", "1"])
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), *flag])
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "probs.keras" in lines[0] and "--prior-shift needs a linear Dense output layer" in lines[0]
+    assert "probs.keras" in lines[0] and f"{flag[0]} needs a linear Dense output layer" in lines[0]

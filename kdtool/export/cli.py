@@ -57,6 +57,11 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
                    "accuracy). auto: per model, the largest of 0, 0.25, 0.5 whose VALIDATION balanced accuracy, "
                    "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both.")
+@click.option("--majority-offset", default=0.0, type=click.FloatRange(0.0), metavar="C",
+              help="Operating point: add C to the output logit of the train split's most frequent class only "
+                   "(nevi in HAM10000), before --prior-shift and the melanoma floor. Unlike --prior-shift it "
+                   "leaves the rare classes' decisions among themselves alone, so it buys accuracy for less "
+                   "balanced accuracy. 0: off.")
 @click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),
               help="With --prior-shift auto: the validation balanced accuracy the chosen TAU must keep (if none "
                    "does, TAU is 0).")
@@ -80,8 +85,8 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "offsets, so the floor holds on both (not yet measured); auto = oof when the run has them, "
                    "else val.")
 def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction, prior_shift, min_balanced_accuracy, melanoma_sensitivity, sensitivity_confidence,
-                   floor_on):
+                   bias_correction, prior_shift, majority_offset, min_balanced_accuracy, melanoma_sensitivity,
+                   sensitivity_confidence, floor_on):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -128,6 +133,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
+                            majority_offset=majority_offset,
                             min_balanced_accuracy=min_balanced_accuracy,
                             melanoma_sensitivity=melanoma_sensitivity or None,
                             sensitivity_confidence=sensitivity_confidence,

@@ -62,6 +62,10 @@ class ExportOptions:
             chosen per model by :func:`kdtool.export.auto_shift.choose_prior_shift`.
         min_balanced_accuracy: with ``prior_shift="auto"``, the validation balanced accuracy the
             chosen tau must keep.
+        majority_offset: a logit offset added to the output layer's bias for the train split's most
+            frequent class only (nevi in HAM10000), before ``prior_shift`` and the melanoma floor: more
+            of the commonest class is predicted (accuracy up) while the rarer classes keep their
+            decisions among themselves; 0: off.
         melanoma_sensitivity: a melanoma logit offset, chosen per model on the validation split
             after ``prior_shift``, is added to the output layer's bias so that validation melanoma
             sensitivity reaches this target at ``sensitivity_confidence`` (see
@@ -86,6 +90,7 @@ class ExportOptions:
     include_teachers: bool = False
     bias_correction: bool = True
     prior_shift: float | str = 0.0
+    majority_offset: float = 0.0
     min_balanced_accuracy: float = 0.60
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
@@ -154,6 +159,29 @@ def _sizes(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: dict[st
 def _keras_logits(model, x: np.ndarray) -> np.ndarray:
     with quiet():
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
+
+
+def _offset_majority(model, fd: FData, offset: float, path: Path) -> tuple[dict | None, np.ndarray]:
+    """Add ``offset`` to the in-memory model's output bias for the train split's most frequent class.
+
+    Returns the sidecar's record (None for offset 0) and the exact (K,) bias added.
+    """
+    from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
+
+    added = np.zeros(fd.num_classes)
+    if not offset:
+        return None, added
+    layer, why = output_dense_layer(model)
+    if layer is None:
+        raise InputError(f"{path}: --majority-offset needs a linear Dense output layer with a bias ({why})")
+    if "train" not in fd.arrays:
+        raise InputError(f"{fd.root}: --majority-offset needs the train split (its most frequent class)")
+    counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
+    major = int(np.argmax(counts))
+    added[major] = np.float32(offset)
+    add_to_bias(layer, added.astype(np.float32))
+    return {"class": str(fd.class_names[major]), "offset": float(offset),
+            "train_share": round(float(counts[major] / counts.sum()), 6)}, added
 
 
 def _shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.ndarray]:
@@ -401,6 +429,9 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         oof = out_of_fold_logits(src, fd, options) if mel is not None else None  # loaded once per model
+        majority, majority_bias = _offset_majority(model, fd, options.majority_offset, src.path)
+        if oof is not None:  # the out-of-fold logits of the model as it now is
+            oof = oof + majority_bias
         auto = None
         tau = options.prior_shift
         if tau == "auto":
@@ -408,12 +439,17 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         operating_point, prior_bias = _shift_prior(model, fd, tau, src.path)
         if auto is not None:
             operating_point["prior_shift_auto"] = auto
+        if majority is not None:
+            operating_point["majority_offset"] = majority
         keras_logits = _keras_logits(model, x_val)
         held = _hold_melanoma(model, fd, options, src, mel, not_held, keras_logits, prior_bias, oof)
         if held is not None:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""
         click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
+        if majority is not None:
+            click.echo(f"  majority offset: +{majority['offset']:g} to {majority['class']}'s logit "
+                       f"({100 * majority['train_share']:.0f}% of train)")
         if auto is not None:
             click.echo(_auto_note(auto))
         if held is not None:
