@@ -46,7 +46,10 @@ MIN_AUC = 0.92
 
 
 def label(row: dict) -> str:
-    """A row's export: ``auto`` or its fixed shift (``0``, ``0.25``, ...)."""
+    """A row's export: its own ``label`` when it has one (another script's operating point), else ``auto`` or
+    its fixed shift (``0``, ``0.25``, ...)."""
+    if "label" in row:
+        return row["label"]
     return "auto" if row.get("export") == "auto" else f"{row['tau']:g}"
 
 
