@@ -36,7 +36,8 @@ confusion_matrix         K x K counts, [true][predicted]
 tta                      test-time augmentation mode of the accuracy pass (none, flip, d4;
                          null in results written before kdtool had it)
 tta_views                invokes per image in that pass (1, 2 or 8)
-operating_point          the export sidecar's ``operating_point`` ({prior_shift, and with
+operating_point          the export sidecar's ``operating_point`` ({prior_shift, with
+                         --majority-offset majority_offset: {class, offset, train_share}, and with
                          --melanoma-sensitivity melanoma_sensitivity: {offset, target, ...}}),
                          null without a sidecar or in results written before kdtool had it
 mean_confidence          mean top-1 probability
@@ -96,8 +97,8 @@ CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
     "accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "roc_auc_macro", "ece",
     "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall", "weighted_f1",
-    "mean_confidence", "reference", "reference_agreement", "tta", "tta_views", "prior_shift", "melanoma_offset",
-    "latency_min_ms", "latency_median_ms", "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_p99_ms",
+    "mean_confidence", "reference", "reference_agreement", "tta", "tta_views", "prior_shift", "majority_offset",
+    "melanoma_offset", "latency_min_ms", "latency_median_ms", "latency_mean_ms", "latency_std_ms", "latency_p90_ms", "latency_p99_ms",
     "images_per_second", "init_ms", "peak_rss_mb", "model_rss_mb", "runs", "warmup", "batch", "threads",
     "runtime", "runtime_version", "hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy",
     "emulated", "kdtool_version", "created",
@@ -198,11 +199,15 @@ def operating_point_note(point: dict | None) -> str:
         'prior shift 0.5, mel logit +0.412 (val 66/95, >= 60% at 95%)'
         >>> operating_point_note({"prior_shift": 0.0, "melanoma_sensitivity": {"target": 0.6, "skipped": "..."}})
         'melanoma floor 60% not held'
+        >>> operating_point_note({"prior_shift": 0.0, "majority_offset": {"class": "nv", "offset": 1.25}})
+        'nv logit +1.25'
         >>> operating_point_note({"prior_shift": 0.0})
         ''
     """
     point = point or {}
     parts = [f"prior shift {point['prior_shift']:g}"] if point.get("prior_shift") else []
+    if point.get("majority_offset"):
+        parts.append(f"{point['majority_offset']['class']} logit {point['majority_offset']['offset']:+g}")
     held = point.get("melanoma_sensitivity")
     if held and "skipped" in held:
         parts.append(f"melanoma floor {100 * held['target']:g}% not held")
@@ -241,6 +246,7 @@ def flatten(rec: dict) -> dict:
         row[k] = dev.get(k)
     point = rec.get("operating_point") or {}
     row["prior_shift"] = point.get("prior_shift")
+    row["majority_offset"] = (point.get("majority_offset") or {}).get("offset")
     row["melanoma_offset"] = (point.get("melanoma_sensitivity") or {}).get("offset")
     for k in ("pareto", "source"):  # added by --compare
         if k in rec:

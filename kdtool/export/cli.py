@@ -121,6 +121,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       kdtool export models --melanoma-sensitivity 0 --out models/as_trained
       kdtool export models --floor-on val --out models/val_floor
       kdtool export models --prior-shift auto --out models/auto
+      kdtool export models --majority-offset 1.25 --out models/nevi
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
