@@ -38,7 +38,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from calibrated_floor import METRICS, add_run_arguments, kdtool, linked_copy, runs_and_seeds, test_metrics  # noqa: E402
-from prior_shift_default import ALONE, KD, _ms, decide, table  # noqa: E402
+from prior_shift_default import ALONE, KD, _ms, criteria_lines, decide, table  # noqa: E402
 from run import results_doc, write_results  # noqa: E402
 
 
@@ -95,19 +95,7 @@ def render(doc: dict) -> str:
         d = doc["decision"]
         verdict = (f"adopt --majority-offset {doc['candidate']:g} --melanoma-sensitivity {doc['melanoma_sensitivity']:g}"
                    if d["adopt"] else "keep export's defaults")
-        lines += ["", f"## Verdict: {verdict}", ""]
-        for c in d["criteria"]:
-            if "means" in c:
-                what = ", ".join(f"{k} {100 * v:.1f}" for k, v in c["means"].items())
-            elif "seeds_meeting" in c:
-                what = f"seeds meeting: {c['seeds_meeting'] or 'none'}"
-            elif "paired_gain" in c:
-                what = f"paired gain {_ms(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
-            else:
-                what = f"{100 * c['mean']:.1f}"
-            lines.append(f"- {c['name']}: {'yes' if c['passed'] else 'NO'} ({what})")
-        if d.get("why"):
-            lines.append(f"- {d['why']}")
+        lines += ["", f"## Verdict: {verdict}", "", *criteria_lines(d)]
     lines += ["", f"Wall time {doc['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

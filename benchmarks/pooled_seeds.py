@@ -25,7 +25,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from prior_shift_default import ALONE, KD, METRICS, THRESHOLDS, label, meets, pick  # noqa: E402
-from run import _gain, fmt_mean_std, results_doc, stats, write_results  # noqa: E402
+from run import fmt_gain, fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 
 def load_pages(paths: list[str]) -> tuple[list[dict], list[dict]]:
@@ -101,7 +101,7 @@ def render(doc: dict) -> str:
         for k in METRICS:
             m = rec[k]
             lines.append(f"| {rec['shift']} | {k.replace('_', ' ')} | {fmt_mean_std(m['student'])} | "
-                         f"{fmt_mean_std(m['baseline'])} | {_gain(m['gain'])} | {m['gain_positive']} of {n} |")
+                         f"{fmt_mean_std(m['baseline'])} | {fmt_gain(m['gain'])} | {m['gain_positive']} of {n} |")
         lines.append(f"| {rec['shift']} | meet all three | {rec['meet']['student']} of {n} | "
                      f"{rec['meet']['baseline']} of {n} | | |")
     thr = ", ".join(f"{k.replace('_', ' ')} >= {100 * v:.0f}%" for k, v in THRESHOLDS.items())

@@ -140,6 +140,25 @@ def _ms(s: dict) -> str:
     return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
+def criteria_lines(decision: dict) -> list[str]:
+    """One Markdown bullet per criterion of a ``decide`` result (passed or not, with its numbers), then why
+    none was judged when that is so."""
+    lines = []
+    for c in decision["criteria"]:
+        if "means" in c:
+            what = ", ".join(f"{k} {100 * v:.1f}" for k, v in c["means"].items())
+        elif "seeds_meeting" in c:
+            what = f"seeds meeting: {c['seeds_meeting'] or 'none'}"
+        elif "paired_gain" in c:
+            what = f"paired gain {_ms(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
+        else:
+            what = f"{100 * c['mean']:.1f}"
+        lines.append(f"- {c['name']}: {'yes' if c['passed'] else 'NO'} ({what})")
+    if decision.get("why"):
+        lines.append(f"- {decision['why']}")
+    return lines
+
+
 def render(doc: dict) -> str:
     """The Markdown page: summary table, per-seed rows, the rule's verdict."""
     candidate, rule = doc.get("candidate", "--prior-shift auto"), doc.get("rule", "prior_shift_default_rule.md")
@@ -172,19 +191,7 @@ def render(doc: dict) -> str:
         return "\n".join(lines)
     d = doc["decision"]
     keep = "keep --prior-shift 0" if candidate == "--prior-shift auto" else "keep export's defaults"
-    lines += ["", f"## Verdict: {f'adopt {candidate}' if d['adopt'] else keep}", ""]
-    for c in d["criteria"]:
-        if "means" in c:
-            what = ", ".join(f"{k} {100 * v:.1f}" for k, v in c["means"].items())
-        elif "seeds_meeting" in c:
-            what = f"seeds meeting: {c['seeds_meeting'] or 'none'}"
-        elif "paired_gain" in c:
-            what = f"paired gain {_ms(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
-        else:
-            what = f"{100 * c['mean']:.1f}"
-        lines.append(f"- {c['name']}: {'yes' if c['passed'] else 'NO'} ({what})")
-    if d.get("why"):
-        lines.append(f"- {d['why']}")
+    lines += ["", f"## Verdict: {f'adopt {candidate}' if d['adopt'] else keep}", "", *criteria_lines(d)]
     for export, lead in doc["fixed_leads"].items():
         lines.append(f"- fixed --prior-shift {export} (table only, never adopted by this rule): "
                      f"{'would pass' if lead else 'would fail'}")

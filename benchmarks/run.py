@@ -889,7 +889,8 @@ def fmt_mean_std(s: dict | None, nd: int = 1) -> str:
     return f"{100 * s['mean']:.{nd}f} ± {100 * s['std']:.{nd}f}"
 
 
-def _gain(s: dict | None) -> str:
+def fmt_gain(s: dict | None) -> str:
+    """A :func:`stats` dict of paired differences as ``"+mean ± std"`` in percentage points (``-`` when empty)."""
     if not s or s.get("mean") is None:
         return "-"
     return f"{100 * s['mean']:+.1f} ± {100 * s['std']:.1f}"
@@ -946,7 +947,7 @@ def render_markdown(r: dict) -> str:
                   "| student | " + " | ".join(lbl for _, lbl in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
             for name, g in sorted(kd["gain_vs_alone"].items(),
                                   key=lambda kv: (kd["models"][kv[0]]["role"] == "ensemble", kv[0])):
-                L.append(f"| {name} | " + " | ".join(_gain(g[k]) for k, _ in METRICS) + " |")
+                L.append(f"| {name} | " + " | ".join(fmt_gain(g[k]) for k, _ in METRICS) + " |")
         if kd.get("note"):
             L += ["", f"Note: {kd['note']}."]
         alone = kd["models"].get("student_alone", {}).get("test_balanced_accuracy", {}).get("mean")

@@ -722,7 +722,6 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         plan_folds(fd, cfg.calibration_folds, cfg.seed)  # a bad image_ids.csv is refused before any training
     from kdtool.train_extra import require_train_extra
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf = require_train_extra("kdtool distill")
     # --seed makes a run repeatable on the same machine and versions: seeded weights, batches and
     # views, plus deterministic op kernels (run.json records versions and device to explain a difference).
