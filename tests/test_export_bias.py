@@ -237,3 +237,13 @@ def test_operating_points_refuse_a_model_without_a_logits_layer(tmp_path, flag):
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "probs.keras" in lines[0] and f"{flag[0]} needs a linear Dense output layer" in lines[0]
+
+
+def test_majority_offset_refuses_data_without_a_majority_class(tmp_path):
+    data = write_fdata(tmp_path / "FData", n=(12, 6, 6), k=3, size=4)  # balanced: each class a third
+    path = tmp_path / "m.keras"
+    _model().save(path)
+    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--majority-offset", "1"])
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert str(data) in lines[0] and "needs a majority class" in lines[0] and "has 33.3%" in lines[0]

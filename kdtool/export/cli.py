@@ -58,8 +58,9 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "accuracy). auto: per model, the largest of 0, 0.25, 0.5 whose VALIDATION balanced accuracy, "
                    "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both.")
 @click.option("--majority-offset", default=0.0, type=click.FloatRange(0.0), metavar="C",
-              help="Operating point: add C to the output logit of the train split's most frequent class only "
-                   "(nevi in HAM10000), before --prior-shift and the melanoma floor. Unlike --prior-shift it "
+              help="Operating point: add C to the output logit of the train split's majority class only (the "
+                   "one with more than half of its images: nevi in HAM10000; none is an error), before "
+                   "--prior-shift and the melanoma floor. Unlike --prior-shift it "
                    "leaves the rare classes' decisions among themselves alone, so it buys accuracy for less "
                    "balanced accuracy. 0: off.")
 @click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),

@@ -62,10 +62,10 @@ class ExportOptions:
             chosen per model by :func:`kdtool.export.auto_shift.choose_prior_shift`.
         min_balanced_accuracy: with ``prior_shift="auto"``, the validation balanced accuracy the
             chosen tau must keep.
-        majority_offset: a logit offset added to the output layer's bias for the train split's most
-            frequent class only (nevi in HAM10000), before ``prior_shift`` and the melanoma floor: more
-            of the commonest class is predicted (accuracy up) while the rarer classes keep their
-            decisions among themselves; 0: off.
+        majority_offset: a logit offset added to the output layer's bias for the train split's majority
+            class only (the one with more than half of its images: nevi in HAM10000), before ``prior_shift``
+            and the melanoma floor: more of that class is predicted (accuracy up) while the rarer classes
+            keep their decisions among themselves; 0: off.
         melanoma_sensitivity: a melanoma logit offset, chosen per model on the validation split
             after ``prior_shift``, is added to the output layer's bias so that validation melanoma
             sensitivity reaches this target at ``sensitivity_confidence`` (see
@@ -162,7 +162,7 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
 
 
 def _offset_majority(model, fd: FData, offset: float, path: Path) -> tuple[dict | None, np.ndarray]:
-    """Add ``offset`` to the in-memory model's output bias for the train split's most frequent class.
+    """Add ``offset`` to the in-memory model's output bias for the train split's majority class (more than half).
 
     Returns the sidecar's record (None for offset 0) and the exact (K,) bias added.
     """
@@ -175,9 +175,12 @@ def _offset_majority(model, fd: FData, offset: float, path: Path) -> tuple[dict 
     if layer is None:
         raise InputError(f"{path}: --majority-offset needs a linear Dense output layer with a bias ({why})")
     if "train" not in fd.arrays:
-        raise InputError(f"{fd.root}: --majority-offset needs the train split (its most frequent class)")
+        raise InputError(f"{fd.root}: --majority-offset needs the train split (its majority class)")
     counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
     major = int(np.argmax(counts))
+    if counts[major] * 2 <= counts.sum():
+        raise InputError(f"{fd.root}: --majority-offset needs a majority class, one with more than half of the train "
+                         f"split (the most frequent, {fd.class_names[major]}, has {100 * counts[major] / counts.sum():.1f}%)")
     added[major] = np.float32(offset)
     add_to_bias(layer, added.astype(np.float32))
     return {"class": str(fd.class_names[major]), "offset": float(offset),
