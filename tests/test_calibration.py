@@ -129,6 +129,32 @@ def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_
     assert side["melanoma_sensitivity"]["chosen_on"] == "val" and side["melanoma_sensitivity"]["images"] == 10
 
 
+def test_the_out_of_fold_floor_sees_the_majority_offset(calibrated_run, tmp_path):
+    import shutil
+
+    data, out, _, _, _ = calibrated_run
+    # the fixture's classes are balanced: a copy of its data where nv (class 0) holds 5 of 9 train images
+    copy = tmp_path / "FData"
+    shutil.copytree(data, copy)
+    y = np.load(copy / "y_train.npy", allow_pickle=False)
+    y[::3] = np.eye(3, dtype=y.dtype)[0]
+    np.save(copy / "y_train.npy", y)
+    fd = load_fdata(copy)
+    result = CliRunner().invoke(main, ["export", str(out), "--data", str(copy), "--out", str(tmp_path / "o"),
+                                       "--quantize", "float32", "--majority-offset", "1", "--prior-shift", "0.5",
+                                       "--melanoma-sensitivity", "0.75", "--sensitivity-confidence", "0",
+                                       "--floor-on", "oof"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "run.json").read_text())
+    for rec in (m for m in doc["models"] if "calibration" in m):
+        point = json.loads((tmp_path / "o" / f"{rec['name']}.float32.json").read_text())["operating_point"]
+        assert point["majority_offset"]["class"] == "nv"
+        oof = safe_load_npy(out / rec["calibration"]["file"]).astype(np.float64)
+        oof[:, 0] += 1.0
+        expected = sensitivity_offset(oof + np.asarray(point["bias_added"]), fd.labels("train"), 1, 0.75, 0.0)
+        assert point["melanoma_sensitivity"]["offset"] == pytest.approx(expected["offset"], abs=1e-5)
+
+
 def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibrated_run, tmp_path):
     import shutil
 
