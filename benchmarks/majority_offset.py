@@ -38,8 +38,8 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from calibrated_floor import METRICS, add_run_arguments, kdtool, linked_copy, runs_and_seeds, test_metrics  # noqa: E402
-from prior_shift_default import ALONE, KD, _ms, criteria_lines, decide, table  # noqa: E402
-from run import results_doc, write_results  # noqa: E402
+from prior_shift_default import ALONE, KD, criteria_lines, decide, table  # noqa: E402
+from run import fmt_mean_std, results_doc, write_results  # noqa: E402
 
 
 def one_seed(data: str, run: Path, seed: int, work: Path, offsets: list[float], target: float) -> list[dict]:
@@ -80,7 +80,7 @@ def render(doc: dict) -> str:
              "| student | --majority-offset | test acc | test bal acc | test macro-F1 | test mel sens | test ROC-AUC "
              "| meet | bytes |", "|---|---|---|---|---|---|---|---|---|"]
     for s in doc["table"]:
-        lines.append(f"| {s['student']} | {s['export']} | " + " | ".join(_ms(s["test"][k]) for k in METRICS)
+        lines.append(f"| {s['student']} | {s['export']} | " + " | ".join(fmt_mean_std(s["test"][k]) for k in METRICS)
                      + f" | {len(s['seeds_meeting'])}/{len(s['taus'])} | {s['size_bytes']:,} |")
     lines += ["", "Per seed (test, int8): acc / bal acc / mel sens; validation balanced accuracy (Keras) and the "
               "melanoma offset the floor added.", "",

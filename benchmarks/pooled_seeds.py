@@ -87,6 +87,7 @@ def pooled(rows: list[dict], student: str = KD, baseline: str = ALONE) -> list[d
 
 
 def render(doc: dict) -> str:
+    """The Markdown page: the pages pooled, then per fixed shift and metric both students and the paired gain."""
     n = len(doc["pooled"][0]["seeds"]) if doc["pooled"] else 0
     lines = ["# Every judged seed, pooled: the distilled student against the student alone at fixed prior shifts", "",
              f"`{doc['command']}` — {doc['machine_line']} (this page only reads JSONs)", "",

@@ -36,7 +36,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from calibrated_floor import METRICS, add_run_arguments, one_seed, runs_and_seeds  # noqa: E402
-from run import results_doc, stats, write_results  # noqa: E402
+from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
 from kdtool.export.sensitivity import DEFAULT_TARGET  # noqa: E402 - numpy only
 
@@ -136,10 +136,6 @@ def table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _ms(s: dict) -> str:
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-
 def criteria_lines(decision: dict) -> list[str]:
     """One Markdown bullet per criterion of a ``decide`` result (passed or not, with its numbers), then why
     none was judged when that is so."""
@@ -150,7 +146,7 @@ def criteria_lines(decision: dict) -> list[str]:
         elif "seeds_meeting" in c:
             what = f"seeds meeting: {c['seeds_meeting'] or 'none'}"
         elif "paired_gain" in c:
-            what = f"paired gain {_ms(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
+            what = f"paired gain {fmt_mean_std(c['paired_gain'])} against a spread of {100 * c['spread']:.1f}"
         else:
             what = f"{100 * c['mean']:.1f}"
         lines.append(f"- {c['name']}: {'yes' if c['passed'] else 'NO'} ({what})")
@@ -174,7 +170,7 @@ def render(doc: dict) -> str:
              "test ROC-AUC | meet | bytes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in doc["table"]:
         lines.append(f"| {s['student']} | {s['export']} | {', '.join(f'{t:g}' for t in s['taus'])} | "
-                     + " | ".join(_ms(s["test"][k]) for k in METRICS)
+                     + " | ".join(fmt_mean_std(s["test"][k]) for k in METRICS)
                      + f" | {len(s['seeds_meeting'])}/{len(s['taus'])} | {s['size_bytes']:,} |")
     lines += ["", "Per seed (test, int8): acc / bal acc / mel sens; validation balanced accuracy (Keras, what auto "
               "reads) and the melanoma offset.", "",
