@@ -20,7 +20,7 @@ the same way (the same C and floor) being the baseline of criterion 4:
 
     python benchmarks/majority_offset.py --runs R9,R10,R11 --seeds 9,10,11 --offsets 0,0.5,1,1.25,1.5 \\
         --candidate 1.25 --melanoma-sensitivity 0.7 [--rule majority_offset_rule.md | --rule none] \\
-        [--work runs/maj] [--json ...] [--md ...]
+        [--adopts "what the rule adopts"] [--work runs/maj] [--json ...] [--md ...]
 
 Every export and bench JSON is reused when present, so the tables rebuild in seconds.
 """
@@ -71,7 +71,10 @@ def one_seed(data: str, run: Path, seed: int, work: Path, offsets: list[float], 
 def render(doc: dict) -> str:
     """The Markdown page: summary table per (student, offset), per-seed rows, the verdict."""
     rule = doc["rule"]
-    title = (f"# `kdtool export --majority-offset {doc['candidate']:g}` as the default? ({rule})" if rule else
+    adopts = doc.get("adopts") or (f"--majority-offset {doc['candidate']:g} "
+                                   f"--melanoma-sensitivity {doc['melanoma_sensitivity']:g}")
+    title = ((f"# Adopt `{doc['adopts']}`? ({rule})" if doc.get("adopts") else
+              f"# `kdtool export --majority-offset {doc['candidate']:g}` as the default? ({rule})") if rule else
              "# `kdtool export --majority-offset C` (table only: no rule judges these seeds)")
     lines = [title, "", f"`{doc['command']}` — {doc['machine_line']}", "",
              f"Seeds {doc['seeds']}; int8, `--prior-shift 0`, melanoma floor {100 * doc['melanoma_sensitivity']:g}% at "
@@ -93,8 +96,8 @@ def render(doc: dict) -> str:
                      f"{100 * t['melanoma_sensitivity']:.1f} |")
     if rule:
         d = doc["decision"]
-        verdict = (f"adopt --majority-offset {doc['candidate']:g} --melanoma-sensitivity {doc['melanoma_sensitivity']:g}"
-                   if d["adopt"] else "keep export's defaults")
+        verdict = (f"adopt {adopts}" if d["adopt"] else
+                   "keep the defaults" if doc.get("adopts") else "keep export's defaults")
         lines += ["", f"## Verdict: {verdict}", "", *criteria_lines(d)]
     lines += ["", f"Wall time {doc['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--melanoma-sensitivity", type=float, default=0.7, help="kdtool export --melanoma-sensitivity")
     ap.add_argument("--rule", default="majority_offset_rule.md",
                     help="the rule file the page cites for its verdict; 'none': a table only, no verdict")
+    ap.add_argument("--adopts", default="",
+                    help="what the rule adopts, as the page's title and verdict name it (default: the export options "
+                         "--majority-offset CANDIDATE --melanoma-sensitivity F)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "maj"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "majority_offset.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "majority_offset.md"), help="results Markdown")
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = results_doc("majority_offset.py", argv, args.data, rows, t0, seeds=seeds, table=table(rows),
                       decision=decide(rows, KD, ALONE, export=f"{args.candidate:g}") if rule else None,
                       candidate=args.candidate, melanoma_sensitivity=args.melanoma_sensitivity, rule=rule,
-                      offsets=offsets)
+                      offsets=offsets, adopts=args.adopts)
     write_results(doc, args.json, args.md, render(doc))
     return 0
 

@@ -92,6 +92,12 @@ def test_the_candidate_is_judged_against_the_student_alone_at_the_same_offset(mo
     assert md.startswith("# `kdtool export --majority-offset 1.25` as the default? (majority_offset_rule.md)")
     assert "| student_efficientnet_lite0 | 1.25 | 75.5 ± 0.5 | 64.0 ± 0.0 |" in md
     assert "## Verdict: adopt --majority-offset 1.25 --melanoma-sensitivity 0.7" in md
+    other = mo.render({**doc, "rule": "kd_balance_rule.md", "adopts": "kdtool distill --kd-balance weights"})
+    assert other.startswith("# Adopt `kdtool distill --kd-balance weights`? (kd_balance_rule.md)")
+    assert "## Verdict: adopt kdtool distill --kd-balance weights" in other
+    refused = {**doc, "decision": {**d, "adopt": False}}
+    assert "## Verdict: keep export's defaults" in mo.render(refused)
+    assert "## Verdict: keep the defaults" in mo.render({**refused, "adopts": "kdtool distill --kd-balance weights"})
     assert "| 2 | student_alone | 1.25 | 70.0 | +0.50 | 72.0 | 58.0 | 70.0 |" in md
     bare = mo.render({**doc, "rule": "", "decision": None})
     assert "table only: no rule judges these seeds" in bare and "Verdict" not in bare

@@ -155,6 +155,8 @@ def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     (["--ensemble", "--teachers", "vgg16"], "--ensemble needs at least two teachers"),
     (["--student-filters", "8,x"], "--student-filters must be comma-separated integers"),
     (["--student-convs", "0"], "Invalid value for '--student-convs'"),
+    (["--kd-balance", "weights", "--balance", "weights"], "would weight the KD term twice"),
+    (["--kd-balance", "sampling"], "Invalid value for '--kd-balance'"),
 ])
 def test_bad_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
@@ -274,6 +276,32 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
     assert all(w is None and p is None for w, p in seen["batches"])  # no class weights, no resampling
     doc = json.loads((out / "run.json").read_text())
     assert doc["config"]["balance"] == "logit-adjust" and doc["status"] == "FINISHED"
+
+
+def test_kd_balance_weights_the_distilled_students_kd_term_only(tmp_path, monkeypatch, tinynet):
+    from kdtool.distill import distiller
+
+    data = write_fdata(tmp_path / "FData", n=(40, 12, 12), class_names=["nv", "mel", "bcc"])
+    seen = []
+
+    class SpyDistiller(distiller.Distiller):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append((self.kd_class_weights, self.logit_offset))
+
+    monkeypatch.setattr(distiller, "Distiller", SpyDistiller)
+    out = tmp_path / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), *tinynet, "--teacher-epochs", "1", "--no-augment"]
+    result = CliRunner().invoke(main, [*args, "--kd-balance", "weights"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("class-weighted KD term") == 1  # the distilled student, not the one alone
+    counts = np.bincount(np.load(data / "y_train.npy").argmax(1), minlength=3)
+    (weights, offset), = seen
+    np.testing.assert_allclose(weights, 40 / (3 * counts), rtol=1e-5)  # N / (K n_c): mean 1 over the images
+    assert offset is not None  # logit adjustment (the default) still moves the hard-label term
+    assert json.loads((out / "run.json").read_text())["config"]["kd_balance"] == "weights"
+    refused = CliRunner().invoke(main, args)  # the same folder without it: another run
+    assert refused.exit_code == 2 and "kd_balance: 'weights' there, 'none' now" in refused.output
 
 
 def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):

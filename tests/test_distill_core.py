@@ -71,6 +71,37 @@ def test_distiller_applies_the_logit_offset():
     assert abs(float(plain.compute_loss(x, pack_targets(y, teacher), logits)) - got) > 1e-3
 
 
+def test_class_weighted_kd_term_by_hand():
+    """--kd-balance weights: each image's KL term times its class's weight; the hard-label term unchanged."""
+    y = np.eye(3, dtype=np.float32)[[0, 2]]
+    s = np.array([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]], np.float32)
+    t = np.array([[0.0, 2.0, 1.0], [2.0, 0.0, 0.0]], np.float32)
+    w = np.array([0.5, 1.0, 4.0], np.float32)
+    prior = np.log(np.array([0.7, 0.2, 0.1], np.float32))
+    ce = np.asarray(kd_loss(y, t, s, 1.0, 2.0, prior))
+    kl = np.asarray(kd_loss(y, t, s, 0.0, 2.0, prior))  # (1 - 0) * T^2 * KL, per image
+    got = np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior, kd_class_weights=w))
+    np.testing.assert_allclose(got, 0.3 * ce + 0.7 * kl * np.array([0.5, 4.0]), rtol=1e-5)
+    # hard-label only: the weights change nothing; all-ones weights are the plain loss
+    np.testing.assert_allclose(np.asarray(kd_loss(y, t, s, 1.0, 2.0, prior, kd_class_weights=w)), ce, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior, kd_class_weights=np.ones(3))),
+                               np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior)), rtol=1e-6)
+
+
+def test_distiller_applies_the_kd_class_weights():
+    student = build_student((8, 8, 3), 3, filters=(4,), dense_units=0, dropout=0.0)
+    x = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+    teacher = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    w = np.array([0.5, 1.0, 3.0], np.float32)
+    logits = student(x)
+    weighted = Distiller(student, 3, 0.4, 2.0, kd_class_weights=w)
+    expected = np.asarray(kd_loss(y, teacher, logits, 0.4, 2.0, kd_class_weights=w)).mean()
+    assert float(weighted.compute_loss(x, pack_targets(y, teacher), logits)) == pytest.approx(expected, rel=1e-5)
+    plain = float(Distiller(student, 3, 0.4, 2.0).compute_loss(x, pack_targets(y, teacher), logits))
+    assert abs(plain - expected) > 1e-3
+
+
 def test_ensemble_logits_average_soft_targets():
     a = np.array([[0.0, 2.0, -1.0]], np.float32)
     b = np.array([[1.0, -1.0, 0.5]], np.float32)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BALANCE_MODES = ("none", "weights", "sampling", "logit-adjust")
+KD_BALANCE_MODES = ("none", "weights")  # kdtool distill --kd-balance: the KL term's per-class weights
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kdtool.distill.balance import BALANCE_MODES
+from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES
 from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
 from kdtool.errors import InputError
 
@@ -55,6 +55,7 @@ def _floats(option: str, value: str) -> tuple[float, ...]:
 @click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
 @click.option("--views", type=int, default=8, help="With --augment and cached logits: fixed augmented views per training image whose teacher logits are cached (the teacher runs this many times per image).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine", help="Learning rate over each model's training: cosine decay to 0 by its last epoch (default: steadier across seeds, see benchmarks/recipes.md), or constant.")
+@click.option("--kd-balance", type=click.Choice(KD_BALANCE_MODES), default="none", help="Distilled students only: weights, each training image's KD (KL) term weighted by its class's weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023: without it two-thirds of the teacher's signal is spent on nevi); none: every image's KD term counts the same. Not with --balance weights, which weights both terms already.")
 @click.option("--select-best/--last-epoch", "select_best", default=True, help="Keep each model's epoch with the best validation balanced accuracy, or the last epoch.")
 @click.option("--patience", type=int, default=0, help="With --select-best: stop a model after this many epochs without improvement (0: never).")
 @click.option("--ema", type=float, default=0.0, help="Students only: keep an exponential moving average of the weights with this momentum per step (e.g. 0.999, about the last 1000 batches); the average is what is validated, selected and saved, and history.csv logs the raw weights' validation balanced accuracy beside it. 0: off.")

@@ -54,10 +54,11 @@ class Distiller(keras.Model):
         teachers: frozen teacher models for online mode; ``None``/empty for cached mode.
         logit_offset: (K,) log class prior added to the student's logits in the CE term
             (``--balance logit-adjust``), or None.
+        kd_class_weights: (K,) per-class weights of the KL term (``--kd-balance weights``), or None.
     """
 
     def __init__(self, student, num_classes: int, alpha: float = 0.3, temperature: float = 4.0,
-                 teachers=None, logit_offset=None, **kwargs):
+                 teachers=None, logit_offset=None, kd_class_weights=None, **kwargs):
         super().__init__(**kwargs)
         self.student = student
         self.num_classes = int(num_classes)
@@ -65,6 +66,7 @@ class Distiller(keras.Model):
         self.temperature = float(temperature)
         self.teachers = list(teachers or [])
         self.logit_offset = None if logit_offset is None else np.asarray(logit_offset, np.float32)
+        self.kd_class_weights = None if kd_class_weights is None else np.asarray(kd_class_weights, np.float32)
         for teacher in self.teachers:
             teacher.trainable = False
 
@@ -85,7 +87,7 @@ class Distiller(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         onehot = y[:, : self.num_classes]
         per_sample = kd_loss(onehot, self.teacher_logits(x, y), y_pred, self.alpha, self.temperature,
-                             self.logit_offset)
+                             self.logit_offset, self.kd_class_weights)
         if sample_weight is not None:
             sw = ops.cast(ops.reshape(sample_weight, (-1,)), per_sample.dtype)
             return ops.sum(per_sample * sw) / ops.maximum(ops.sum(sw), 1e-12)

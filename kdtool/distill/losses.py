@@ -11,6 +11,11 @@ learning via logit adjustment"): the hard-label term becomes CE(y, softmax(s + l
 with ``p`` the training split's class frequencies. The model learns logits ``s``
 whose argmax is the class-balanced decision, with no weighting of the loss.
 
+Balanced KD (``kdtool distill --kd-balance weights``; Zhang et al., 2023, "Balanced
+knowledge distillation for long-tailed learning"): each image's KL term is weighted
+by its class's weight N / (K * n_c), the hard-label term is not. Two-thirds of the
+images are nevi, so without it most of the teacher's signal is spent on nevi.
+
 Example:
     >>> per_sample = kd_loss(y, teacher_logits, student_logits, alpha=0.3, temperature=4.0)  # doctest: +SKIP
 """
@@ -40,7 +45,8 @@ def logit_adjusted_crossentropy(offset: np.ndarray):
     return logit_adjusted_ce
 
 
-def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: float, logit_offset=None):
+def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: float, logit_offset=None,
+            kd_class_weights=None):
     """Per-sample KD loss (average it yourself, so sample weights can apply).
 
     Args:
@@ -51,9 +57,19 @@ def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: f
         temperature: softening temperature T > 0.
         logit_offset: optional (K,) added to the student's logits in the hard-label
             term only (logit adjustment); the KL term compares the logits as they are.
+        kd_class_weights: optional (K,) weights; each image's KL term is multiplied by its
+            class's weight (``--kd-balance weights``), the hard-label term is not.
 
     Returns:
         A (B,) tensor.
+
+    Example:
+        >>> y = np.eye(2, dtype="float32")
+        >>> z = np.array([[2.0, 0.0], [0.0, 1.0]], "float32")
+        >>> plain = kd_loss(y, z, 0 * z, alpha=0.0, temperature=1.0)
+        >>> heavy = kd_loss(y, z, 0 * z, alpha=0.0, temperature=1.0, kd_class_weights=[1.0, 3.0])
+        >>> [round(float(h / p), 3) for h, p in zip(heavy, plain)]
+        [1.0, 3.0]
     """
     t = float(temperature)
     y_true = ops.cast(y_true, "float32")
@@ -64,6 +80,8 @@ def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: f
     log_p_teacher = ops.log_softmax(teacher_logits / t, axis=-1)
     log_p_student = ops.log_softmax(student_logits / t, axis=-1)
     kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+    if kd_class_weights is not None:
+        kl = kl * ops.sum(y_true * ops.cast(np.asarray(kd_class_weights, np.float32), "float32"), axis=-1)
     return alpha * ce + (1.0 - alpha) * (t * t) * kl
 
 

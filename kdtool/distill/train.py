@@ -37,7 +37,7 @@ import numpy as np
 
 from kdtool import __version__
 from kdtool.data import FData, atomic_write_text, load_fdata, sha256_file
-from kdtool.distill.balance import BALANCE_MODES, Balancing, balancing
+from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES, Balancing, balancing, class_weights
 from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
 from kdtool.errors import InputError, RuntimeFailure
 
@@ -53,7 +53,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
 SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0,
-                                "student_convs": 1}
+                                "student_convs": 1, "kd_balance": "none"}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
 
@@ -111,6 +111,9 @@ class DistillConfig:
             BatchNorm statistics (:mod:`kdtool.distill.averaging`), which is what is validated,
             selected and saved (the raw weights' validation balanced accuracy is logged beside it);
             0: off, the raw weights are kept.
+        kd_balance: ``none``, or ``weights``: each training image's KL term weighted by its class's
+            weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023).
+            Distilled students only; not with ``balance="weights"``, which weights both terms already.
     """
 
     data: str = "FData"
@@ -146,6 +149,7 @@ class DistillConfig:
     strategy: str = "auto"
     calibration_folds: int = 0
     ema: float = 0.0
+    kd_balance: str = "none"
 
     def check(self) -> None:
         """Refuse impossible settings with one line (exit code 2)."""
@@ -181,6 +185,11 @@ class DistillConfig:
             raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema must lie in [0, 1) (0: off), got {self.ema}")
+        if self.kd_balance not in KD_BALANCE_MODES:
+            raise InputError(f"--kd-balance must be one of {', '.join(KD_BALANCE_MODES)}, got {self.kd_balance!r}")
+        if self.kd_balance == "weights" and self.balance == "weights":
+            raise InputError("--kd-balance weights with --balance weights would weight the KD term twice; "
+                             "use one of them")
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
 
@@ -419,6 +428,13 @@ def logit_offset(run: Run) -> np.ndarray | None:
     return run.balancing.logit_offset
 
 
+def kd_class_weights(run: Run) -> np.ndarray | None:
+    """The KL term's per-class weights N / (K * n_c) of the train split with ``--kd-balance weights``, else None."""
+    if run.cfg.kd_balance != "weights":
+        return None
+    return class_weights(run.fd.labels("train"), run.fd.num_classes)
+
+
 def _compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
                         offset: np.ndarray | None = None):
     import keras
@@ -592,13 +608,15 @@ def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None,
             trainer = student
         else:
             trainer = Distiller(student, fd.num_classes, alpha, temperature,
-                                teachers=teacher_models if online else None, logit_offset=logit_offset(run))
+                                teachers=teacher_models if online else None, logit_offset=logit_offset(run),
+                                kd_class_weights=kd_class_weights(run))
             trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
                             metrics=student_metrics())
     click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
                + (f", weight average {cfg.ema:g}" if cfg.ema else "")
                + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
-                  f"alpha={alpha:g}, T={temperature:g}"))
+                  f"alpha={alpha:g}, T={temperature:g}"
+                  + (", class-weighted KD term" if cfg.kd_balance == "weights" else "")))
     trainer(x_va[:1])  # build before restoring a backup
     history, best = _fit(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs, average=cfg.ema)
     seconds = time.perf_counter() - t0
