@@ -1,0 +1,118 @@
+"""Retrain only the distilled students of finished ``kdtool distill`` runs, with other distillation settings.
+
+For each run (``--runs``), a hard-linked copy at ``--work``/s<seed> keeps the run's teachers and its student
+alone, forgets its distilled students, and records the changed settings (``--set KEY=VALUE``) in the copy's
+run.json. The run's own ``kdtool distill`` command then runs in the copy with those settings added: only the
+distilled students train (each kept teacher recomputes its cached logits). The run folder itself is never
+touched: the copy's run.json is a new file, and kdtool replaces the other files atomically, never in place.
+
+Only settings that change nothing but the distilled students can be set (``SETTABLE``); the student alone
+and the teachers of the copy are then exactly those of the run, so the copy pairs with it seed by seed.
+
+    python benchmarks/redistil.py --runs R9,R10 --seeds 9,10 --set kd_balance=weights --work runs/bkd
+
+A copy that exists is reused (kdtool skips its finished models), so a re-run finishes or rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from calibrated_floor import runs_and_seeds  # noqa: E402
+from recipes import run_logged  # noqa: E402
+
+SETTABLE = ("alpha", "temperature", "kd_balance")  # DistillConfig fields that only the distilled students read
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> {DistillConfig field: value of the field's type}.
+
+    Raises:
+        ValueError: a malformed pair, a key outside ``SETTABLE`` or a value of the wrong type (the message names it).
+
+    Example:
+        >>> parse_settings(["kd_balance=weights", "alpha=0.3"])
+        {'kd_balance': 'weights', 'alpha': 0.3}
+    """
+    from kdtool.distill.train import DistillConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in SETTABLE:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
+        try:
+            out[key] = type(defaults[key])(value)
+        except ValueError:
+            raise ValueError(f"--set {pair!r}: {value!r} is not a {type(defaults[key]).__name__}") from None
+    return out
+
+
+def prepare(run: Path, work: Path, settings: dict) -> list[str]:
+    """Make ``work`` (unless it exists) and return the ``kdtool distill`` arguments that finish it.
+
+    Args:
+        run: a finished kdtool distill run folder.
+        work: the copy to create: ``run``'s files hard-linked, without its distilled students, exports,
+            epoch backups or calibration folds, and a new run.json with ``settings`` in its config.
+        settings: from :func:`parse_settings`.
+
+    Returns:
+        ``["distill", ...]``: the run's own command with ``--out work`` and ``settings`` as options.
+    """
+    doc = json.loads((run / "run.json").read_text())
+    students = {m["name"] for m in doc["models"] if m["role"] == "student"}
+    if not work.exists():
+        skip = shutil.ignore_patterns("export*", ".backup", "calibration", "summary.csv", *students,
+                                      *(f"{s}.keras" for s in students))
+        shutil.copytree(run, work, copy_function=os.link, ignore=skip)
+        (work / "run.json").unlink()  # a hard link to the run's own record: write a new file instead
+        new = {**doc, "config": {**doc["config"], **settings},
+               "models": [m for m in doc["models"] if m["name"] not in students]}
+        (work / "run.json").write_text(json.dumps(new, indent=2))
+    argv = shlex.split(doc["command"])
+    args = argv[argv.index("distill"):]
+    i = args.index("--out")
+    args[i + 1] = str(work)
+    for key, value in settings.items():
+        args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="comma-separated finished kdtool distill runs, one per seed")
+    ap.add_argument("--seeds", required=True, help="comma-separated seeds of those runs (names the copies)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help=f"a distillation setting to change, repeatable; KEY one of {', '.join(SETTABLE)}")
+    ap.add_argument("--work", required=True, help="folder for the copies (s<seed> each)")
+    args = ap.parse_args(argv)
+    runs, seeds = runs_and_seeds(ap, args)
+    if not args.set:
+        ap.error("give at least one --set KEY=VALUE")
+    try:
+        settings = parse_settings(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
+    for run, seed in zip(runs, seeds):
+        work = Path(args.work) / f"s{seed}"
+        work.parent.mkdir(parents=True, exist_ok=True)
+        seconds = run_logged(prepare(run, work, settings), work.parent / f"s{seed}.log", f"redistil seed {seed}")
+        print(f"  seed {seed}: {seconds:.0f} s ({work})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

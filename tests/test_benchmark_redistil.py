@@ -1,0 +1,65 @@
+"""benchmarks/redistil.py: a linked copy of a finished run without its distilled students (kdtool faked)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def rd():
+    return load_benchmark("redistil")
+
+
+def _finished_run(path):
+    path.mkdir(parents=True)
+    models = [{"name": "student_alone", "role": "baseline", "file": "student_alone.keras"},
+              {"name": "teacher_t", "role": "teacher", "file": "teacher_t.keras"},
+              {"name": "student_t", "role": "student", "file": "student_t.keras"}]
+    doc = {"command": f"/x/kdtool/__main__.py distill --data /d --teachers t --seed 3 --out {path} --alpha 0.5",
+           "config": {"alpha": 0.5, "kd_balance": "none", "seed": 3}, "models": models}
+    (path / "run.json").write_text(json.dumps(doc))
+    for m in models:
+        (path / m["file"]).write_text(m["name"])
+        (path / m["name"]).mkdir()
+        (path / m["name"] / "metrics.json").write_text("{}")
+    for extra in ("summary.csv", "export_mel0.6/student_t.int8.tflite", ".backup/student_t/epoch.keras"):
+        (path / extra).parent.mkdir(parents=True, exist_ok=True)
+        (path / extra).write_text("x")
+    return doc
+
+
+def test_the_copy_keeps_teachers_and_the_student_alone_and_records_the_new_settings(rd, tmp_path):
+    run, work = tmp_path / "run", tmp_path / "work" / "s3"
+    before = _finished_run(run)
+    args = rd.prepare(run, work, rd.parse_settings(["kd_balance=weights", "alpha=0.3"]))
+    assert args == ["distill", "--data", "/d", "--teachers", "t", "--seed", "3", "--out", str(work), "--alpha", "0.5",
+                    "--kd-balance", "weights", "--alpha", "0.3"]  # click keeps the last --alpha
+    assert sorted(p.name for p in work.iterdir()) == ["run.json", "student_alone", "student_alone.keras",
+                                                      "teacher_t", "teacher_t.keras"]
+    assert os.path.samefile(run / "teacher_t.keras", work / "teacher_t.keras")  # linked, not copied
+    doc = json.loads((work / "run.json").read_text())
+    assert doc["config"] == {"alpha": 0.3, "kd_balance": "weights", "seed": 3}
+    assert [m["name"] for m in doc["models"]] == ["student_alone", "teacher_t"]
+    assert json.loads((run / "run.json").read_text()) == before  # the run itself is untouched
+    (work / "student_t.keras").write_text("retrained")  # a second call reuses the copy as it is
+    assert rd.prepare(run, work, {"kd_balance": "weights"})[-2:] == ["--kd-balance", "weights"]
+    assert (work / "student_t.keras").read_text() == "retrained"
+
+
+def test_main_runs_each_copy_and_refuses_other_settings(rd, tmp_path, monkeypatch, capsys):
+    _finished_run(tmp_path / "r3")
+    calls = []
+    monkeypatch.setattr(rd, "run_logged", lambda args, log, label: calls.append((args, log, label)) or 1.0)
+    assert rd.main(["--runs", str(tmp_path / "r3"), "--seeds", "3", "--set", "kd_balance=weights",
+                    "--work", str(tmp_path / "w")]) == 0
+    (args, log, label), = calls
+    assert args[-2:] == ["--kd-balance", "weights"] and log == tmp_path / "w" / "s3.log" and label == "redistil seed 3"
+    for bad, message in ((["--set", "epochs=5"], "KEY one of alpha, temperature, kd_balance"),
+                         (["--set", "alpha=x"], "'x' is not a float"), ([], "give at least one --set")):
+        with pytest.raises(SystemExit) as exc:
+            rd.main(["--runs", str(tmp_path / "r3"), "--seeds", "3", "--work", str(tmp_path / "w"), *bad])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
