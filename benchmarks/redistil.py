@@ -66,7 +66,7 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
     Args:
         run: a finished kdtool distill run folder.
         work: the copy to create: ``run``'s files hard-linked, without its distilled students, exports,
-            epoch backups or calibration folds, and a new run.json with ``settings`` in its config.
+            epoch backups, calibration folds or logs, and a new run.json with ``settings`` in its config.
         settings: from :func:`parse_settings`.
 
     Returns:
@@ -75,7 +75,7 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
     if not work.exists():
-        skip = shutil.ignore_patterns("export*", ".backup", "calibration", "summary.csv", *students,
+        skip = shutil.ignore_patterns("export*", ".backup", "calibration", "summary.csv", "*.log", *students,
                                       *(f"{s}.keras" for s in students))
         shutil.copytree(run, work, copy_function=os.link, ignore=skip)
         (work / "run.json").unlink()  # a hard link to the run's own record: write a new file instead
