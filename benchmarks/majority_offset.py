@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adopts", default="",
                     help="what the rule adopts, as the page's title and verdict name it (default: the export options "
                          "--majority-offset CANDIDATE --melanoma-sensitivity F)")
+    ap.add_argument("--min-meeting", type=int, default=2,
+                    help="criterion 2: seeds that must meet all three thresholds on their own (a pooled rule: more)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "maj"), help="folder for the linked copies")
     ap.add_argument("--json", default=str(HERE / "majority_offset.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "majority_offset.md"), help="results Markdown")
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--offsets must be numbers >= 0, got {args.offsets!r}")
     if args.rule != "none" and args.candidate not in offsets:
         ap.error(f"--candidate {args.candidate:g} must be one of --offsets ({args.offsets})")
+    if not 1 <= args.min_meeting <= max(len(seeds), 2):  # 2, the default, judges a rule short of seeds as failed
+        ap.error(f"--min-meeting must lie in [1, {len(seeds)}] (the number of seeds), got {args.min_meeting}")
     if not 0.0 < args.melanoma_sensitivity <= 1.0:
         ap.error(f"--melanoma-sensitivity must lie in (0, 1], got {args.melanoma_sensitivity:g}")
     t0 = time.perf_counter()
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += one_seed(args.data, run, seed, Path(args.work) / f"s{seed}", offsets, args.melanoma_sensitivity)
     rule = "" if args.rule == "none" else args.rule
     doc = results_doc("majority_offset.py", argv, args.data, rows, t0, seeds=seeds, table=table(rows),
-                      decision=decide(rows, KD, ALONE, export=f"{args.candidate:g}") if rule else None,
+                      decision=decide(rows, KD, ALONE, export=f"{args.candidate:g}",
+                                      min_meeting=args.min_meeting) if rule else None,
                       candidate=args.candidate, melanoma_sensitivity=args.melanoma_sensitivity, rule=rule,
                       offsets=offsets, adopts=args.adopts)
     write_results(doc, args.json, args.md, render(doc))

@@ -85,6 +85,12 @@ def test_the_candidate_is_judged_against_the_student_alone_at_the_same_offset(mo
     # gains 0.04, 0.05, 0.06 against the alone student's spread of 0.01
     assert d["criteria"][3]["paired_gain"]["mean"] == pytest.approx(0.05)
     assert not mo.decide(rows, KD, ALONE, export="0")["adopt"]  # accuracy 70
+    pooled = mo.decide(rows, KD, ALONE, export="1.25", min_meeting=3)
+    assert pooled["adopt"] and pooled["criteria"][1]["name"] == "at least 3 seeds meet all three"
+    assert not mo.decide([r for r in rows if not (r["seed"] == 2 and r["student"] == KD and r["label"] == "1.25")]
+                         + [{**r, "test": {**r["test"], "accuracy": 0.70}} for r in rows
+                            if r["seed"] == 2 and r["student"] == KD and r["label"] == "1.25"],
+                         KD, ALONE, export="1.25", min_meeting=3)["criteria"][1]["passed"]
     doc = {"command": "c", "machine_line": "m", "seeds": [0, 1, 2], "table": mo.table(rows), "results": rows,
            "decision": d, "candidate": 1.25, "melanoma_sensitivity": 0.7, "rule": "majority_offset_rule.md",
            "wall_seconds": 1.0}
@@ -108,6 +114,8 @@ def test_the_candidate_is_judged_against_the_student_alone_at_the_same_offset(mo
     (["--offsets", "0,-1"], "--offsets must be numbers >= 0"),
     (["--offsets", "0,1", "--candidate", "1.25"], "--candidate 1.25 must be one of --offsets"),
     (["--melanoma-sensitivity", "0"], "--melanoma-sensitivity must lie in (0, 1]"),
+    (["--min-meeting", "3"], "--min-meeting must lie in [1, 1] (the number of seeds), got 3"),
+    (["--min-meeting", "0"], "--min-meeting must lie in [1, 1] (the number of seeds), got 0"),
 ])
 def test_main_names_the_bad_option(mo, tmp_path, capsys, argv, message):
     (tmp_path / "run.json").write_text("{}")
