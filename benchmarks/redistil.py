@@ -83,9 +83,14 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
                "models": [m for m in doc["models"] if m["name"] not in students]}
         (work / "run.json").write_text(json.dumps(new, indent=2))
     argv = shlex.split(doc["command"])
-    args = argv[argv.index("distill"):]
-    i = args.index("--out")
-    args[i + 1] = str(work)
+    args, rest = [], argv[argv.index("distill"):]
+    while rest:  # the run's own arguments without its --out (either spelling)
+        a = rest.pop(0)
+        if a == "--out":
+            rest.pop(0)
+        elif not a.startswith("--out="):
+            args.append(a)
+    args += ["--out", str(work)]
     for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     return args

@@ -36,7 +36,7 @@ def test_the_copy_keeps_teachers_and_the_student_alone_and_records_the_new_setti
     run, work = tmp_path / "run", tmp_path / "work" / "s3"
     before = _finished_run(run)
     args = rd.prepare(run, work, rd.parse_settings(["kd_balance=weights", "alpha=0.3"]))
-    assert args == ["distill", "--data", "/d", "--teachers", "t", "--seed", "3", "--out", str(work), "--alpha", "0.5",
+    assert args == ["distill", "--data", "/d", "--teachers", "t", "--seed", "3", "--alpha", "0.5", "--out", str(work),
                     "--kd-balance", "weights", "--alpha", "0.3"]  # click keeps the last --alpha
     assert sorted(p.name for p in work.iterdir()) == ["run.json", "student_alone", "student_alone.keras",
                                                       "teacher_t", "teacher_t.keras"]
@@ -45,6 +45,10 @@ def test_the_copy_keeps_teachers_and_the_student_alone_and_records_the_new_setti
     assert doc["config"] == {"alpha": 0.3, "kd_balance": "weights", "seed": 3}
     assert [m["name"] for m in doc["models"]] == ["student_alone", "teacher_t"]
     assert json.loads((run / "run.json").read_text()) == before  # the run itself is untouched
+    doc = json.loads((run / "run.json").read_text())  # a command that spelled it --out=PATH
+    (run / "run.json").unlink()
+    (run / "run.json").write_text(json.dumps({**doc, "command": doc["command"].replace("--out ", "--out=")}))
+    assert rd.prepare(run, work, {})[-2:] == ["--out", str(work)] and "--out=" not in " ".join(rd.prepare(run, work, {}))
     (work / "student_t.keras").write_text("retrained")  # a second call reuses the copy as it is
     assert rd.prepare(run, work, {"kd_balance": "weights"})[-2:] == ["--kd-balance", "weights"]
     assert (work / "student_t.keras").read_text() == "retrained"
