@@ -40,12 +40,12 @@ from run import stats as seed_stats  # noqa: E402
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "melanoma_sensitivity", "roc_auc")
 
 
-def linked_copy(src: Path, dst: Path) -> None:
-    """``dst`` as a hard-linked copy of ``src`` (files kdtool rewrites are replaced atomically, never edited);
-    nothing when ``dst`` exists."""
+def linked_copy(src: Path, dst: Path, *skip: str) -> None:
+    """``dst`` as a hard-linked copy of ``src`` (files kdtool rewrites are replaced atomically, never edited),
+    without exports, epoch backups, calibration folds and the ``skip`` patterns; nothing when ``dst`` exists."""
     if not dst.exists():
         shutil.copytree(src, dst, copy_function=os.link,
-                        ignore=shutil.ignore_patterns("export*", ".backup", "calibration"))
+                        ignore=shutil.ignore_patterns("export*", ".backup", "calibration", *skip))
 
 
 def kdtool(*args: str, log: Path, ok: tuple[int, ...] = (0,)) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from calibrated_floor import runs_and_seeds  # noqa: E402
+from calibrated_floor import linked_copy, runs_and_seeds  # noqa: E402
 from recipes import run_logged  # noqa: E402
 
 SETTABLE = ("alpha", "temperature", "kd_balance")  # DistillConfig fields that only the distilled students read
@@ -75,9 +73,7 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
     if not work.exists():
-        skip = shutil.ignore_patterns("export*", ".backup", "calibration", "summary.csv", "*.log", *students,
-                                      *(f"{s}.keras" for s in students))
-        shutil.copytree(run, work, copy_function=os.link, ignore=skip)
+        linked_copy(run, work, "summary.csv", "*.log", *students, *(f"{s}.keras" for s in students))
         (work / "run.json").unlink()  # a hard link to the run's own record: write a new file instead
         new = {**doc, "config": {**doc["config"], **settings},
                "models": [m for m in doc["models"] if m["name"] not in students]}
