@@ -8,6 +8,9 @@ touched: the copy's run.json is a new file, and kdtool replaces the other files 
 
 Only settings that change nothing but the distilled students can be set (``SETTABLE``); the student alone
 and the teachers of the copy are then exactly those of the run, so the copy pairs with it seed by seed.
+``select_best=false`` (``--last-epoch``) is settable on that condition too: the copy's distilled students keep
+their last epoch, and its student alone and teachers stay those the run kept. It is refused when a teacher of
+the run kept an epoch other than its last, since the copy's teachers would then not be what the setting says.
 
     python benchmarks/redistil.py --runs R9,R10 --seeds 9,10 --set kd_balance=weights --work runs/bkd
 
@@ -30,7 +33,10 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from calibrated_floor import linked_copy, runs_and_seeds  # noqa: E402
 from recipes import run_logged  # noqa: E402
 
-SETTABLE = ("alpha", "temperature", "kd_balance")  # DistillConfig fields that only the distilled students read
+SETTABLE = ("alpha", "temperature", "kd_balance", "select_best")  # fields the copy applies to its distilled students
+# boolean settings: (flag when true, flag when false) of kdtool distill
+BOOL_FLAGS = {"select_best": ("--select-best", "--last-epoch")}
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -40,8 +46,8 @@ def parse_settings(pairs: list[str]) -> dict:
         ValueError: a malformed pair, a key outside ``SETTABLE`` or a value of the wrong type (the message names it).
 
     Example:
-        >>> parse_settings(["kd_balance=weights", "alpha=0.3"])
-        {'kd_balance': 'weights', 'alpha': 0.3}
+        >>> parse_settings(["kd_balance=weights", "alpha=0.3", "select_best=false"])
+        {'kd_balance': 'weights', 'alpha': 0.3, 'select_best': False}
     """
     from kdtool.distill.train import DistillConfig
 
@@ -52,7 +58,12 @@ def parse_settings(pairs: list[str]) -> dict:
         if not sep or key not in SETTABLE:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
         try:
-            out[key] = type(defaults[key])(value)
+            if isinstance(defaults[key], bool):
+                if value.lower() not in TRUE + FALSE:
+                    raise ValueError(value)
+                out[key] = value.lower() in TRUE
+            else:
+                out[key] = type(defaults[key])(value)
         except ValueError:
             raise ValueError(f"--set {pair!r}: {value!r} is not a {type(defaults[key]).__name__}") from None
     return out
@@ -72,6 +83,11 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
     """
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
+    if settings.get("select_best") is False:
+        early = [m["name"] for m in doc["models"] if m["role"] == "teacher" and m.get("best_epoch") != m.get("epochs")]
+        if early:
+            raise ValueError(f"{run}: select_best=false would leave teachers that kept an earlier epoch than their "
+                             f"last: {', '.join(early)}")
     if not work.exists():
         linked_copy(run, work, "summary.csv", "*.log", *students, *(f"{s}.keras" for s in students))
         (work / "run.json").unlink()  # a hard link to the run's own record: write a new file instead
@@ -88,7 +104,10 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
             args.append(a)
     args += ["--out", str(work)]
     for key, value in settings.items():
-        args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+        if key in BOOL_FLAGS:
+            args.append(BOOL_FLAGS[key][0 if value else 1])
+        else:
+            args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     return args
 
 
@@ -110,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     for run, seed in zip(runs, seeds):
         work = Path(args.work) / f"s{seed}"
         work.parent.mkdir(parents=True, exist_ok=True)
-        seconds = run_logged(prepare(run, work, settings), work.parent / f"s{seed}.log", f"redistil seed {seed}")
+        try:
+            distill_args = prepare(run, work, settings)
+        except ValueError as exc:
+            ap.error(str(exc))
+        seconds = run_logged(distill_args, work.parent / f"s{seed}.log", f"redistil seed {seed}")
         print(f"  seed {seed}: {seconds:.0f} s ({work})", flush=True)
     return 0
 

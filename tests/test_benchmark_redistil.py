@@ -17,7 +17,7 @@ def rd():
 def _finished_run(path):
     path.mkdir(parents=True)
     models = [{"name": "student_alone", "role": "baseline", "file": "student_alone.keras"},
-              {"name": "teacher_t", "role": "teacher", "file": "teacher_t.keras"},
+              {"name": "teacher_t", "role": "teacher", "file": "teacher_t.keras", "epochs": 5, "best_epoch": 5},
               {"name": "student_t", "role": "student", "file": "student_t.keras"}]
     doc = {"command": f"/x/kdtool/__main__.py distill --data /d --teachers t --seed 3 --out {path} --alpha 0.5",
            "config": {"alpha": 0.5, "kd_balance": "none", "seed": 3}, "models": models}
@@ -66,4 +66,20 @@ def test_main_runs_each_copy_and_refuses_other_settings(rd, tmp_path, monkeypatc
                          (["--set", "alpha=x"], "'x' is not a float"), ([], "give at least one --set")):
         with pytest.raises(SystemExit) as exc:
             rd.main(["--runs", str(tmp_path / "r3"), "--seeds", "3", "--work", str(tmp_path / "w"), *bad])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_last_epoch_is_a_flag_and_needs_teachers_that_kept_their_last_epoch(rd, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "r3"
+    doc = _finished_run(run)
+    assert rd.prepare(run, tmp_path / "w" / "s3", rd.parse_settings(["select_best=False"]))[-1] == "--last-epoch"
+    assert json.loads((tmp_path / "w" / "s3" / "run.json").read_text())["config"]["select_best"] is False
+    assert rd.prepare(run, tmp_path / "w2", {"select_best": True})[-1] == "--select-best"
+    doc["models"][1]["best_epoch"] = 4  # a teacher that kept an earlier epoch: the copy would mislabel it
+    (run / "run.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(rd, "run_logged", lambda *a: pytest.fail("must not train"))
+    for bad, message in ((["--set", "select_best=false"], "teachers that kept an earlier epoch than their last: teacher_t"),
+                         (["--set", "select_best=maybe"], "'maybe' is not a bool")):
+        with pytest.raises(SystemExit) as exc:
+            rd.main(["--runs", str(run), "--seeds", "3", "--work", str(tmp_path / "w3"), *bad])
         assert exc.value.code == 2 and message in capsys.readouterr().err
