@@ -58,6 +58,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -197,7 +198,8 @@ def machine_facts() -> dict:
 
 def results_doc(script: str, argv: list[str] | None, data: str, results: list, t0: float, **extra) -> dict:
     """The JSON document of a per-model benchmark script: command, machine, data, results, wall time."""
-    doc = {"command": " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+    args = argv if argv is not None else sys.argv[1:]
+    doc = {"command": f"python benchmarks/{script} {shlex.join(args)}".rstrip(),  # quoted: it can be pasted
            "machine": machine_facts(), "data": data, **extra, "results": results,
            "wall_seconds": time.perf_counter() - t0}
     doc["machine_line"] = machine_line(doc["machine"])

@@ -85,3 +85,12 @@ def test_cost_goal_is_judged_over_the_runs_own_epochs():
     del goals["full_run_epochs"], goals["full_run_online_over_cached_large"]
     text = module.render_markdown(quick)
     assert "over a 20-epoch run (the run's student epochs)" in text and "(1.92x)." in text
+
+
+def test_results_doc_quotes_the_command_so_it_can_be_pasted(monkeypatch):
+    module = load_benchmark("run")
+    monkeypatch.setattr(module, "machine_facts", lambda: {})
+    monkeypatch.setattr(module, "machine_line", lambda facts: "m")
+    doc = module.results_doc("x.py", ["--runs", "a,b", "--adopts", "kdtool export --majority-offset 1"], "/d", [], 0.0)
+    assert doc["command"] == "python benchmarks/x.py --runs a,b --adopts 'kdtool export --majority-offset 1'"
+    assert module.results_doc("x.py", [], "/d", [], 0.0)["command"] == "python benchmarks/x.py"
