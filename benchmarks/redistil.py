@@ -14,6 +14,10 @@ the run kept an epoch other than its last, since the copy's teachers would then 
 
     python benchmarks/redistil.py --runs R9,R10 --seeds 9,10 --set kd_balance=weights --work runs/bkd
 
+``--retrain-alone`` forgets the student alone too (also in a copy made earlier without it, as long as the
+copy's student alone is still the run's file), so that a setting every student reads (``select_best``) is
+compared with the student alone trained the same way; the teachers stay the run's.
+
 A copy that exists is reused (kdtool skips its finished models), so a re-run finishes or rebuilds nothing.
 """
 
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -69,7 +75,23 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
-def prepare(run: Path, work: Path, settings: dict) -> list[str]:
+def _forget_alone(run: Path, work: Path, names: set[str]) -> None:
+    # an existing copy made without --retrain-alone: drop its students alone that are still the run's own files
+    still = {n for n in names if (work / f"{n}.keras").is_file() and (run / f"{n}.keras").is_file()
+             and os.path.samefile(work / f"{n}.keras", run / f"{n}.keras")}
+    if not still:
+        return
+    doc = json.loads((work / "run.json").read_text())
+    doc["models"] = [m for m in doc["models"] if m["name"] not in still]
+    for n in still:
+        (work / f"{n}.keras").unlink()
+        shutil.rmtree(work / n, ignore_errors=True)
+    tmp = work / "run.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, work / "run.json")
+
+
+def prepare(run: Path, work: Path, settings: dict, retrain_alone: bool = False) -> list[str]:
     """Make ``work`` (unless it exists) and return the ``kdtool distill`` arguments that finish it.
 
     Args:
@@ -77,23 +99,28 @@ def prepare(run: Path, work: Path, settings: dict) -> list[str]:
         work: the copy to create: ``run``'s files hard-linked, without its distilled students, exports,
             epoch backups, calibration folds or logs, and a new run.json with ``settings`` in its config.
         settings: from :func:`parse_settings`.
+        retrain_alone: forget the student alone too (in an existing copy only while it is still the run's file).
 
     Returns:
         ``["distill", ...]``: the run's own command with ``--out work`` and ``settings`` as options.
     """
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
+    alone = {m["name"] for m in doc["models"] if m["role"] == "baseline"} if retrain_alone else set()
     if settings.get("select_best") is False:
         early = [m["name"] for m in doc["models"] if m["role"] == "teacher" and m.get("best_epoch") != m.get("epochs")]
         if early:
             raise ValueError(f"{run}: select_best=false would leave teachers that kept an earlier epoch than their "
                              f"last: {', '.join(early)}")
+    forgotten = students | alone
     if not work.exists():
-        linked_copy(run, work, "summary.csv", "*.log", *students, *(f"{s}.keras" for s in students))
+        linked_copy(run, work, "summary.csv", "*.log", *forgotten, *(f"{s}.keras" for s in forgotten))
         (work / "run.json").unlink()  # a hard link to the run's own record: write a new file instead
         new = {**doc, "config": {**doc["config"], **settings},
-               "models": [m for m in doc["models"] if m["name"] not in students]}
+               "models": [m for m in doc["models"] if m["name"] not in forgotten]}
         (work / "run.json").write_text(json.dumps(new, indent=2))
+    elif alone:
+        _forget_alone(run, work, alone)
     argv = shlex.split(doc["command"])
     args, rest = [], argv[argv.index("distill"):]
     while rest:  # the run's own arguments without its --out (either spelling)
@@ -118,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help=f"a distillation setting to change, repeatable; KEY one of {', '.join(SETTABLE)}")
     ap.add_argument("--work", required=True, help="folder for the copies (s<seed> each)")
+    ap.add_argument("--retrain-alone", action="store_true",
+                    help="retrain the student alone too (for settings every student reads, e.g. select_best)")
     args = ap.parse_args(argv)
     runs, seeds = runs_and_seeds(ap, args)
     if not args.set:
@@ -130,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work) / f"s{seed}"
         work.parent.mkdir(parents=True, exist_ok=True)
         try:
-            distill_args = prepare(run, work, settings)
+            distill_args = prepare(run, work, settings, args.retrain_alone)
         except ValueError as exc:
             ap.error(str(exc))
         seconds = run_logged(distill_args, work.parent / f"s{seed}.log", f"redistil seed {seed}")

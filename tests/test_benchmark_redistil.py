@@ -83,3 +83,19 @@ def test_last_epoch_is_a_flag_and_needs_teachers_that_kept_their_last_epoch(rd, 
         with pytest.raises(SystemExit) as exc:
             rd.main(["--runs", str(run), "--seeds", "3", "--work", str(tmp_path / "w3"), *bad])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_retrain_alone_forgets_the_student_alone_also_in_an_earlier_copy_but_never_a_retrained_one(rd, tmp_path):
+    run, work = tmp_path / "run", tmp_path / "w" / "s3"
+    _finished_run(run)
+    rd.prepare(run, tmp_path / "fresh", {}, retrain_alone=True)
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["run.json", "teacher_t", "teacher_t.keras"]
+    rd.prepare(run, work, {})  # a copy made without it keeps the run's student alone ...
+    assert (work / "student_alone.keras").is_file()
+    rd.prepare(run, work, {}, retrain_alone=True)  # ... until asked: then it goes, from run.json too
+    assert not (work / "student_alone.keras").exists() and not (work / "student_alone").exists()
+    assert [m["name"] for m in json.loads((work / "run.json").read_text())["models"]] == ["teacher_t"]
+    assert (run / "student_alone.keras").read_text() == "student_alone"  # the run's own file is untouched
+    (work / "student_alone.keras").write_text("retrained")  # kdtool's new file is kept on a re-run
+    rd.prepare(run, work, {}, retrain_alone=True)
+    assert (work / "student_alone.keras").read_text() == "retrained"
