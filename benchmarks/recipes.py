@@ -97,6 +97,11 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                          "defaults since deep_student_rule.md adopted it",
                          ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
                           "--student-filters", "24,40,80"]),
+    "d96_la_v8e120_c2_last": ("d96_la_v8e120_c2 (kdtool's defaults) with --last-epoch: every model keeps its "
+                              "last epoch instead of the one with the best validation balanced accuracy "
+                              "(last_epoch_rule.md)",
+                              ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
+                               "--student-filters", "24,40,80", "--last-epoch"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                     ["--balance", "logit-adjust", *_d96(teacher_epochs=10)]),
     "cos_views4_la": ("logit adjustment instead of class weights, 4 fixed views, cosine lr decay, 15 epochs",
