@@ -39,6 +39,8 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from calibrated_floor import linked_copy, runs_and_seeds  # noqa: E402
 from recipes import run_logged  # noqa: E402
 
+from kdtool.data import atomic_write_text  # noqa: E402
+
 SETTABLE = ("alpha", "temperature", "kd_balance", "select_best")  # fields the copy applies to its distilled students
 # boolean settings: (flag when true, flag when false) of kdtool distill
 BOOL_FLAGS = {"select_best": ("--select-best", "--last-epoch")}
@@ -86,9 +88,7 @@ def _forget_alone(run: Path, work: Path, names: set[str]) -> None:
     for n in still:
         (work / f"{n}.keras").unlink()
         shutil.rmtree(work / n, ignore_errors=True)
-    tmp = work / "run.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, work / "run.json")
+    atomic_write_text(work / "run.json", json.dumps(doc, indent=2))
 
 
 def prepare(run: Path, work: Path, settings: dict, retrain_alone: bool = False) -> list[str]:
