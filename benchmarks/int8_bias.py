@@ -29,7 +29,8 @@ def export(run: Path, out: Path, flags: list[str], data: str | None) -> None:
     """Run ``kdtool export`` unless ``out`` holds a finished export (its DONE marker)."""
     if (out / "DONE").is_file():
         return
-    cmd = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", "int8", "--out", str(out), *flags]
+    cmd = [sys.executable, "-m", "kdtool", "export", str(run), "--quantize", "int8", "--out", str(out),
+           "--majority-offset", "0", "--melanoma-sensitivity", "0", *flags]  # the model as trained, as measured
     if data:
         cmd += ["--data", data]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teachers", default="", help="kdtool distill --teachers for the fold runs")
     ap.add_argument("--variant", default="d96_la_v8e120", choices=sorted(VARIANTS),
                     help="recipes.py variant (the default, d96_la_v8e120, has the earlier default student its committed "
-                         "results were measured with; d96_la_v8e120_c2 is kdtool's default since 2026-12-03)")
+                         "results were measured with; d96_la_v8e120_c2_last is kdtool's default since 2026-12-06)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder.")
     ap.add_argument("--folds", type=int, default=3, help="number of lesion-disjoint folds (>= 2)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of the fold runs (and the fold split)")

@@ -35,10 +35,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from calibrated_floor import METRICS, add_run_arguments, one_seed, runs_and_seeds  # noqa: E402
+from calibrated_floor import MEASURED_FLOOR, METRICS, add_run_arguments, one_seed, runs_and_seeds  # noqa: E402
 from run import fmt_mean_std, results_doc, stats, write_results  # noqa: E402
 
-from kdtool.export.sensitivity import DEFAULT_TARGET  # noqa: E402 - numpy only
 
 KD, ALONE = "student_efficientnet_lite0", "student_alone"
 THRESHOLDS = {"accuracy": 0.74, "balanced_accuracy": 0.60, "melanoma_sensitivity": 0.60}
@@ -165,8 +164,8 @@ def render(doc: dict) -> str:
              f"# `kdtool export {candidate}` and fixed shifts (table only: no rule judges these seeds)")
     lines = [title, "",
              f"`{doc['command']}` — {doc['machine_line']}", "",
-             f"Seeds {doc['seeds']}; int8, melanoma floor {100 * doc.get('melanoma_sensitivity', DEFAULT_TARGET):g}% at 95% chosen "
-             f"on validation (export's default floor is {100 * DEFAULT_TARGET:g}%), test "
+             f"Seeds {doc['seeds']}; int8, melanoma floor {100 * doc.get('melanoma_sensitivity', MEASURED_FLOOR):g}% at 95% chosen "
+             "on validation, test "
              "split. Mean ± std over seeds (ddof=1), %; 'meet': seeds at accuracy >= 74, balanced accuracy >= 60 "
              "and melanoma sensitivity >= 60.", "",
              "| student | --prior-shift | per seed | test acc | test bal acc | test macro-F1 | test mel sens | "
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="d96_la_v8e120_c2", help="recipes.py variant of the runs (recorded)")
     ap.add_argument("--taus", default="0,0.25,0.5", help="comma-separated fixed --prior-shift values")
     ap.add_argument("--melanoma-sensitivity", type=float, default=None,
-                    help=f"kdtool export --melanoma-sensitivity for every file (default: export's, {DEFAULT_TARGET:g}; another value "
+                    help=f"kdtool export --melanoma-sensitivity for every file (default: {MEASURED_FLOOR:g}, export's when these pages were measured; another value "
                          "exports into folders ending _mel<value>)")
     ap.add_argument("--rule", default="prior_shift_default_rule.md",
                     help="the rule file the page cites for its verdict; 'none': a table only, no verdict")
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = results_doc("prior_shift_default.py", argv, args.data, rows, t0, variant=args.variant,
                       teachers=args.teachers, seeds=seeds, table=table(rows),
                       decision=decide(rows, common_shift=args.common_shift), common_shift=args.common_shift,
-                      melanoma_sensitivity=DEFAULT_TARGET if target is None else target,
+                      melanoma_sensitivity=MEASURED_FLOOR if target is None else target,
                       fixed_leads=leads, rule="" if args.rule == "none" else args.rule,
                       candidate="--prior-shift auto" + ("" if target is None else f" --melanoma-sensitivity {target:g}"))
     write_results(doc, args.json, args.md, render(doc))

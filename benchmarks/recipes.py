@@ -94,12 +94,12 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ema", "0.999"]),
     "d96_la_v8e120_c2": ("d96_la_v8e120 with a deeper student: two Conv-BN-ReLU units per block, narrower "
                          "(24/40/80 filters; 139k parameters against 129k, 1.7x the multiply-adds); kdtool's "
-                         "defaults since deep_student_rule.md adopted it",
+                         "defaults from deep_student_rule.md until last_epoch_rule.md",
                          ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
                           "--student-filters", "24,40,80"]),
-    "d96_la_v8e120_c2_last": ("d96_la_v8e120_c2 (kdtool's defaults) with --last-epoch: every model keeps its "
-                              "last epoch instead of the one with the best validation balanced accuracy "
-                              "(last_epoch_rule.md)",
+    "d96_la_v8e120_c2_last": ("d96_la_v8e120_c2 with --last-epoch: every model keeps its last epoch "
+                              "instead of the one with the best validation balanced accuracy; kdtool's defaults "
+                              "since last_epoch_rule.md adopted it",
                               ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--student-convs", "2",
                                "--student-filters", "24,40,80", "--last-epoch"]),
     "d96_la_te10": ("logit adjustment with 10 teacher epochs instead of 5 (cosine decay over the 10)",
@@ -111,6 +111,10 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
 # won deep_student_rule.md. Spelled out so that those runs keep their meaning (and their finished folders match).
 _STUDENT_1 = ["--student-convs", "1", "--student-filters", "32,64,128"]
 VARIANTS = {name: (what, opts if {"--student-convs", "--student-filters"} & set(opts) else [*opts, *_STUDENT_1])
+            for name, (what, opts) in VARIANTS.items()}
+# Likewise every variant but d96_la_v8e120_c2_last kept each model's best validation epoch, kdtool's default
+# until last_epoch_rule.md adopted --last-epoch.
+VARIANTS = {name: (what, opts if "--last-epoch" in opts else [*opts, "--select-best"])
             for name, (what, opts) in VARIANTS.items()}
 INT8_METRICS = [("int8", "accuracy", "int8 test acc"), ("int8", "balanced_accuracy", "int8 test bal acc"),
                 ("int8", "macro_f1", "int8 test macro-F1"), ("int8", "melanoma_sensitivity", "int8 test mel sens"),
@@ -201,7 +205,7 @@ def int8_results(run: Path, data: str, tau: float, mode: str = "int8", mel: floa
     if not _exports_current(run, out, bench, mode, mel):
         log = out.parent / f"{out.name}.log"
         run_logged(["export", str(run), "--quantize", mode, "--data", data, "--out", str(out), "--prior-shift",
-                    str(tau), "--melanoma-sensitivity", str(mel or 0)], log, str(run),
+                    str(tau), "--melanoma-sensitivity", str(mel or 0), "--majority-offset", "0"], log, str(run),
                    ok=(0, 3))  # 3: some drop above --max-drop, the files are written
         run_logged(["bench", str(out), "--data", data, "--split", "test", "--runs", "0", "--json", str(bench)],
                    log, str(run))

@@ -102,7 +102,8 @@ def prepare(run: Path, work: Path, settings: dict, retrain_alone: bool = False) 
         retrain_alone: forget the student alone too (in an existing copy only while it is still the run's file).
 
     Returns:
-        ``["distill", ...]``: the run's own command with ``--out work`` and ``settings`` as options.
+        ``["distill", ...]``: the run's own command with ``--out work``, its recorded boolean settings
+        (``BOOL_FLAGS``) spelled out, and ``settings`` as options.
     """
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
@@ -130,7 +131,9 @@ def prepare(run: Path, work: Path, settings: dict, retrain_alone: bool = False) 
         elif not a.startswith("--out="):
             args.append(a)
     args += ["--out", str(work)]
-    for key, value in settings.items():
+    # the run's own boolean settings spelled out: its command may predate a change of their default
+    recorded = {k: doc["config"][k] for k in BOOL_FLAGS if k in doc["config"]}
+    for key, value in {**recorded, **settings}.items():
         if key in BOOL_FLAGS:
             args.append(BOOL_FLAGS[key][0 if value else 1])
         else:

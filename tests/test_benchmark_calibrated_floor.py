@@ -79,7 +79,8 @@ def test_one_seed_without_folds_passes_a_floor_target_and_keeps_its_exports_apar
     assert all(c[c.index("--melanoma-sensitivity") + 1] == "0.7" for c in exports)
     assert [r["tau"] for r in rows] == [0.5, 0.5] and rows[0]["offset"] == 0.2
     calls.clear()
-    cf.one_seed("D", run, 0, None, tmp_path / "w", "v", "t", 0, [0.5], "val")  # export's own target
-    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in calls if c[0] == "export"] == [
-        "export_val_t0.5", "export_val_auto"]
-    assert not any("--melanoma-sensitivity" in c for c in calls)
+    cf.one_seed("D", run, 0, None, tmp_path / "w", "v", "t", 0, [0.5], "val")  # export's default when measured
+    exports = [c for c in calls if c[0] == "export"]
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in exports] == ["export_val_t0.5", "export_val_auto"]
+    assert all(c[c.index("--melanoma-sensitivity") + 1] == "0.6" and c[c.index("--majority-offset") + 1] == "0"
+               for c in exports)

@@ -75,6 +75,14 @@ def test_last_epoch_is_a_flag_and_needs_teachers_that_kept_their_last_epoch(rd, 
     assert rd.prepare(run, tmp_path / "w" / "s3", rd.parse_settings(["select_best=False"]))[-1] == "--last-epoch"
     assert json.loads((tmp_path / "w" / "s3" / "run.json").read_text())["config"]["select_best"] is False
     assert rd.prepare(run, tmp_path / "w2", {"select_best": True})[-1] == "--select-best"
+    # a run that recorded select_best true, from before --last-epoch was the default: its command does not
+    # say so, so the copy spells it out, and a setting given wins over it
+    (run / "run.json").write_text(json.dumps({**doc, "config": {**doc["config"], "select_best": True}}))
+    assert rd.prepare(run, tmp_path / "w4", {"kd_balance": "weights"})[-3:] == ["--select-best", "--kd-balance",
+                                                                                 "weights"]
+    assert rd.prepare(run, tmp_path / "w5", {"select_best": False})[-1] == "--last-epoch"
+    assert "--select-best" not in rd.prepare(run, tmp_path / "w5", {"select_best": False})
+    (run / "run.json").write_text(json.dumps(doc))
     doc["models"][1]["best_epoch"] = 4  # a teacher that kept an earlier epoch: the copy would mislabel it
     (run / "run.json").write_text(json.dumps(doc))
     monkeypatch.setattr(rd, "run_logged", lambda *a: pytest.fail("must not train"))

@@ -138,6 +138,23 @@ def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
     assert result.exit_code == 2 and "student_convs: 1 there, 2 now" in result.output
 
 
+def test_a_run_that_kept_its_best_epochs_is_refused_by_the_last_epoch_default(finished_run, tmp_path):
+    """Folders trained before --last-epoch became the default record select_best true: a plain re-run names
+    the setting, and --select-best reuses the folder."""
+    _, out, args, _ = finished_run
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    doc = json.loads((older / "run.json").read_text())
+    assert doc["config"]["select_best"] is False  # today's default
+    doc["config"]["select_best"] = True
+    (older / "run.json").write_text(json.dumps(doc))
+    rest = [*args[:args.index("--out")], "--out", str(older), *args[args.index("--out") + 2:]]
+    result = CliRunner().invoke(main, rest)
+    assert result.exit_code == 2 and "select_best: True there, False now" in result.output
+    result = CliRunner().invoke(main, [*rest, "--select-best"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.count("already done, skipped") == 6, result.output
+
+
 def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     data, out, args, _ = finished_run
     link = tmp_path / "same-data"
@@ -157,6 +174,7 @@ def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     (["--student-convs", "0"], "Invalid value for '--student-convs'"),
     (["--kd-balance", "weights", "--balance", "weights"], "would weight the KD term twice"),
     (["--kd-balance", "sampling"], "Invalid value for '--kd-balance'"),
+    (["--patience", "3"], "--patience stops on the best validation epoch: it needs --select-best"),
 ])
 def test_bad_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])

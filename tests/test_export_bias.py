@@ -247,3 +247,32 @@ def test_majority_offset_refuses_data_without_a_majority_class(tmp_path):
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert str(data) in lines[0] and "needs a majority class" in lines[0] and "has 33.3%" in lines[0]
+
+
+def test_by_default_export_raises_the_majority_class_by_one_and_a_half_where_there_is_one(tmp_path):
+    """The default --majority-offset (1.5) applies where the train split has a majority class; balanced data are
+    exported as trained without a word, and a model without a logits layer with the reason in its sidecar."""
+    def export(path, data, *args):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
+                                           "--quantize", "float32", "--melanoma-sensitivity", "0", *args])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((out / f"{path.stem}.float32.json").read_text())["operating_point"]
+
+    balanced = write_fdata(tmp_path / "F1", n=(12, 6, 6), k=3, size=4)
+    major = write_fdata(tmp_path / "F2", n=(12, 6, 6), k=3, size=4, class_names=["akiec", "bcc", "nv"])
+    y = np.load(major / "y_train.npy")
+    y[:8] = np.eye(3, dtype=y.dtype)[2]
+    np.save(major / "y_train.npy", y)
+    logits, probs = tmp_path / "m.keras", tmp_path / "probs.keras"
+    _model().save(logits)
+    _model("softmax").save(probs)
+    output, point = export(logits, major)
+    assert point["majority_offset"]["class"] == "nv" and point["majority_offset"]["offset"] == 1.5
+    assert "majority offset: +1.5 to nv's logit" in output
+    output, point = export(logits, balanced)
+    assert point == {"prior_shift": 0.0} and "majority" not in output
+    output, point = export(probs, major)
+    assert point["majority_offset"]["skipped"].startswith("needs a linear Dense output layer")
+    assert "majority offset: not applied" in output
+    assert export(logits, major, "--majority-offset", "0")[1] == {"prior_shift": 0.0}

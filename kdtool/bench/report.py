@@ -202,13 +202,18 @@ def operating_point_note(point: dict | None) -> str:
         'melanoma floor 60% not held'
         >>> operating_point_note({"prior_shift": 0.0, "majority_offset": {"class": "nv", "offset": 1.25}})
         'nv logit +1.25'
+        >>> operating_point_note({"prior_shift": 0.0, "majority_offset": {"offset": 0.0, "asked": 1.0, "skipped": "..."}})
+        'majority offset not applied'
         >>> operating_point_note({"prior_shift": 0.0})
         ''
     """
     point = point or {}
     parts = [f"prior shift {point['prior_shift']:g}"] if point.get("prior_shift") else []
-    if point.get("majority_offset"):
-        parts.append(f"{point['majority_offset']['class']} logit {point['majority_offset']['offset']:+g}")
+    major = point.get("majority_offset")
+    if major and "skipped" in major:
+        parts.append("majority offset not applied")
+    elif major:
+        parts.append(f"{major['class']} logit {major['offset']:+g}")
     held = point.get("melanoma_sensitivity")
     if held and "skipped" in held:
         parts.append(f"melanoma floor {100 * held['target']:g}% not held")

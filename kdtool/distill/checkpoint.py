@@ -180,7 +180,8 @@ class BestOnValidation(keras.callbacks.Callback):
     ``best.json`` beside them, and stops after ``patience`` epochs without
     improvement (0: never). With a weight average, the average is what is
     scored and saved, and the raw weights' score is logged as
-    ``val_balanced_accuracy_raw``.
+    ``val_balanced_accuracy_raw``. With ``keep=False`` it only logs the scores
+    (``--last-epoch``: the curves stay in history.csv and its plot).
 
     Args:
         folder: this model's backup folder.
@@ -188,12 +189,13 @@ class BestOnValidation(keras.callbacks.Callback):
         labels_val: integer validation labels.
         patience: epochs without improvement before stopping (0 = off).
         average: a :class:`kdtool.distill.averaging.WeightAverage` that runs before this callback, or None.
+        keep: save the best epoch's weights and stop on ``patience``; False: score and log only.
     """
 
-    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0, average=None):
+    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0, average=None, keep: bool = True):
         super().__init__()
         self.folder, self.x_val, self.labels_val, self.patience = Path(folder), x_val, labels_val, int(patience)
-        self.average = average
+        self.average, self.keep = average, keep
         best = _read_json(self.folder / "best.json")
         self.best_epoch, self.best = (int(best["epoch"]), float(best["score"])) if best else (0, -1.0)
 
@@ -210,11 +212,11 @@ class BestOnValidation(keras.callbacks.Callback):
 
         with self.average.swapped() if self.average is not None else contextlib.nullcontext():
             score = self._score()
-            if score > self.best:
+            if self.keep and score > self.best:
                 self.best, self.best_epoch = score, epoch + 1
                 _save_weights_atomic(self.model, self.folder / "best.weights.h5")
                 atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
-            elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            elif self.keep and self.patience and epoch + 1 - self.best_epoch >= self.patience:
                 self.model.stop_training = True
         if logs is not None:
             logs["val_balanced_accuracy"] = score
@@ -250,7 +252,7 @@ def _state(folder: Path) -> tuple[int, Path, dict | None] | None:
 
 
 def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
-                  patience: int = 0, average: float = 0.0, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
+                  patience: int = 0, average: float = 0.0, keep_best: bool = True, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
     """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
 
     Args:
@@ -258,13 +260,15 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
         backup_dir: this model's own backup folder (created).
         x, y: training data (``y`` None when ``x`` is a dataset).
         epochs: total epochs (a resumed fit runs only the missing ones).
-        select: ``(x_val, labels_val)`` to keep the epoch with the best validation
-            balanced accuracy (its weights are restored at the end); None keeps the last.
+        select: ``(x_val, labels_val)`` to score the validation balanced accuracy each epoch
+            (``val_balanced_accuracy`` in the history) and keep the best epoch (its weights are
+            restored at the end); None keeps the last without scoring.
         patience: with ``select``, stop after this many epochs without improvement (0: never).
         average: > 0: keep a moving average of the weights with this momentum per step
             (:class:`kdtool.distill.averaging.WeightAverage`, saved in ``backup_dir``); the
             average is what ``select`` scores and keeps, or, without ``select``, what the model
             ends with.
+        keep_best: False: ``select`` only scores; the model keeps its last epoch.
         **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
 
     Returns:
@@ -290,16 +294,16 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
         averager = WeightAverage(average, backup_dir / "average.npz", resume_epoch=initial)
     best = None
     if select is not None:
-        best = BestOnValidation(backup_dir, select[0], select[1], patience, average=averager)
+        best = BestOnValidation(backup_dir, select[0], select[1], patience, average=averager, keep=keep_best)
         callbacks.insert(0, best)
-        if patience and best.best_epoch and initial - best.best_epoch >= patience:
+        if keep_best and patience and best.best_epoch and initial - best.best_epoch >= patience:
             initial = epochs  # it had already stopped early before the interruption
     if averager is not None:
         callbacks.insert(0, averager)  # updated and saved before it is scored and the epoch backed up
     if initial < epochs:
         model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=callbacks, **fit_kwargs)
     history = read_epoch_log(log, max_epoch=epochs)
-    if best is not None and (backup_dir / "best.weights.h5").is_file():
+    if best is not None and keep_best and (backup_dir / "best.weights.h5").is_file():
         model.load_weights(backup_dir / "best.weights.h5")
         return history, best.best_epoch
     if averager is not None:

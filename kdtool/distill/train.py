@@ -99,8 +99,10 @@ class DistillConfig:
             whose teacher logits are cached (the teacher runs ``views`` times per image).
         lr_schedule: ``constant`` or ``cosine`` (each fit decays its learning rate to 0 over its
             own epochs, per step), for teachers and students alike.
-        select_best: keep each model's epoch with the best validation balanced accuracy.
-        patience: with ``select_best``, stop after this many epochs without improvement (0: never).
+        select_best: keep each model's epoch with the best validation balanced accuracy; False (the
+            default since benchmarks/last_epoch_rule.md): its last epoch.
+        patience: with ``select_best``, stop after this many epochs without improvement (0: never;
+            an error without ``select_best``).
         seed: random seed (same student initialisation for every student).
         strategy: ``auto``, ``mirrored`` or ``multiworker``.
         calibration_folds: K >= 2: after the run, train the same recipe K more times on lesion-disjoint
@@ -143,7 +145,7 @@ class DistillConfig:
     augment: bool = True
     views: int = 8
     lr_schedule: str = "cosine"
-    select_best: bool = True
+    select_best: bool = False
     patience: int = 0
     seed: int = 42
     strategy: str = "auto"
@@ -181,6 +183,8 @@ class DistillConfig:
             raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.views < 1 or self.patience < 0:
             raise InputError("--views must be >= 1 and --patience >= 0")
+        if self.patience and not self.select_best:
+            raise InputError("--patience stops on the best validation epoch: it needs --select-best")
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
         if not 0.0 <= self.ema < 1.0:
@@ -657,9 +661,10 @@ def _fit(run: Run, name: str, model, batches, validation_data, epochs: int,
     done = resumed_epochs(backup)
     if done:
         click.echo(f"  resuming {name} after epoch {done}/{epochs}")
-    select = (run.fd.x("val"), run.fd.labels("val")) if run.cfg.select_best else None
+    select = (run.fd.x("val"), run.fd.labels("val"))  # scored every epoch; kept only with --select-best
     history, best = fit_resumable(model, backup, batches, None, epochs, select=select, patience=run.cfg.patience,
-                                  average=average, validation_data=validation_data, verbose=_verbose())
+                                  average=average, keep_best=run.cfg.select_best,
+                                  validation_data=validation_data, verbose=_verbose())
     if best is not None:
         click.echo(f"  kept epoch {best} (best validation balanced accuracy)")
     return history, best

@@ -6,7 +6,7 @@ import click
 
 from kdtool.errors import InputError
 from kdtool.export.modes import IO_TYPES, MODE_ORDER, parse_modes
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, FLOOR_SOURCES
+from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_MAJORITY_OFFSET, DEFAULT_TARGET, FLOOR_SOURCES
 
 
 def _given(name: str) -> bool:
@@ -57,12 +57,14 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
                    "accuracy). auto: per model, the largest of 0, 0.25, 0.5 whose VALIDATION balanced accuracy, "
                    "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both.")
-@click.option("--majority-offset", default=0.0, type=click.FloatRange(0.0), metavar="C",
+@click.option("--majority-offset", default=DEFAULT_MAJORITY_OFFSET, type=click.FloatRange(0.0), metavar="C",
               help="Operating point: add C to the output logit of the train split's majority class only (the "
-                   "one with more than half of its images: nevi in HAM10000; none is an error), before "
-                   "--prior-shift and the melanoma floor. Unlike --prior-shift it "
-                   "leaves the rare classes' decisions among themselves alone, so it buys accuracy for less "
-                   "balanced accuracy. 0: off.")
+                   "one with more than half of its images: nevi in HAM10000), before --prior-shift and the "
+                   "melanoma floor. Unlike --prior-shift it leaves the rare classes' decisions among themselves "
+                   "alone, so it buys accuracy for less balanced accuracy. The default, 1.5, with the 0.7 melanoma "
+                   "floor and distill's --last-epoch met the accuracy, balanced-accuracy and melanoma targets on "
+                   "fresh seeds (benchmarks/last_epoch_rule.md; README, 'Majority offset'). 0: off. At the default, data without a majority class are exported "
+                   "without it (noted in the sidecar); a C given here is required.")
 @click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),
               help="With --prior-shift auto: the validation balanced accuracy the chosen TAU must keep (if none "
                    "does, TAU is 0).")
@@ -70,7 +72,7 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
               metavar="TARGET",
               help="A floor under melanoma sensitivity, for screening: if the model finds too few of the "
                    "VALIDATION split's melanomas (or of its out-of-fold logits, see --floor-on) for its sensitivity to be at least TARGET at "
-                   "--sensitivity-confidence (0.6: of 95 melanomas it must find 66), raise the melanoma logit "
+                   "--sensitivity-confidence (0.7: of 95 melanomas it must find 75), raise the melanoma logit "
                    "(after --prior-shift) by the least offset that finds enough; a model that finds enough is "
                    "left as trained. 0: off. At the default, data without a 'mel' class are exported as "
                    "trained, and too few validation melanomas with a note; a TARGET given here is required.")
@@ -122,7 +124,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       kdtool export models --melanoma-sensitivity 0 --out models/as_trained
       kdtool export models --floor-on val --out models/val_floor
       kdtool export models --prior-shift auto --out models/auto
-      kdtool export models --majority-offset 1.25 --out models/nevi
+      kdtool export models --majority-offset 0 --melanoma-sensitivity 0.6 --out models/balanced
     """
     from kdtool.export.pipeline import ExportOptions, export_models
 
@@ -136,6 +138,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
                             majority_offset=majority_offset,
+                            majority_required=_given("majority_offset") and bool(majority_offset),
                             min_balanced_accuracy=min_balanced_accuracy,
                             melanoma_sensitivity=melanoma_sensitivity or None,
                             sensitivity_confidence=sensitivity_confidence,

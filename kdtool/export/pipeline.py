@@ -35,7 +35,8 @@ from kdtool.export.convert import (
     write_export,
 )
 from kdtool.export.modes import CALIBRATED_MODES, MODE_ORDER
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_TARGET, floor_offset, shortfall
+from kdtool.export.sensitivity import (DEFAULT_CONFIDENCE, DEFAULT_MAJORITY_OFFSET, DEFAULT_TARGET, floor_offset,
+                                       shortfall)
 from kdtool.export.sources import ExportPlan, ExportSource, plan_export
 
 # Tests only: a replacement for representative_dataset(fd, n, seed), e.g. all-zero images,
@@ -66,6 +67,9 @@ class ExportOptions:
             class only (the one with more than half of its images: nevi in HAM10000), before ``prior_shift``
             and the melanoma floor: more of that class is predicted (accuracy up) while the rarer classes
             keep their decisions among themselves; 0: off.
+        majority_required: True when the user asked for the offset: data without a majority class or a
+            model without a logits layer are an error (exit 2). False (the default offset): they are
+            exported without it, the reason in the sidecar.
         melanoma_sensitivity: a melanoma logit offset, chosen per model on the validation split
             after ``prior_shift``, is added to the output layer's bias so that validation melanoma
             sensitivity reaches this target at ``sensitivity_confidence`` (see
@@ -90,7 +94,8 @@ class ExportOptions:
     include_teachers: bool = False
     bias_correction: bool = True
     prior_shift: float | str = 0.0
-    majority_offset: float = 0.0
+    majority_offset: float = DEFAULT_MAJORITY_OFFSET
+    majority_required: bool = False
     min_balanced_accuracy: float = 0.60
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
@@ -161,10 +166,16 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
 
 
-def _offset_majority(model, fd: FData, offset: float, path: Path) -> tuple[dict | None, np.ndarray]:
+def _offset_majority(model, fd: FData, offset: float, path: Path,
+                     required: bool = True) -> tuple[dict | None, np.ndarray]:
     """Add ``offset`` to the in-memory model's output bias for the train split's majority class (more than half).
 
-    Returns the sidecar's record (None for offset 0) and the exact (K,) bias added.
+    Args:
+        required: the user asked for the offset: a model or data that cannot take it are an error (exit 2).
+            False (the default offset): data without a majority class are exported as trained without a
+            word, and a model without a linear logits layer with the reason in the sidecar's record.
+
+    Returns the sidecar's record (None for offset 0 or nothing to raise) and the exact (K,) bias added.
     """
     from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
 
@@ -172,15 +183,23 @@ def _offset_majority(model, fd: FData, offset: float, path: Path) -> tuple[dict 
     if not offset:
         return None, added
     layer, why = output_dense_layer(model)
+    problem = None
     if layer is None:
-        raise InputError(f"{path}: --majority-offset needs a linear Dense output layer with a bias ({why})")
-    if "train" not in fd.arrays:
-        raise InputError(f"{fd.root}: --majority-offset needs the train split (its majority class)")
-    counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
-    major = int(np.argmax(counts))
-    if counts[major] * 2 <= counts.sum():
-        raise InputError(f"{fd.root}: --majority-offset needs a majority class, one with more than half of the train "
-                         f"split (the most frequent, {fd.class_names[major]}, has {100 * counts[major] / counts.sum():.1f}%)")
+        problem = (path, f"needs a linear Dense output layer with a bias ({why})")
+    elif "train" not in fd.arrays:
+        problem = (fd.root, "needs the train split (its majority class)")
+    else:
+        counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
+        major = int(np.argmax(counts))
+        if counts[major] * 2 <= counts.sum():
+            problem = (fd.root, f"needs a majority class, one with more than half of the train split (the most "
+                                f"frequent, {fd.class_names[major]}, has {100 * counts[major] / counts.sum():.1f}%)")
+    if problem is not None:
+        if required:
+            raise InputError(f"{problem[0]}: --majority-offset {problem[1]}")
+        if layer is None:  # data that could take the offset, a model that cannot: say so
+            return {"offset": 0.0, "asked": float(offset), "skipped": problem[1]}, added
+        return None, added  # data without a majority class: nothing to raise
     added[major] = np.float32(offset)
     add_to_bias(layer, added.astype(np.float32))
     return {"class": str(fd.class_names[major]), "offset": float(offset),
@@ -432,7 +451,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         oof = out_of_fold_logits(src, fd, options) if mel is not None else None  # loaded once per model
-        majority, majority_bias = _offset_majority(model, fd, options.majority_offset, src.path)
+        majority, majority_bias = _offset_majority(model, fd, options.majority_offset, src.path,
+                                                   options.majority_required)
         if oof is not None:  # the out-of-fold logits of the model as it now is
             oof = oof + majority_bias
         auto = None
@@ -450,7 +470,9 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
             operating_point["melanoma_sensitivity"] = held
         role = f" ({src.role})" if src.role else ""
         click.secho(f"[{i}/{total}] {src.name}{role}: {src.path}, {model.count_params():,} params", bold=True)
-        if majority is not None:
+        if majority is not None and "skipped" in majority:
+            click.echo(f"  majority offset: not applied, {majority['skipped']}")
+        elif majority is not None:
             click.echo(f"  majority offset: +{majority['offset']:g} to {majority['class']}'s logit "
                        f"({100 * majority['train_share']:.0f}% of train)")
         if auto is not None:

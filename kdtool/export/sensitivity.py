@@ -9,7 +9,7 @@ must reach the target, which for 95 melanomas at 95% confidence means finding ab
 claim 60%. The bound covers the sampling error of a small split; it assumes the images the device will
 see are drawn like the validation ones, which no bound can check.
 
-``kdtool export`` (``--melanoma-sensitivity``, by default 0.6 at 95% when the data have a melanoma
+``kdtool export`` (``--melanoma-sensitivity``, by default 0.7 at 95% when the data have a melanoma
 class) adds the chosen ``b`` to the output layer's bias, so the exported file needs no extra op and
 ``kdtool bench`` measures the shifted model as it ships.
 
@@ -30,9 +30,14 @@ import math
 import numpy as np
 
 #: ``kdtool export``'s defaults: find enough validation melanomas that a 95% lower bound of the
-#: sensitivity is 60% (issue #6's floor). Measured on three seeds' distilled students: test melanoma
-#: sensitivity 54.9 +- 12.3 -> 60.7 +- 2.7%, accuracy 70.7 -> 70.1% (README, Performance).
-DEFAULT_TARGET = 0.6
+#: sensitivity is 70% (issue #6 asks for 60% on test; validation ran about 10 points optimistic at a
+#: 0.6 floor), with the train split's majority class (nevi) raised by 1.5 first. Both adopted with
+#: ``kdtool distill --last-epoch`` by benchmarks/last_epoch_rule.md: on fresh seeds the distilled int8
+#: student scored 74.5% accuracy, 65.5% balanced accuracy, 72.8% test melanoma sensitivity
+#: (benchmarks/last_epoch.md; README, Performance).
+DEFAULT_TARGET = 0.7
+#: ``kdtool export --majority-offset``'s default (see above).
+DEFAULT_MAJORITY_OFFSET = 1.5
 DEFAULT_CONFIDENCE = 0.95
 #: ``kdtool export --floor-on`` choices: where the offset is chosen (see :func:`floor_offset`).
 FLOOR_SOURCES = ("val", "oof", "both", "auto")
