@@ -111,7 +111,7 @@ class DistillConfig:
             floor; 0: none.
         ema: students only: momentum per step of a moving average of the student's weights and
             BatchNorm statistics (:mod:`kdtool.distill.averaging`), which is what is validated,
-            selected and saved (the raw weights' validation balanced accuracy is logged beside it);
+            selected (with ``select_best``) and saved (the raw weights' validation balanced accuracy is logged beside it);
             0: off, the raw weights are kept.
         kd_balance: ``none``, or ``weights``: each training image's KL term weighted by its class's
             weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023).

@@ -63,7 +63,8 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "melanoma floor. Unlike --prior-shift it leaves the rare classes' decisions among themselves "
                    "alone, so it buys accuracy for less balanced accuracy. The default, 1.5, with the 0.7 melanoma "
                    "floor and distill's --last-epoch met the accuracy, balanced-accuracy and melanoma targets on "
-                   "fresh seeds (benchmarks/last_epoch_rule.md; README, 'Majority offset'). 0: off. At the default, data without a majority class are exported "
+                   "the mean of fresh seeds, two of three on their own (benchmarks/last_epoch_rule.md; README, "
+                   "'Majority offset'). 0: off. At the default, data without a majority class are exported "
                    "without it (noted in the sidecar); a C given here is required.")
 @click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),
               help="With --prior-shift auto: the validation balanced accuracy the chosen TAU must keep (if none "
