@@ -20,7 +20,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
    caching and the full-run ratio online / cached = N x online epoch / (caching + N x cached
    epoch). Measured without augmentation ("plain") and, when the KD runs augment (kdtool's
    default), with their recipe ("configured": fixed views for cached KD, on-the-fly for online).
-3. ``quant``: float32 / float16 / dynamic / int8 .tflite of seed 0's first distilled student via
+3. ``quant``: float32 / float16 / dynamic / int8 .tflite of the first seed's first distilled student via
    :func:`kdtool.export.pipeline.export_models` (its val check) and kdtool bench (test split).
 4. ``latency``: per-image latency, batch 1: int8 and float32 .tflite through kdtool bench's
    in-process API (1 and 2 threads) vs Keras ``model(x)`` and ``model.predict(x)``; the student's
@@ -75,6 +75,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from kdtool.data import atomic_write_text  # noqa: E402
+from kdtool.bench.report import operating_point_note  # noqa: E402
 from kdtool.distill.balance import BALANCE_MODES  # noqa: E402
 from kdtool.distill.train import DistillConfig  # noqa: E402  (numpy only until a run starts)
 
@@ -680,6 +681,8 @@ class Harness:
         f32, i8 = modes.get("float32"), modes.get("int8")
         self.results["quantization"] = {
             "model": ex["name"], "source": str(ex["run"] / f"{ex['name']}.keras"), "given_run": bool(self.args.run),
+            # export's default operating point when this ran (the int8 file's; every mode gets the same offsets)
+            "operating_point": ex["rows"]["int8"].get("operating_point") if "int8" in ex["rows"] else None,
             "params": ex["rows"]["float32"]["params"] if "float32" in ex["rows"] else None,
             "keras_test": {k: keras_row[k] for k, _ in METRICS} if keras_row else None,
             "modes": modes, "export_seconds": ex["seconds"],
@@ -963,7 +966,9 @@ def render_markdown(r: dict) -> str:
                   "student cannot be expected to help: with such teachers these rows exercise the harness rather "
                   "than show what distillation can gain."]
         walls = ", ".join(f"seed {x['seed']} {x['wall_seconds']:.0f} s"
-                          + (" (resumed: this process's part)" if x.get("resumed") else "") for x in kd["runs"])
+                          + (f" (resumed: this process's part; its models' recorded training "
+                             f"{sum(m['train_seconds'] for m in x['models']) / 60:.0f} min)" if x.get("resumed") else "")
+                          for x in kd["runs"])
         L += ["", f"Run wall times: {walls}.", ""]
 
     dc = r.get("distill_cost")
@@ -1025,8 +1030,12 @@ def render_markdown(r: dict) -> str:
     if q:
         L += ["## 3. Quantization", "",
               f"`{q['model']}` ({q['params']:,} params) from "
-              + (f"the run `{Path(q['source']).parent}` (--run)" if q.get("given_run") else "seed 0's run")
-              + ", exported with `export_models` "
+              + (f"the run `{Path(q['source']).parent}` (--run)" if q.get("given_run") else
+                 f"the kd section's first seed's run (`{Path(q['source']).parent.name}`)")
+              + ", exported with `export_models` at export's defaults"
+              + (f" (operating point: {operating_point_note(q['operating_point']) or 'as trained'})"
+                 if q.get("operating_point") is not None else "")
+              + " "
               "(int8: full-integer, int8 I/O, 300 stratified train images for calibration; int8-floatends: the same with "
               "the first conv and the logits layer float32); val columns from the "
               "export check (852 images), test columns from kdtool bench (1704 images). Accuracies in %.", "",
