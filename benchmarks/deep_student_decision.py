@@ -178,7 +178,8 @@ def render(doc: dict, verdict: dict, found: dict, command: str, why: dict | None
              "", f"From `{doc['command']}`.", "",
              "Paired by seed, `--student-convs 2 --student-filters 24,40,80` minus the earlier student "
              f"(`{BASE}`: `--student-convs 1 --student-filters 32,64,128`), int8 files "
-             f"exported as kdtool does by default (`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), "
+             f"exported as kdtool did by default then (`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`, "
+             "no majority offset), "
              "test split, points. Each seed's pair of runs is on one machine: "
              + ", ".join(f"seed {s}: {(doc.get('machines') or {}).get(s, '?')}" for s in seeds) + ".", "",
              "| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",

@@ -127,8 +127,9 @@ def render(doc: dict, verdict: dict, pairs: dict, command: str) -> str:
     seeds, machines = doc["seeds"], doc.get("machines") or {}
     lines = ["# Does `--ema 0.999` become the default? (benchmarks/ema_rule.md)", "", f"`{command}`", "",
              f"From `{doc['command']}`.", "",
-             "Paired by seed, EMA minus baseline, int8 files exported as kdtool does by default "
-             f"(`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`), test split, points:", ""]
+             "Paired by seed, EMA minus baseline, int8 files exported as kdtool did by default then "
+             f"(`--melanoma-sensitivity {doc.get('melanoma_sensitivity')}`, no majority offset), test split, "
+             "points:", ""]
     if len(set(machines.values())) > 1:  # each seed's pair of runs is on one machine; say which
         lines += [", ".join(f"seed {s}: {machines[s]}" for s in seeds) + ".", ""]
     lines += ["| student | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",

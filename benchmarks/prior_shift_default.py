@@ -2,7 +2,7 @@
 
 For each seed's finished ``kdtool distill`` run (``--runs``), on a hard-linked copy (``--work``/s<seed>; the
 run itself is not touched), both students are exported to int8 with the melanoma floor (``--melanoma-sensitivity``,
-export's default 0.6) chosen on VALIDATION at every ``--taus`` shift and with ``--prior-shift auto``, and benched on the test split
+by default 0.6, ``MEASURED_FLOOR``: export's default when these pages were measured) chosen on VALIDATION at every ``--taus`` shift and with ``--prior-shift auto``, and benched on the test split
 (``benchmarks/calibrated_floor.py``'s steps with ``--floor-on val`` and no calibration folds). The rule,
 committed before the runs finished, then decides on the distilled student's ``auto`` files:
 

@@ -15,7 +15,7 @@ accuracy, balanced accuracy, macro-F1, melanoma sensitivity and ROC-AUC, validat
 accuracy and the kept epoch, as mean +- std over seeds (ddof=1), plus the paired difference
 to the first variant (same model, same seed).
 
-With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8 --melanoma-sensitivity 0``: as trained,
+With ``--int8`` every run's students are also exported (``kdtool export RUN --quantize int8 --melanoma-sensitivity 0 --majority-offset 0``: as trained,
 into ``RUN/export``, or ``RUN/export_tau<TAU>`` with ``--prior-shift TAU``, ``..._mel<S>`` with
 ``--melanoma-sensitivity S``) and benched on the
 test split (``kdtool bench ... --split test --runs 0``; both log to ``RUN/<that folder>.log``): the tables gain the int8 files' test
@@ -80,15 +80,15 @@ VARIANTS = {  # name -> (what it is, kdtool distill options)
     "d96_la_v8e120": ("students trained 120 epochs instead of 60 (same 8 cached views): kdtool's defaults from the "
                       "three-seed measurement until the deeper student",
                       ["--balance", "logit-adjust", *_d96(views=8, epochs=120)]),
-    "d96_la_v8e120_ts3": ("today's defaults with three teachers per run (--teacher-seeds 3: seeds s, s+1, s+2), "
+    "d96_la_v8e120_ts3": ("d96_la_v8e120 with three teachers per run (--teacher-seeds 3: seeds s, s+1, s+2), "
                           "the student distilled from their mean soft targets",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--teacher-seeds", "3"]),
-    "d96_la_v8e120_te10": ("today's defaults with 10 teacher epochs instead of 5 (cosine decay over the 10)",
+    "d96_la_v8e120_te10": ("d96_la_v8e120 with 10 teacher epochs instead of 5 (cosine decay over the 10)",
                            ["--balance", "logit-adjust", *_d96(views=8, epochs=120, teacher_epochs=10)]),
-    "d96_la_v8e120_ens": ("today's defaults with --ensemble: with two or more --teachers, also a student distilled "
+    "d96_la_v8e120_ens": ("d96_la_v8e120 with --ensemble: with two or more --teachers, also a student distilled "
                           "from the mean of their soft targets (benchmarks/run.py's full kd section)",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ensemble"]),
-    "d96_la_v8e120_ema": ("today's defaults with --ema 0.999: each student's weights and BatchNorm statistics "
+    "d96_la_v8e120_ema": ("d96_la_v8e120 with --ema 0.999: each student's weights and BatchNorm statistics "
                           "averaged over about the last 1000 batches (10 epochs), the average validated, selected "
                           "and saved",
                           ["--balance", "logit-adjust", *_d96(views=8, epochs=120), "--ema", "0.999"]),
@@ -286,7 +286,8 @@ def render(doc: dict) -> str:
     if doc.get("int8"):
         mel = doc.get("melanoma_sensitivity")
         held = f" --melanoma-sensitivity {mel:g}" if mel is not None else " --melanoma-sensitivity 0"
-        lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}{held}` "
+        lines += ["", f"{mode} columns: `kdtool export RUN --quantize {mode} --prior-shift {doc['prior_shift']:g}{held}"
+                  " --majority-offset 0` "
                   "(output bias correction on), then `kdtool bench` on the test split; the drop is the export's "
                   f"validation check, Keras minus {mode}, in points."]
     lines += ["", "Variants:", ""]

@@ -108,11 +108,15 @@ def prepare(run: Path, work: Path, settings: dict, retrain_alone: bool = False) 
     doc = json.loads((run / "run.json").read_text())
     students = {m["name"] for m in doc["models"] if m["role"] == "student"}
     alone = {m["name"] for m in doc["models"] if m["role"] == "baseline"} if retrain_alone else set()
-    if settings.get("select_best") is False:
-        early = [m["name"] for m in doc["models"] if m["role"] == "teacher" and m.get("best_epoch") != m.get("epochs")]
+    if settings.get("select_best") is False:  # a teacher that kept its last epoch records None or its epochs
+        early = [m["name"] for m in doc["models"]
+                 if m["role"] == "teacher" and m.get("best_epoch") not in (None, m.get("epochs"))]
         if early:
             raise ValueError(f"{run}: select_best=false would leave teachers that kept an earlier epoch than their "
                              f"last: {', '.join(early)}")
+    if settings.get("select_best") is True and doc["config"].get("select_best") is False:
+        raise ValueError(f"{run}: select_best=true would record a best-epoch choice its teachers never made (the run "
+                         "kept every model's last epoch)")
     forgotten = students | alone
     if not work.exists():
         linked_copy(run, work, "summary.csv", "*.log", *forgotten, *(f"{s}.keras" for s in forgotten))

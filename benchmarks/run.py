@@ -1123,7 +1123,7 @@ def render_markdown(r: dict) -> str:
         if any(pt["reused_kd_run"] for pt in sc["points"]):
             L += ["", "\\* the distill time is the last seed's KD run of section 1 (same configuration)."]
         L += ["", "Per-model columns are each model's `train_seconds` from run.json (fit, with the per-epoch "
-              "validation and best-epoch selection); the rest of `run_distill` is evaluation on val and test, "
+              "validation scoring, and with --select-best its best-epoch selection); the rest of `run_distill` is evaluation on val and test, "
               "plots, saving and reloading."]
         if sc.get("linear_fit"):
             f = sc["linear_fit"]

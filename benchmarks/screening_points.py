@@ -4,7 +4,8 @@
 frequencies)`` to the logits (accuracy up, rare classes down) and ``--melanoma-sensitivity S`` then adds
 the melanoma offset that finds enough validation melanomas for a 95% lower bound of S, raising the
 melanoma logit only (:mod:`kdtool.export.sensitivity`). This script applies both to the dequantized logits of int8 files
-exported at TAU = 0 without a target (``kdtool export RUN``), for a grid of TAU and S, and reports
+exported at TAU = 0 without a target or majority offset (``kdtool export RUN --melanoma-sensitivity 0
+--majority-offset 0``; export's defaults before 2026-12-01 and 12-06), for a grid of TAU and S, and reports
 validation and test accuracy, balanced accuracy and melanoma sensitivity, and how many files meet issue
 #6's targets on test (accuracy >= 74%, balanced accuracy and melanoma sensitivity >= 60%).
 

@@ -84,6 +84,13 @@ def test_last_epoch_is_a_flag_and_needs_teachers_that_kept_their_last_epoch(rd, 
     assert "--select-best" not in rd.prepare(run, tmp_path / "w5", {"select_best": False})
     (run / "run.json").write_text(json.dumps(doc))
     doc["models"][1]["best_epoch"] = 4  # a teacher that kept an earlier epoch: the copy would mislabel it
+    # a run at today's default, --last-epoch: its teachers record no kept epoch (None), which is their last
+    last = {**doc, "config": {**doc["config"], "select_best": False},
+            "models": [{**m, "best_epoch": None} if m["role"] == "teacher" else m for m in doc["models"]]}
+    (run / "run.json").write_text(json.dumps(last))
+    assert rd.prepare(run, tmp_path / "w6", {"select_best": False})[-1] == "--last-epoch"
+    with pytest.raises(ValueError, match="select_best=true would record a best-epoch choice"):
+        rd.prepare(run, tmp_path / "w7", {"select_best": True})
     (run / "run.json").write_text(json.dumps(doc))
     monkeypatch.setattr(rd, "run_logged", lambda *a: pytest.fail("must not train"))
     for bad, message in ((["--set", "select_best=false"], "teachers that kept an earlier epoch than their last: teacher_t"),

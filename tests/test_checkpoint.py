@@ -61,3 +61,27 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views)
     assert len(history["loss"]) == 4
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+@pytest.mark.parametrize("average", [0.0, 0.9])
+def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path, average):
+    """--last-epoch (keep_best False) scores every epoch for history.csv but keeps none: the weights are
+    bit-identical to a fit that never scored, no best epoch is saved, and patience is refused."""
+    from kdtool.distill.augment import TrainBatches
+
+    def batches():
+        return TrainBatches(X, Y, 8, augment=True, seed=3)
+
+    plain = _dropout_model(0)
+    history, best = fit_resumable(plain, tmp_path / "plain", batches(), None, 3, average=average, verbose=0)
+    assert best is None and "val_balanced_accuracy" not in history
+    scored = _dropout_model(0)
+    history, best = fit_resumable(scored, tmp_path / "scored", batches(), None, 3, select=(X, Y.argmax(1)),
+                                  keep_best=False, average=average, verbose=0)
+    assert best is None and len(history["val_balanced_accuracy"]) == 3
+    assert not (tmp_path / "scored" / "best.weights.h5").exists()
+    for a, b in zip(plain.get_weights(), scored.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="patience stops on the best validation epoch"):
+        fit_resumable(_dropout_model(0), tmp_path / "p", batches(), None, 3, select=(X, Y.argmax(1)),
+                      keep_best=False, patience=2, verbose=0)

@@ -250,8 +250,9 @@ def test_majority_offset_refuses_data_without_a_majority_class(tmp_path):
 
 
 def test_by_default_export_raises_the_majority_class_by_one_and_a_half_where_there_is_one(tmp_path):
-    """The default --majority-offset (1.5) applies where the train split has a majority class; balanced data are
-    exported as trained without a word, and a model without a logits layer with the reason in its sidecar."""
+    """The default --majority-offset (1.5) applies where the train split has a majority class and --prior-shift is 0;
+    balanced data are exported without it without a word, and a model without a logits layer with the reason in
+    its sidecar."""
     def export(path, data, *args):
         out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
         result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
@@ -276,3 +277,8 @@ def test_by_default_export_raises_the_majority_class_by_one_and_a_half_where_the
     assert point["majority_offset"]["skipped"].startswith("needs a linear Dense output layer")
     assert "majority offset: not applied" in output
     assert export(logits, major, "--majority-offset", "0")[1] == {"prior_shift": 0.0}
+    output, point = export(probs, balanced)  # nothing to raise: the model's lack of a logits layer goes unsaid
+    assert point == {"prior_shift": 0.0} and "majority" not in output
+    # the default offset goes with --prior-shift 0 only; given explicitly, it combines with a shift
+    assert "majority_offset" not in export(logits, major, "--prior-shift", "0.5")[1]
+    assert export(logits, major, "--prior-shift", "0.5", "--majority-offset", "1.5")[1]["majority_offset"]["offset"] == 1.5

@@ -273,7 +273,12 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
 
     Returns:
         (history dict with one value per epoch run, the restored best epoch or None).
+
+    Raises:
+        ValueError: ``patience`` without ``select`` and ``keep_best``.
     """
+    if patience and (select is None or not keep_best):
+        raise ValueError("patience stops on the best validation epoch: it needs select and keep_best")
     backup_dir = Path(backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
     log = backup_dir / "epochs.csv"

@@ -20,8 +20,8 @@ def _save(fig, path: Path) -> None:
 def plot_curves(history: dict, path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train vs validation.
 
-    The accuracy panel also shows validation balanced accuracy, the score each model's
-    kept epoch is chosen by, and with ``--ema`` the raw weights' beside the average's.
+    The accuracy panel also shows validation balanced accuracy, the score ``--select-best``
+    chooses each model's kept epoch by, and with ``--ema`` the raw weights' beside the average's.
 
     Args:
         history: ``keras.callbacks.History.history``-like dict of lists.

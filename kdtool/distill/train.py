@@ -569,7 +569,7 @@ def _keep_better_phase(model, head_backup: Path, head: int, head_history: dict, 
     """
     if best is None:  # --last-epoch (both None), or no phase 2
         return None if history else head_best
-    key = "val_balanced_accuracy"  # logged by BestOnValidation whenever a best epoch is kept
+    key = "val_balanced_accuracy"  # logged by BestOnValidation every epoch
     if head_best and head_history[key][head_best - 1] > history[key][best - 1]:
         import warnings
 

@@ -37,7 +37,7 @@ def choose_prior_shift(val_logits: np.ndarray, val_labels: np.ndarray, log_prior
     """The largest TAU of ``taus`` whose validation balanced accuracy, melanoma floor included, is >= the minimum.
 
     Args:
-        val_logits: (N, K) validation logits of the model as trained (no shift).
+        val_logits: (N, K) validation logits of the model before any prior shift (a majority offset, if any, included).
         val_labels: (N,) validation labels.
         log_prior: (K,) log class frequencies of the train split.
         mel: the melanoma class to hold a floor under, or None (no floor).

@@ -56,7 +56,8 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "exported file. 0 keeps the model's balanced decisions (best balanced accuracy and "
                    "melanoma sensitivity with --balance logit-adjust); 1 favours frequent classes (best plain "
                    "accuracy). auto: per model, the largest of 0, 0.25, 0.5 whose VALIDATION balanced accuracy, "
-                   "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both.")
+                   "with its melanoma floor, stays >= --min-balanced-accuracy. Use another --out to keep both. A TAU "
+                   "other than 0 turns export's default --majority-offset off (give one to combine them).")
 @click.option("--majority-offset", default=DEFAULT_MAJORITY_OFFSET, type=click.FloatRange(0.0), metavar="C",
               help="Operating point: add C to the output logit of the train split's majority class only (the "
                    "one with more than half of its images: nevi in HAM10000), before --prior-shift and the "
@@ -64,8 +65,9 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
                    "alone, so it buys accuracy for less balanced accuracy. The default, 1.5, with the 0.7 melanoma "
                    "floor and distill's --last-epoch met the accuracy, balanced-accuracy and melanoma targets on "
                    "the mean of fresh seeds, two of three on their own (benchmarks/last_epoch_rule.md; README, "
-                   "'Majority offset'). 0: off. At the default, data without a majority class are exported "
-                   "without it (noted in the sidecar); a C given here is required.")
+                   "'Majority offset'). 0: off. The default applies with --prior-shift 0 only (the combination "
+                   "the rule measured); with another --prior-shift give C here to combine them. At the default, "
+                   "data without a majority class are exported without it; a C given here is required.")
 @click.option("--min-balanced-accuracy", default=0.60, type=click.FloatRange(0.0, 1.0),
               help="With --prior-shift auto: the validation balanced accuracy the chosen TAU must keep (if none "
                    "does, TAU is 0).")
@@ -74,9 +76,9 @@ def _tau(ctx, param, value):  # noqa: ARG001 - click callback
               help="A floor under melanoma sensitivity, for screening: if the model finds too few of the "
                    "VALIDATION split's melanomas (or of its out-of-fold logits, see --floor-on) for its sensitivity to be at least TARGET at "
                    "--sensitivity-confidence (0.7: of 95 melanomas it must find 75), raise the melanoma logit "
-                   "(after --prior-shift) by the least offset that finds enough; a model that finds enough is "
-                   "left as trained. 0: off. At the default, data without a 'mel' class are exported as "
-                   "trained, and too few validation melanomas with a note; a TARGET given here is required.")
+                   "(after --prior-shift) by the least offset that finds enough; a model that finds enough gets "
+                   "no melanoma offset. 0: off. At the default, data without a 'mel' class are exported without "
+                   "one, and too few validation melanomas with a note; a TARGET given here is required.")
 @click.option("--sensitivity-confidence", default=DEFAULT_CONFIDENCE, type=click.FloatRange(0.0, 1.0, max_open=True),
               metavar="C",
               help="Confidence of --melanoma-sensitivity's claim: a one-sided Clopper-Pearson lower bound on "
@@ -122,7 +124,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       kdtool export models                          # int8 students -> models/export/
       kdtool export models/student_alone.keras --quantize all --data FData
       kdtool export models --melanoma-sensitivity 0.8 --out models/screen
-      kdtool export models --melanoma-sensitivity 0 --out models/as_trained
+      kdtool export models --melanoma-sensitivity 0 --majority-offset 0 --out models/as_trained
       kdtool export models --floor-on val --out models/val_floor
       kdtool export models --prior-shift auto --out models/auto
       kdtool export models --majority-offset 0 --melanoma-sensitivity 0.6 --out models/balanced
@@ -138,7 +140,9 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
-                            majority_offset=majority_offset,
+                            # the default offset goes with --prior-shift 0, the operating point it was measured at
+                            majority_offset=(majority_offset if _given("majority_offset") or prior_shift == 0
+                                             else 0.0),
                             majority_required=_given("majority_offset") and bool(majority_offset),
                             min_balanced_accuracy=min_balanced_accuracy,
                             melanoma_sensitivity=melanoma_sensitivity or None,

@@ -66,7 +66,8 @@ class ExportOptions:
         majority_offset: a logit offset added to the output layer's bias for the train split's majority
             class only (the one with more than half of its images: nevi in HAM10000), before ``prior_shift``
             and the melanoma floor: more of that class is predicted (accuracy up) while the rarer classes
-            keep their decisions among themselves; 0: off.
+            keep their decisions among themselves; 0: off. ``kdtool export`` applies its default (1.5) only
+            with ``prior_shift`` 0, the operating point it was measured at.
         majority_required: True when the user asked for the offset: data without a majority class or a
             model without a logits layer are an error (exit 2). False (the default offset): they are
             exported without it, the reason in the sidecar.
@@ -172,8 +173,8 @@ def _offset_majority(model, fd: FData, offset: float, path: Path,
 
     Args:
         required: the user asked for the offset: a model or data that cannot take it are an error (exit 2).
-            False (the default offset): data without a majority class are exported as trained without a
-            word, and a model without a linear logits layer with the reason in the sidecar's record.
+            False (the default offset): data without a majority class are exported without it and without
+            a word, and a model without a linear logits layer with the reason in the sidecar's record.
 
     Returns the sidecar's record (None for offset 0 or nothing to raise) and the exact (K,) bias added.
     """
@@ -183,10 +184,10 @@ def _offset_majority(model, fd: FData, offset: float, path: Path,
     if not offset:
         return None, added
     layer, why = output_dense_layer(model)
-    problem = None
-    if layer is None:
-        problem = (path, f"needs a linear Dense output layer with a bias ({why})")
-    elif "train" not in fd.arrays:
+    if layer is None and required:
+        raise InputError(f"{path}: --majority-offset needs a linear Dense output layer with a bias ({why})")
+    problem = None  # then the data: without a majority class there is nothing to raise, whatever the model
+    if "train" not in fd.arrays:
         problem = (fd.root, "needs the train split (its majority class)")
     else:
         counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
@@ -197,9 +198,10 @@ def _offset_majority(model, fd: FData, offset: float, path: Path,
     if problem is not None:
         if required:
             raise InputError(f"{problem[0]}: --majority-offset {problem[1]}")
-        if layer is None:  # data that could take the offset, a model that cannot: say so
-            return {"offset": 0.0, "asked": float(offset), "skipped": problem[1]}, added
-        return None, added  # data without a majority class: nothing to raise
+        return None, added  # data without a majority class: nothing to raise, nothing to say
+    if layer is None:  # data that could take the offset, a model that cannot: say so
+        return {"offset": 0.0, "asked": float(offset),
+                "skipped": f"needs a linear Dense output layer with a bias ({why})"}, added
     added[major] = np.float32(offset)
     add_to_bias(layer, added.astype(np.float32))
     return {"class": str(fd.class_names[major]), "offset": float(offset),
@@ -357,7 +359,8 @@ def _hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, 
 
 def _sensitivity_note(rec: dict) -> str:
     if "skipped" in rec:
-        return f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; as trained"
+        return (f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; "
+                "no melanoma offset")
     conf = (f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"]
             else "observed")
     where = "val" if rec["chosen_on"] == "val" else f"out-of-fold ({rec['oof_folds']} folds of train)"
