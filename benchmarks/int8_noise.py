@@ -1,7 +1,7 @@
 """Where does the int8 student's accuracy drop come from? Flips, ties and the layers behind them.
 
 ``kdtool export --quantize int8`` checks the validation accuracy drop against ``--max-drop``
-(1.0 point by default), and some of today's default students fail it. This script converts each
+(1.0 point by default), and some default students of 2026-12-01 failed it. This script converts each
 given Keras student the way kdtool export does (300 stratified TRAIN images for calibration,
 output bias correction) and a few variants, then compares every int8 model's top-1 decision with
 the Keras model's on val and test:
