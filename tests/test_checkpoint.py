@@ -85,3 +85,19 @@ def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path, average):
     with pytest.raises(ValueError, match="patience stops on the best validation epoch"):
         fit_resumable(_dropout_model(0), tmp_path / "p", batches(), None, 3, select=(X, Y.argmax(1)),
                       keep_best=False, patience=2, verbose=0)
+
+
+def test_a_metric_that_starts_logging_after_a_resume_stays_aligned_with_the_epochs(tmp_path):
+    """Epochs run before a resume by a kdtool that did not score them (--last-epoch before it scored every
+    epoch) read back as NaN, so history.csv and the curves keep each value at its own epoch."""
+    from kdtool.distill.train import _write_history
+
+    fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 2, batch_size=8, verbose=0)
+    history, best = fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 4, select=(X, Y.argmax(1)),
+                                  keep_best=False, batch_size=8, verbose=0)
+    scores = history["val_balanced_accuracy"]
+    assert best is None and len(scores) == len(history["loss"]) == 4
+    assert np.isnan(scores[:2]).all() and not np.isnan(scores[2:]).any()
+    _write_history(history, tmp_path / "history.csv")
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[1].endswith("nan") and not rows[4].endswith("nan")

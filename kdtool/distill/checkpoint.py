@@ -41,7 +41,8 @@ def read_epoch_log(path: Path, max_epoch: int | None = None) -> dict[str, list[f
         max_epoch: drop rows after this epoch.
 
     Returns:
-        ``{metric: [value per epoch]}``; empty when there is no log.
+        ``{metric: [value per epoch]}``, NaN where an epoch did not log that metric (e.g. epochs run by
+        an older kdtool before a resume), so every list is aligned with the epochs; empty when there is no log.
     """
     rows: dict[int, dict[str, str]] = {}
     if path.exists():
@@ -52,7 +53,7 @@ def read_epoch_log(path: Path, max_epoch: int | None = None) -> dict[str, list[f
                     rows[epoch] = row  # the last row for an epoch wins
     keys = list(next(iter(rows.values()), {}))
     ordered = [rows[e] for e in sorted(rows)]
-    return {k: [float(r[k]) for r in ordered if r.get(k) not in (None, "")] for k in keys}
+    return {k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in ordered] for k in keys}
 
 
 class EpochLog(keras.callbacks.Callback):

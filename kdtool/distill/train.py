@@ -289,7 +289,7 @@ def _write_history(history: dict, path: Path) -> None:
     writer = csv.writer(buf)
     writer.writerow(["epoch", *keys])
     for i in range(n):
-        writer.writerow([i + 1, *[f"{history[k][i]:.6g}" for k in keys]])
+        writer.writerow([i + 1, *[f"{history[k][i]:.6g}" if i < len(history[k]) else "" for k in keys]])
     atomic_write_text(path, buf.getvalue())
 
 
