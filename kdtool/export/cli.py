@@ -140,9 +140,7 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
     options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
                             io=io_type or "int8", out=out, max_drop=max_drop, include_teachers=include_teachers,
                             bias_correction=bias_correction, prior_shift=prior_shift,
-                            # the default offset goes with --prior-shift 0, the operating point it was measured at
-                            majority_offset=(majority_offset if _given("majority_offset") or prior_shift == 0
-                                             else 0.0),
+                            majority_offset=majority_offset if _given("majority_offset") else None,
                             majority_required=_given("majority_offset") and bool(majority_offset),
                             min_balanced_accuracy=min_balanced_accuracy,
                             melanoma_sensitivity=melanoma_sensitivity or None,

@@ -66,8 +66,8 @@ class ExportOptions:
         majority_offset: a logit offset added to the output layer's bias for the train split's majority
             class only (the one with more than half of its images: nevi in HAM10000), before ``prior_shift``
             and the melanoma floor: more of that class is predicted (accuracy up) while the rarer classes
-            keep their decisions among themselves; 0: off. ``kdtool export`` applies its default (1.5) only
-            with ``prior_shift`` 0, the operating point it was measured at.
+            keep their decisions among themselves; 0: off. None (the default): ``DEFAULT_MAJORITY_OFFSET``
+            (1.5) with ``prior_shift`` 0, the operating point it was measured at, else 0.
         majority_required: True when the user asked for the offset: data without a majority class or a
             model without a logits layer are an error (exit 2). False (the default offset): they are
             exported without it, the reason in the sidecar.
@@ -95,13 +95,19 @@ class ExportOptions:
     include_teachers: bool = False
     bias_correction: bool = True
     prior_shift: float | str = 0.0
-    majority_offset: float = DEFAULT_MAJORITY_OFFSET
+    majority_offset: float | None = None
     majority_required: bool = False
     min_balanced_accuracy: float = 0.60
     melanoma_sensitivity: float | None = DEFAULT_TARGET
     sensitivity_confidence: float = DEFAULT_CONFIDENCE
     sensitivity_required: bool = False
     floor_on: str = "val"
+
+    def resolved_majority_offset(self) -> float:
+        """The majority offset to apply: the one given, or the default where it was measured (prior shift 0)."""
+        if self.majority_offset is not None:
+            return self.majority_offset
+        return DEFAULT_MAJORITY_OFFSET if self.prior_shift == 0 else 0.0
 
 
 @dataclass
@@ -454,7 +460,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         model = load_keras_model(src.path)
         check_model_matches_data(model, fd, src.path)
         oof = out_of_fold_logits(src, fd, options) if mel is not None else None  # loaded once per model
-        majority, majority_bias = _offset_majority(model, fd, options.majority_offset, src.path,
+        majority, majority_bias = _offset_majority(model, fd, options.resolved_majority_offset(), src.path,
                                                    options.majority_required)
         if oof is not None:  # the out-of-fold logits of the model as it now is
             oof = oof + majority_bias
