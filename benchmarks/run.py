@@ -77,7 +77,7 @@ import numpy as np  # noqa: E402
 from kdtool.data import atomic_write_text  # noqa: E402
 from kdtool.bench.report import operating_point_note  # noqa: E402
 from kdtool.distill.balance import BALANCE_MODES  # noqa: E402
-from kdtool.distill.train import DistillConfig  # noqa: E402  (numpy only until a run starts)
+from kdtool.distill.config import DistillConfig  # noqa: E402
 
 DEFAULTS = DistillConfig()  # kdtool distill's defaults, which the full run follows
 

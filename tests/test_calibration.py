@@ -52,7 +52,7 @@ def calibrated_run(tmp_path_factory, tinynet_teacher):
 def test_every_student_gets_out_of_fold_logits_from_models_that_never_saw_the_lesion(calibrated_run):
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
 
     data, out, _, lesions, output = calibrated_run
     doc = json.loads((out / "run.json").read_text())

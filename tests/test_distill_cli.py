@@ -52,7 +52,7 @@ def test_run_writes_everything(finished_run):
     assert "student_alone" in output and "rank" not in output.splitlines()[-1]
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
 
     for name, rec in names.items():
         folder = out / name
@@ -378,7 +378,7 @@ def _backbone_weights(model):
 def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
     from kdtool.distill.teachers import create_teacher
 
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
@@ -472,7 +472,7 @@ def test_better_head_phase_wins(tmp_path):
 def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet):
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
 
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     args = [*tinynet, "--teacher-epochs", "1", "--seed", "42"]

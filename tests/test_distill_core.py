@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from kdtool.distill.distiller import Distiller, pack_targets, student_metrics  # noqa: E402
-from kdtool.distill.balance import log_prior  # noqa: E402
+from kdtool.priors import log_prior  # noqa: E402
 from kdtool.distill.losses import ensemble_logits, kd_loss, logit_adjusted_crossentropy  # noqa: E402
 from kdtool.distill.student import build_student  # noqa: E402
 from kdtool.distill.teachers import TEACHERS, create_teacher, list_teachers, parse_teachers  # noqa: E402

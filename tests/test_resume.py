@@ -63,7 +63,7 @@ def _assert_finished(data, out):
     assert sorted(m["name"] for m in doc["models"]) == sorted(MODELS)
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
 
     for rec in doc["models"]:
         keras.saving.load_model(out / rec["file"], safe_mode=True)

@@ -352,14 +352,14 @@ def test_good_keras_passes_the_prescan(good):
 def test_kdtool_registered_layer_passes_and_loads(good, tmp_path):
     import keras
 
-    from kdtool.distill.layers import ImagePreprocess
+    from kdtool.layers import ImagePreprocess
     from kdtool.export.convert import load_keras_model
 
     inp = keras.Input((SIZE, SIZE, 3))
     out = keras.layers.Dense(K)(keras.layers.GlobalAveragePooling2D()(ImagePreprocess("tf")(inp)))
     path = tmp_path / "teacherish.keras"
     keras.Model(inp, out).save(path)
-    assert "kdtool.distill.layers.ImagePreprocess" in check_keras_file(path)["classes"]
+    assert "kdtool.layers.ImagePreprocess" in check_keras_file(path)["classes"]
     assert load_keras_model(path).count_params() > 0
 
 
@@ -546,7 +546,7 @@ def test_fuzz_check_tflite_raises_only_input_error(tflite_bytes, data):
 
 
 CLASS_NAMES = st.sampled_from(["Dense", "Lambda", "__lambda__", "Functional", "system", "__tuple__", "TFSMLayer", ""])
-MODULES = st.sampled_from(["keras.layers", "keras", "os", "builtins", "kdtool.distill.layers", None, 3])
+MODULES = st.sampled_from(["keras.layers", "keras", "os", "builtins", "kdtool.layers", None, 3])
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
     | st.fixed_dictionaries({"class_name": CLASS_NAMES, "module": MODULES,

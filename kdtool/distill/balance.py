@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdtool.priors import log_prior
+
 BALANCE_MODES = ("none", "weights", "sampling", "logit-adjust")
 KD_BALANCE_MODES = ("none", "weights")  # kdtool distill --kd-balance: the KL term's per-class weights
 
@@ -61,25 +63,6 @@ def balanced_sampling_probs(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """
     w = class_weights(labels, num_classes)[labels].astype(np.float64)
     return w / w.sum()
-
-
-def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """log of each class's frequency in ``labels`` (a class with no image counts as one).
-
-    Args:
-        labels: integer labels (N,) of the training split.
-        num_classes: K.
-
-    Returns:
-        (K,) float32, added to the logits by the logit-adjusted cross-entropy (and, scaled, by
-        ``kdtool export --prior-shift``).
-
-    Example:
-        >>> [round(float(v), 3) for v in log_prior(np.array([0, 0, 0, 1]), 2)]
-        [-0.288, -1.386]
-    """
-    counts = np.maximum(np.bincount(np.asarray(labels, np.int64), minlength=num_classes), 1).astype(np.float64)
-    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import numpy as np
 
 from kdtool.data import atomic_save_npy, load_fdata, safe_load_npy, save_fdata, sha256_file
 from kdtool.errors import InputError
-from kdtool.export.sources import STUDENT_ROLES
+from kdtool.roles import STUDENT_ROLES
 from kdtool.folds import GROUPS_FILE, group_folds, read_groups
 
 

@@ -87,7 +87,8 @@ def distill_command(list_teachers, fresh, student_filters, teachers, sweep_tempe
             spec = TEACHERS[name]
             click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} weights: {spec.source}")
         return
-    from kdtool.distill.train import DistillConfig, run_distill
+    from kdtool.distill.config import DistillConfig
+    from kdtool.distill.train import run_distill
 
     cfg = DistillConfig(teachers=parse_teachers(teachers), student_filters=_filters(student_filters),
                         temperatures=_floats("--sweep-temperatures", sweep_temperatures),

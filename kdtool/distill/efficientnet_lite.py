@@ -17,9 +17,9 @@ Weights come from :func:`kdtool.distill.pth_reader.load_pth_state_dict` (no torc
 no unrestricted pickle): conv OIHW -> HWIO, depthwise (C, 1, kh, kw) -> (kh, kw, C, 1),
 dense (out, in) -> (in, out), BatchNorm gamma/beta/running mean/running variance.
 
-Only built-in Keras layers plus :class:`kdtool.distill.layers.ImagePreprocess`,
+Only built-in Keras layers plus :class:`kdtool.layers.ImagePreprocess`,
 so a saved model reloads with ``keras.saving.load_model(path, safe_mode=True)``
-once ``kdtool.distill.layers`` is imported.
+once ``kdtool.layers`` is imported.
 
 Example:
     >>> feats = build_efficientnet_lite("lite0", (224, 224, 3), weights="imagenet")  # doctest: +SKIP
@@ -133,7 +133,7 @@ def _build(variant: str, input_shape, include_top: bool, include_preprocessing: 
     import keras
     from keras import layers
 
-    from kdtool.distill.layers import ImagePreprocess
+    from kdtool.layers import ImagePreprocess
 
     spec = LITE_VARIANTS[variant]
     mapping: list[tuple[str, str, str]] = []

@@ -29,7 +29,7 @@ class TeacherSpec:
     Args:
         build: ``build(input_shape, weights) -> keras.Model`` returning pooled features;
             ``weights`` is ``"imagenet"`` or ``None``.
-        preprocess: an :class:`kdtool.distill.layers.ImagePreprocess` mode.
+        preprocess: an :class:`kdtool.layers.ImagePreprocess` mode.
         min_size: smallest input side the architecture accepts.
         source: where the ImageNet weights come from (for messages and run.json).
     """
@@ -154,7 +154,7 @@ def create_teacher(
     import keras
     from keras import layers
 
-    from kdtool.distill.layers import ImagePreprocess
+    from kdtool.layers import ImagePreprocess
 
     size = effective_size(name, image_size)
     backbone, used, warning = _backbone(name, (size, size, 3), weights)

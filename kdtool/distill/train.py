@@ -29,7 +29,6 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -37,8 +36,8 @@ import numpy as np
 
 from kdtool import __version__
 from kdtool.data import FData, atomic_write_text, load_fdata, sha256_file
-from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES, Balancing, balancing, class_weights
-from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
+from kdtool.distill.balance import Balancing, balancing, class_weights
+from kdtool.distill.config import ADDS_TO_A_RUN, LR_SCHEDULES, SETTINGS_BEFORE_THEY_EXISTED, DistillConfig
 from kdtool.errors import InputError, RuntimeFailure
 
 SUMMARY_COLUMNS = [
@@ -47,156 +46,6 @@ SUMMARY_COLUMNS = [
     "melanoma_specificity", "roc_auc", "ece", "test_balanced_accuracy", "test_macro_f1",
     "test_melanoma_sensitivity", "test_melanoma_specificity", "test_roc_auc", "train_seconds",
 ]
-
-LR_SCHEDULES = ("constant", "cosine")
-# Settings added after run.json's config was first written, with the value that means "what kdtool did
-# before the setting existed": a run.json without the key matches that value, so re-running an older
-# folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0,
-                                "student_convs": 1, "kd_balance": "none"}
-# Settings that add work to a finished run without changing its models: a re-run may change them.
-ADDS_TO_A_RUN = ("calibration_folds",)
-
-
-@dataclass
-class DistillConfig:
-    """Everything that defines a distillation run (stored in run.json).
-
-    Args:
-        data: FData folder.
-        out: output folder.
-        teachers: registered teacher names.
-        weights: ``auto``, ``imagenet`` or ``none``.
-        image_size: side teachers resize to (raised to each one's minimum).
-        epochs: student epochs (distilled and alone).
-        teacher_epochs: teacher fine-tuning epochs in all (head phase included).
-        teacher_seeds: teachers fine-tuned per architecture, with seeds ``seed``, ``seed + 1``, ...;
-            with more than one, that architecture's student distils from the mean of their soft
-            targets (a seed ensemble), and ``ensemble`` weighs architectures equally.
-        teacher_head_epochs: of those, epochs that train only the new logits head with the
-            pretrained backbone frozen (phase 1); the rest fine-tune the whole network at
-            ``teacher_finetune_learning_rate`` (phase 2). Skipped for randomly initialised teachers.
-        batch_size: batch size for every model.
-        learning_rate: student Adam learning rate.
-        teacher_learning_rate: teacher Adam learning rate (the head phase, or the whole
-            fine-tuning when there is none).
-        teacher_finetune_learning_rate: Adam learning rate of the whole-network phase after a
-            head phase (None: ``teacher_learning_rate``).
-        temperatures, alphas: sweep grids; when either is non-empty, each teacher gets one
-            student per (T, alpha) pair (the other defaults to ``temperature`` / ``alpha``),
-            and the pair with the best validation balanced accuracy is reported per teacher.
-        alpha: CE weight in the KD loss.
-        temperature: KD temperature.
-        teacher_logits: ``cached`` or ``online``.
-        ensemble: also distil one student from the mean of all teachers' soft targets.
-        student_filters, student_dense, student_dropout, student_convs: student architecture
-            (``student_convs``: Conv-BN-ReLU units per block before its pooling).
-        balance: ``none``, ``weights`` (class-weighted CE and KD terms), ``sampling``
-            (class-balanced sampling) or ``logit-adjust`` (CE on logits + log class prior),
-            for teachers and students alike.
-        augment: flips, 90-degree rotations, small shifts and colour jitter.
-        views: with ``augment`` and cached logits, fixed augmented views per training image
-            whose teacher logits are cached (the teacher runs ``views`` times per image).
-        lr_schedule: ``constant`` or ``cosine`` (each fit decays its learning rate to 0 over its
-            own epochs, per step), for teachers and students alike.
-        select_best: keep each model's epoch with the best validation balanced accuracy; False (the
-            default since benchmarks/last_epoch_rule.md): its last epoch.
-        patience: with ``select_best``, stop after this many epochs without improvement (0: never;
-            an error without ``select_best``).
-        seed: random seed (same student initialisation for every student).
-        strategy: ``auto``, ``mirrored`` or ``multiworker``.
-        calibration_folds: K >= 2: after the run, train the same recipe K more times on lesion-disjoint
-            folds of the train split and save each student's out-of-fold logits (see
-            :mod:`kdtool.distill.calibration`), from which ``kdtool export`` chooses the melanoma
-            floor; 0: none.
-        ema: students only: momentum per step of a moving average of the student's weights and
-            BatchNorm statistics (:mod:`kdtool.distill.averaging`), which is what is validated,
-            selected (with ``select_best``) and saved (the raw weights' validation balanced accuracy is logged beside it);
-            0: off, the raw weights are kept.
-        kd_balance: ``none``, or ``weights``: each training image's KL term weighted by its class's
-            weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023).
-            Distilled students only; not with ``balance="weights"``, which weights both terms already.
-    """
-
-    data: str = "FData"
-    out: str = "models"
-    teachers: list = field(default_factory=lambda: ["efficientnet_lite0"])
-    weights: str = "auto"
-    image_size: int = 96
-    epochs: int = 120
-    teacher_epochs: int = 5
-    teacher_seeds: int = 1
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    teacher_learning_rate: float = 1e-3
-    teacher_head_epochs: int = 0
-    teacher_finetune_learning_rate: float | None = None
-    alpha: float = 0.5
-    temperature: float = 2.0
-    teacher_logits: str = "cached"
-    temperatures: tuple = ()
-    alphas: tuple = ()
-    ensemble: bool = False
-    student_filters: tuple = DEFAULT_FILTERS
-    student_dense: int = DEFAULT_DENSE_UNITS
-    student_convs: int = DEFAULT_CONVS_PER_BLOCK
-    student_dropout: float = DEFAULT_DROPOUT
-    balance: str = "logit-adjust"
-    augment: bool = True
-    views: int = 8
-    lr_schedule: str = "cosine"
-    select_best: bool = False
-    patience: int = 0
-    seed: int = 42
-    strategy: str = "auto"
-    calibration_folds: int = 0
-    ema: float = 0.0
-    kd_balance: str = "none"
-
-    def check(self) -> None:
-        """Refuse impossible settings with one line (exit code 2)."""
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"--alpha must lie in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise InputError(f"--temperature must be > 0, got {self.temperature}")
-        for name in ("epochs", "batch_size", "image_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.teacher_seeds < 1:
-            raise InputError(f"--teacher-seeds must be >= 1, got {self.teacher_seeds}")
-        if self.teacher_epochs < 0:
-            raise InputError(f"--teacher-epochs must be >= 0, got {self.teacher_epochs}")
-        if not 0 <= self.teacher_head_epochs <= self.teacher_epochs:
-            raise InputError(f"--teacher-head-epochs must lie in [0, --teacher-epochs={self.teacher_epochs}], "
-                             f"got {self.teacher_head_epochs}")
-        finetune = self.teacher_finetune_learning_rate
-        if self.learning_rate <= 0 or self.teacher_learning_rate <= 0 or (finetune is not None and finetune <= 0):
-            raise InputError("learning rates must be > 0")
-        if any(not 0.0 <= a <= 1.0 for a in self.alphas) or any(t <= 0 for t in self.temperatures):
-            raise InputError(f"--sweep-alphas must lie in [0, 1] and --sweep-temperatures be > 0, got "
-                             f"{list(self.alphas)} and {list(self.temperatures)}")
-        if self.teacher_logits not in ("cached", "online"):
-            raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
-        if self.balance not in BALANCE_MODES:
-            raise InputError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.views < 1 or self.patience < 0:
-            raise InputError("--views must be >= 1 and --patience >= 0")
-        if self.patience and not self.select_best:
-            raise InputError("--patience stops on the best validation epoch: it needs --select-best")
-        if self.calibration_folds < 0 or self.calibration_folds == 1:
-            raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
-        if not 0.0 <= self.ema < 1.0:
-            raise InputError(f"--ema must lie in [0, 1) (0: off), got {self.ema}")
-        if self.kd_balance not in KD_BALANCE_MODES:
-            raise InputError(f"--kd-balance must be one of {', '.join(KD_BALANCE_MODES)}, got {self.kd_balance!r}")
-        if self.kd_balance == "weights" and self.balance == "weights":
-            raise InputError("--kd-balance weights with --balance weights would weight the KD term twice; "
-                             "use one of them")
-        if self.ensemble and len(self.teachers) < 2:
-            raise InputError("--ensemble needs at least two teachers")
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -262,7 +111,7 @@ def save_model_atomic(model, path: Path) -> str:
     """Save a Keras model to ``path`` atomically, reload it with safe_mode=True, return its SHA-256."""
     import keras
 
-    import kdtool.distill.layers  # noqa: F401 - registers teachers' preprocessing layer
+    import kdtool.layers  # noqa: F401 - registers teachers' preprocessing layer
 
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
     # an uncompiled copy: no optimizer state in the file (clone_model keeps the compile state)
@@ -722,7 +571,7 @@ def mean_soft_targets(cached_all: list, temperature: float) -> tuple[np.ndarray,
 def _load(run: Run, name: str):
     import keras
 
-    import kdtool.distill.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401
 
     return keras.saving.load_model(run.out / run.records[name]["file"], safe_mode=True, compile=False)
 

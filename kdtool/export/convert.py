@@ -137,7 +137,7 @@ def load_keras_model(path: str | os.PathLike):
     import_tf()
     import keras  # noqa: PLC0415
 
-    import kdtool.distill.layers  # noqa: F401, PLC0415 - registers teachers' preprocessing layer
+    import kdtool.layers  # noqa: F401, PLC0415 - registers teachers' preprocessing layer
 
     try:
         with quiet():

@@ -219,7 +219,7 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.nda
 
     Returns the sidecar's record (rounded for reading) and the exact (K,) shift added (zeros for tau 0).
     """
-    from kdtool.distill.balance import log_prior  # noqa: PLC0415
+    from kdtool.priors import log_prior  # noqa: PLC0415
     from kdtool.export.bias import add_to_bias, output_dense_layer  # noqa: PLC0415
 
     if not tau:
@@ -241,7 +241,7 @@ def _shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.nda
 def _auto_prior_shift(model, fd: FData, options: ExportOptions, mel: int | None, x_val: np.ndarray,
                       oof: np.ndarray | None) -> tuple[float, dict]:
     """``--prior-shift auto``: the tau of :func:`kdtool.export.auto_shift.choose_prior_shift` and its record."""
-    from kdtool.distill.balance import log_prior  # noqa: PLC0415
+    from kdtool.priors import log_prior  # noqa: PLC0415
     from kdtool.export.auto_shift import choose_prior_shift  # noqa: PLC0415
     from kdtool.export.bias import output_dense_layer  # noqa: PLC0415
 

@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdtool.errors import InputError
-
-STUDENT_ROLES = ("baseline", "student", "ensemble")
-ROLES = ("teacher", *STUDENT_ROLES)
-
+from kdtool.roles import ROLES, STUDENT_ROLES
 
 @dataclass
 class ExportSource:
@@ -48,7 +45,6 @@ class ExportSource:
     def teachers(self) -> list[str]:
         """The teacher names (an ensemble lists several, joined by ``+``)."""
         return [t for t in (self.teacher or "").split("+") if t]
-
 
 @dataclass
 class ExportPlan:
@@ -80,7 +76,6 @@ class ExportPlan:
                 return str(cand)
         return None
 
-
 def read_run_json(run_dir: Path) -> dict:
     """Parse and sanity-check ``run_dir/run.json`` (InputError in one line)."""
     path = run_dir / "run.json"
@@ -98,7 +93,6 @@ def read_run_json(run_dir: Path) -> dict:
         if os.sep in rec["file"] or "/" in rec["file"] or rec["file"].startswith("."):
             raise InputError(f"{path}: model {rec['name']!r} file {rec['file']!r} must be a plain file name in the run folder")
     return doc
-
 
 def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> ExportPlan:
     """Resolve the positional argument of ``kdtool export``.
