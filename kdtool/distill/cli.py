@@ -1,96 +1,163 @@
-"""``kdtool distill``: click command only; TensorFlow is imported when it runs."""
+"""``kdtool distill``: the click command only; TensorFlow is imported when it runs.
+
+Every option sets the DistillConfig field of the same name and shows that field's default
+(:data:`kdtool.distill.config.DEFAULTS`); ``--config`` reads a recipe with the same keys, and the
+options given on the command line override it.
+"""
 
 from __future__ import annotations
 
 import click
+import cloup
+from click.core import ParameterSource
 
 from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES
-from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
-from kdtool.errors import InputError
+from kdtool.distill.config import (
+    DEFAULTS,
+    LIST_FIELDS,
+    LR_SCHEDULES,
+    STRATEGIES,
+    TEACHER_LOGITS,
+    WEIGHTS,
+    DistillConfig,
+    list_from_text,
+    list_to_text,
+    option_name,
+)
 
 
-def _filters(value: str) -> tuple[int, ...]:
-    try:
-        filters = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"--student-filters must be comma-separated integers, got {value!r}") from None
-    if not filters or min(filters) < 1:
-        raise InputError(f"--student-filters needs positive integers, got {value!r}")
-    return filters
+def _option(name: str, help: str, decl: str | None = None, **kwargs):  # noqa: A002 - click's keyword
+    """A ``cloup.option`` that sets DistillConfig field ``name``, its default read from :data:`DEFAULTS`."""
+    default = getattr(DEFAULTS, name)
+    if name in LIST_FIELDS:
+        default = list_to_text(default)
+        kwargs.setdefault("metavar", "A,B,..")
+    elif isinstance(default, bool) and decl is None:
+        kwargs["is_flag"] = True
+    elif default is not None:
+        kwargs.setdefault("type", type(default))
+    kwargs.setdefault("show_default", True)
+    return cloup.option(decl or option_name(name), name, default=default, help=help, **kwargs)
 
 
-def _floats(option: str, value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"{option} must be comma-separated numbers, got {value!r}") from None
-
-
-@click.command(context_settings={"show_default": True})
-@click.option("--data", default="FData", type=click.Path(file_okay=False), help="FData folder with X_/y_ {train,val,test}.npy.")
-@click.option("--out", default="models", type=click.Path(file_okay=False), help="Output folder (run.json, summary.csv, models). Re-running the same command here skips finished models.")
-@click.option("--teachers", default="efficientnet_lite0", help="Comma-separated teacher names, or 'all'. See `kdtool distill --list-teachers`.")
-@click.option("--list-teachers", is_flag=True, help="List the registered teachers and exit.")
-@click.option("--weights", type=click.Choice(["auto", "imagenet", "none"]), default="auto", help="Teacher init: imagenet (fail if unavailable), auto (ImageNet, else random init with a warning), none (from scratch).")
-@click.option("--image-size", type=int, default=96, help="Side teachers resize images to inside the model (raised to each architecture's minimum, e.g. 71 for Xception). 96 measured far better than 32 for EfficientNet-Lite0, for about 2x the teacher time.")
-@click.option("--epochs", type=int, default=120, help="Training epochs for every student (distilled and alone), on the cached views. 120 measured better than 60 on every test metric of the distilled student over three seeds (balanced accuracy +3.8 points paired; benchmarks/recipes_v8e120.md), for twice the student training time.")
-@click.option("--teacher-epochs", type=int, default=5, help="Fine-tuning epochs for each teacher, head phase included.")
-@click.option("--teacher-seeds", type=int, default=1, help="Teachers fine-tuned per architecture, with seeds --seed, --seed+1, ...; each architecture's student then distils from the mean of their soft targets. 3 raised the int8 student's test melanoma sensitivity from 55.4 to 59.3% and ROC-AUC from 92.9 to 93.2 over three seeds, balanced accuracy unchanged (benchmarks/recipes_ts3.md), for 3x the teacher time.")
-@click.option("--teacher-head-epochs", type=int, default=0, help="Of --teacher-epochs, how many train only the new logits head with the pretrained backbone frozen, before the whole network is fine-tuned (0: whole network from the start; ignored for randomly initialised teachers).")
-@click.option("--batch-size", type=int, default=64, help="Batch size for teachers and students.")
-@click.option("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the students.")
-@click.option("--teacher-learning-rate", type=float, default=1e-3, help="Adam learning rate of the teachers (the head phase, or all of fine-tuning without one).")
-@click.option("--teacher-finetune-learning-rate", type=float, default=None, help="After a head phase: Adam learning rate of the whole-network phase (default: --teacher-learning-rate).")
-@click.option("--alpha", type=float, default=0.5, help="Weight of the hard-label cross-entropy; 1-alpha weighs the soft KL term.")
-@click.option("--temperature", type=float, default=2.0, help="KD temperature T (soft targets softmax(z/T); KL term scaled by T^2).")
-@click.option("--sweep-temperatures", default="", help="Comma-separated temperatures to sweep, e.g. 1,2,4,8: one student per (T, alpha) pair and teacher; the best by validation balanced accuracy is reported, with a heatmap.")
-@click.option("--sweep-alphas", default="", help="Comma-separated alphas to sweep, e.g. 0.1,0.3,0.5 (with --sweep-temperatures or alone).")
-@click.option("--teacher-logits", type=click.Choice(["cached", "online"]), default="cached", help="cached: run each teacher once per training image; online: run the frozen teacher every step.")
-@click.option("--ensemble", is_flag=True, help="Also distil one student from the mean of all teachers' soft targets.")
-@click.option("--student-filters", default=",".join(map(str, DEFAULT_FILTERS)), help="Filters of the student's conv blocks (32,64,128 with --student-convs 1 is the earlier default student).")
-@click.option("--student-dense", type=int, default=DEFAULT_DENSE_UNITS, help="Units of the student's dense layer (0: none).")
-@click.option("--student-convs", type=click.IntRange(min=1), default=DEFAULT_CONVS_PER_BLOCK, help="Conv-BN-ReLU units per student block before its pooling. The default, 2 units of 24,40,80 filters (about 140k parameters), is VGG-style; 1 with --student-filters 32,64,128 is the earlier default (129k).")
-@click.option("--student-dropout", type=float, default=DEFAULT_DROPOUT, help="Dropout before the student's logits.")
-@click.option("--balance", type=click.Choice(BALANCE_MODES), default="logit-adjust", help="Class imbalance, for teachers and students: logit-adjust (unweighted CE on logits + log class prior, Menon et al. 2021; beat class weights on all five test metrics over three seeds, see benchmarks/recipes_d96.md), weights (class-weighted CE and KD terms), sampling (class-balanced batches), none.")
-@click.option("--augment/--no-augment", default=True, help="Flips, 90-degree rotations, small shifts and colour jitter for teachers and students.")
-@click.option("--views", type=int, default=8, help="With --augment and cached logits: fixed augmented views per training image whose teacher logits are cached (the teacher runs this many times per image).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine", help="Learning rate over each model's training: cosine decay to 0 by its last epoch (default: steadier across seeds, see benchmarks/recipes.md), or constant.")
-@click.option("--kd-balance", type=click.Choice(KD_BALANCE_MODES), default="none", help="Distilled students only: weights, each training image's KD (KL) term weighted by its class's weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023: without it two-thirds of the teacher's signal is spent on nevi); none: every image's KD term counts the same. On two seeds weights found more melanomas (+5.3 points) but cost 3.6 points of accuracy for +0.7 of balanced accuracy, so none is the default (benchmarks/HISTORY.md, 'Balanced KD'). Not with --balance weights, which weights both terms already.")
-@click.option("--select-best/--last-epoch", "select_best", default=False, help="Keep each model's last epoch (default: with the cosine schedule, a settled model), or its epoch with the best validation balanced accuracy. The last epoch gave the distilled student more accuracy and ROC-AUC and seeds closer together, and with export's defaults its mean over fresh seeds met every target, two seeds of three on their own (benchmarks/last_epoch_rule.md, last_epoch.md). Run folders trained before it was the default record select_best: add --select-best to reuse one.")
-@click.option("--patience", type=int, default=0, help="With --select-best: stop a model after this many epochs without improvement (0: never; refused without --select-best).")
-@click.option("--ema", type=float, default=0.0, help="Students only: keep an exponential moving average of the weights with this momentum per step (e.g. 0.999, about the last 1000 batches); the average is what is validated, kept (with --select-best, its best epoch) and saved, and history.csv logs the raw weights' validation balanced accuracy beside it. 0: off.")
-@click.option("--seed", type=int, default=42, help="Random seed (all students start from the same weights).")
-@click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", help="tf.distribute strategy: auto (mirrored on >1 GPU), mirrored (all local GPUs, else logical CPUs), multiworker (TF_CONFIG).")
-@click.option("--calibration-folds", type=int, default=0, help="K >= 2: after the run, train the same recipe K more times on lesion-disjoint folds of the train split (lesions from the data's image_ids.csv) and save each student's out-of-fold logits, on which `kdtool export --floor-on oof` chooses the melanoma floor instead of the small validation split. About (K-1) times the run's training time; adding it to a finished run trains only the folds. 0: off.")
-@click.option("--fresh", is_flag=True, help="Retrain every model even if this --out holds finished ones.")
-def distill_command(list_teachers, fresh, student_filters, teachers, sweep_temperatures, sweep_alphas, **options):
-    """Fine-tune teacher CNNs and distil each into a ~140k-parameter student.
-
-    For every teacher: fine-tune it on the training split, cache its logits,
-    and train a fresh student with
-    alpha * CE + (1 - alpha) * T^2 * KL(teacher/T || student/T).
-    A student trained alone with the same budget is the baseline. Every model
-    is evaluated on val and test and ranked in OUT/summary.csv.
+@cloup.command(context_settings={"show_default": True}, align_option_groups=True)
+@cloup.option_group(
+    "Data",
+    _option("data", "FData folder holding X_{train,val,test}.npy and y_{train,val,test}.npy.",
+            type=click.Path(file_okay=False)),
+    _option("out", "Output folder for run.json, summary.csv and the models; re-running into it skips finished models.",
+            type=click.Path(file_okay=False)),
+    _option("balance", "Class imbalance, for teachers and students: logit-adjust (log class prior added to the "
+                       "logits), weights (class-weighted loss), sampling (class-balanced batches) or none.",
+            type=click.Choice(BALANCE_MODES)),
+    _option("augment", "Augment training images with flips, 90-degree rotations, small shifts and colour jitter.",
+            "--augment/--no-augment"),
+    _option("views", "With --augment and cached logits, the fixed augmented views of each training image whose "
+                     "teacher logits are cached."),
+)
+@cloup.option_group(
+    "Teachers",
+    _option("teachers", "Comma-separated teacher names, or all (see --list-teachers); an empty string trains "
+                        "the student alone only."),
+    cloup.option("--list-teachers", is_flag=True, help="List the registered teachers and exit."),
+    _option("weights", "Teacher initialisation: imagenet (fail if unavailable), auto (ImageNet, else random with "
+                       "a warning) or none (from scratch).", type=click.Choice(WEIGHTS)),
+    _option("image_size", "Side the teachers resize images to inside the model, raised to each architecture's "
+                          "minimum."),
+    _option("teacher_epochs", "Fine-tuning epochs of each teacher, head phase included."),
+    _option("teacher_head_epochs", "Of --teacher-epochs, the first ones train only the new logits head with the "
+                                   "pretrained backbone frozen (skipped for randomly initialised teachers)."),
+    _option("teacher_seeds", "Teachers fine-tuned per architecture, with seeds --seed, --seed+1 and so on; its "
+                             "student distils from the mean of their soft targets."),
+    _option("teacher_learning_rate", "Adam learning rate of the teachers (their head phase, or all of "
+                                     "fine-tuning without one)."),
+    _option("teacher_finetune_learning_rate", "Adam learning rate of the whole-network phase after a head phase "
+                                              "(default: --teacher-learning-rate).", type=float),
+    _option("teacher_logits", "cached runs each teacher once per training view and keeps its logits; online runs "
+                              "the frozen teacher at every step.", type=click.Choice(TEACHER_LOGITS)),
+)
+@cloup.option_group(
+    "Student",
+    _option("student_filters", "Filters of the student's conv blocks, comma-separated."),
+    _option("student_convs", "Conv-BN-ReLU units per student block before its pooling.", type=click.IntRange(1)),
+    _option("student_dense", "Units of the student's dense layer before its logits (0: none)."),
+    _option("student_dropout", "Dropout rate before the student's logits."),
+)
+@cloup.option_group(
+    "Distillation",
+    _option("alpha", "Weight of the hard-label cross-entropy; 1 - alpha weighs the soft KL term."),
+    _option("temperature", "KD temperature T: soft targets are softmax(z/T) and the KL term is scaled by T^2."),
+    _option("temperatures", "Temperatures to sweep: one student per (T, alpha) pair and teacher, the best by "
+                            "validation balanced accuracy reported with a heatmap.", show_default="no sweep"),
+    _option("alphas", "Alphas to sweep, with --sweep-temperatures or alone.", show_default="no sweep"),
+    _option("ensemble", "Also distil one student from the mean of all teachers' soft targets."),
+    _option("kd_balance", "Distilled students only: weights scales each image's KD term by its class weight "
+                          "N/(K*n_c), not with --balance weights; none counts every image the same.",
+            type=click.Choice(KD_BALANCE_MODES)),
+)
+@cloup.option_group(
+    "Schedule",
+    _option("epochs", "Training epochs of every student, distilled or alone."),
+    _option("batch_size", "Batch size of teachers and students."),
+    _option("learning_rate", "Adam learning rate of the students."),
+    _option("lr_schedule", "Learning rate over each model's training: cosine decays it to 0 by the last epoch, "
+                           "constant keeps it.", type=click.Choice(LR_SCHEDULES)),
+    _option("select_best", "Keep each model's epoch with the best validation balanced accuracy, or its last "
+                           "epoch.", "--select-best/--last-epoch"),
+    _option("patience", "With --select-best, stop a model after this many epochs without improvement (0: never)."),
+)
+@cloup.option_group(
+    "Runtime",
+    cloup.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="A TOML recipe, or a run.json to replay, keyed by option names without dashes (or run.json's "
+                      "field names); options given here override it."),
+    _option("seed", "Random seed; every student starts from the same weights."),
+    _option("strategy", "tf.distribute strategy: auto (mirrored on more than one GPU), mirrored (all local GPUs, "
+                        "else logical CPUs) or multiworker (TF_CONFIG).", type=click.Choice(STRATEGIES)),
+    _option("calibration_folds", "K >= 2: then train the recipe K more times on lesion-disjoint folds of the "
+                                 "train split and save out-of-fold logits for kdtool export (0: off)."),
+    cloup.option("--fresh", is_flag=True, help="Retrain every model even if --out holds finished ones."),
+)
+@click.pass_context
+def distill_command(ctx: click.Context, config: str | None, list_teachers: bool, fresh: bool, **options) -> None:
+    """Fine-tune teacher CNNs, distil each into a small student and rank every model in OUT/summary.csv.
 
     \b
-    Example (a few minutes on a laptop CPU):
+    Examples:
       kdtool data synthetic --out FData
-      kdtool distill --data FData --teachers efficientnet_lite0 --epochs 3 --teacher-epochs 1
-    \b
-    Sweep T and alpha (one student per pair, teacher trained once):
+      kdtool distill --data FData --epochs 3 --teacher-epochs 1
       kdtool distill --data FData --sweep-temperatures 1,4 --sweep-alphas 0.1,0.5 --out sweep
+      kdtool distill --config recipe.toml
+      kdtool distill --config models/run.json --out models2
     """
-    from kdtool.distill.teachers import TEACHERS, list_teachers as names, parse_teachers
-
     if list_teachers:
+        from kdtool.distill.teachers import TEACHERS, list_teachers as names
+
         for name in names():
             spec = TEACHERS[name]
             click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} weights: {spec.source}")
         return
-    from kdtool.distill.config import DistillConfig
     from kdtool.distill.train import run_distill
 
-    cfg = DistillConfig(teachers=parse_teachers(teachers), student_filters=_filters(student_filters),
-                        temperatures=_floats("--sweep-temperatures", sweep_temperatures),
-                        alphas=_floats("--sweep-alphas", sweep_alphas), **options)
-    run_distill(cfg, fresh=fresh)
+    run_distill(config_from(ctx, config, options), fresh=fresh)
+
+
+def config_from(ctx: click.Context, config: str | None, options: dict) -> DistillConfig:
+    """The run's DistillConfig: the defaults, then ``--config``'s file, then the options given.
+
+    Args:
+        ctx: the running command's context (it knows which options were given).
+        config: ``--config``'s path, or None.
+        options: the command's DistillConfig options, ``{field: value}`` in command-line form.
+
+    Returns:
+        The configuration (not yet checked: ``DistillConfig.check`` is the pipeline's first step).
+    """
+    from kdtool.distill.recipe import read_recipe
+
+    values = read_recipe(config) if config else {}
+    for name, value in options.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        values[name] = list_from_text(name, value) if name in LIST_FIELDS else value
+    return DistillConfig(**values)

@@ -1,12 +1,18 @@
 """The distillation run's configuration: one dataclass that owns every default.
 
 ``DistillConfig`` is what ``kdtool distill`` builds from its options (and a ``--config`` file),
-what ``run.json`` records, and what the pipeline reads.
+what ``run.json`` records under ``"config"``, and what the pipeline reads. The command's options
+take their defaults from :data:`DEFAULTS`; the fields in :data:`LIST_FIELDS` are one
+comma-separated string on the command line, converted here and nowhere else.
 
 Example:
     >>> cfg = DistillConfig(epochs=2)
     >>> cfg.epochs, cfg.temperature
     (2, 2.0)
+    >>> list_to_text(DEFAULTS.student_filters)
+    '24,40,80'
+    >>> list_from_text("temperatures", "1, 4")
+    (1.0, 4.0)
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from dataclasses import dataclass, field
 
 from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES
 from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
+from kdtool.distill.teachers import parse_teachers
 from kdtool.errors import InputError
 
 LR_SCHEDULES = ("constant", "cosine")
+WEIGHTS = ("auto", "imagenet", "none")
+TEACHER_LOGITS = ("cached", "online")
+STRATEGIES = ("auto", "mirrored", "multiworker")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
@@ -25,6 +35,11 @@ SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "
                                 "student_convs": 1, "kd_balance": "none"}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
+# Settings kdtool no longer has, with the value that meant "off": a run.json recording that value is
+# today's run; any other value describes a run kdtool cannot repeat.
+REMOVED_SETTINGS = {"ema": 0.0}
+# Fields the command line takes as one comma-separated string, with the type of their elements.
+LIST_FIELDS = {"teachers": str, "student_filters": int, "temperatures": float, "alphas": float}
 
 
 @dataclass
@@ -69,7 +84,7 @@ class DistillConfig:
         lr_schedule: ``constant`` or ``cosine`` (each fit decays its learning rate to 0 over its
             own epochs, per step), for teachers and students alike.
         select_best: keep each model's epoch with the best validation balanced accuracy; False (the
-            default since benchmarks/last_epoch_rule.md): its last epoch.
+            default): its last epoch.
         patience: with ``select_best``, stop after this many epochs without improvement (0: never;
             an error without ``select_best``).
         seed: random seed (same student initialisation for every student).
@@ -144,12 +159,16 @@ class DistillConfig:
         if any(not 0.0 <= a <= 1.0 for a in self.alphas) or any(t <= 0 for t in self.temperatures):
             raise InputError(f"--sweep-alphas must lie in [0, 1] and --sweep-temperatures be > 0, got "
                              f"{list(self.alphas)} and {list(self.temperatures)}")
-        if self.teacher_logits not in ("cached", "online"):
-            raise InputError(f"--teacher-logits must be cached or online, got {self.teacher_logits!r}")
+        for name, choices in (("weights", WEIGHTS), ("teacher_logits", TEACHER_LOGITS), ("strategy", STRATEGIES)):
+            if getattr(self, name) not in choices:
+                raise InputError(f"{option_name(name)} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
         if self.balance not in BALANCE_MODES:
             raise InputError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.student_convs < 1 or self.student_dense < 0 or not 0.0 <= self.student_dropout < 1.0:
+            raise InputError("--student-convs must be >= 1, --student-dense >= 0 and --student-dropout in [0, 1)")
         if self.views < 1 or self.patience < 0:
             raise InputError("--views must be >= 1 and --patience >= 0")
         if self.patience and not self.select_best:
@@ -165,3 +184,98 @@ class DistillConfig:
                              "use one of them")
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
+
+
+#: Every default, read by ``kdtool distill``'s options (``default=DEFAULTS.epochs``, ...).
+DEFAULTS = DistillConfig()
+# The options whose name is not "--" + the field's name with dashes.
+_OPTION_NAMES = {"temperatures": "--sweep-temperatures", "alphas": "--sweep-alphas"}
+
+
+def option_name(field_name: str) -> str:
+    """The ``kdtool distill`` option that sets a DistillConfig field.
+
+    Args:
+        field_name: a DistillConfig field, e.g. ``"student_filters"``.
+
+    Returns:
+        The option, e.g. ``"--student-filters"``.
+
+    Example:
+        >>> option_name("student_filters"), option_name("temperatures")
+        ('--student-filters', '--sweep-temperatures')
+    """
+    return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def list_to_text(values) -> str:
+    """A list field's command-line form: its elements joined by commas.
+
+    Args:
+        values: the field's value (list or tuple).
+
+    Returns:
+        The comma-separated string (empty for an empty list).
+
+    Example:
+        >>> list_to_text(["vgg16", "resnet50"]), list_to_text(())
+        ('vgg16,resnet50', '')
+    """
+    return ",".join(map(str, values))
+
+
+def list_from_text(field_name: str, text: str):
+    """Parse a list field's command-line form (``--teachers vgg16,resnet50``) into its dataclass form.
+
+    Args:
+        field_name: one of :data:`LIST_FIELDS`.
+        text: the comma-separated string; blanks around commas are ignored, empty means none.
+
+    Returns:
+        What :func:`normalise_list` returns for the elements.
+
+    Raises:
+        InputError: one line naming the option, when an element is not of the field's type.
+
+    Example:
+        >>> list_from_text("student_filters", "8, 16")
+        (8, 16)
+    """
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    kind = LIST_FIELDS[field_name]
+    if field_name == "teachers":
+        return normalise_list(field_name, parts)
+    try:
+        values = [kind(v) for v in parts]
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise InputError(f"{option_name(field_name)} must be comma-separated {what}, got {text!r}") from None
+    return normalise_list(field_name, values)
+
+
+def normalise_list(field_name: str, values) -> list | tuple:
+    """Check a list field's elements and return the field's dataclass form.
+
+    ``teachers`` becomes a list of registered names (``all`` expands, duplicates go), the others
+    tuples (``student_filters`` of positive integers, the sweep grids of floats).
+
+    Args:
+        field_name: one of :data:`LIST_FIELDS`.
+        values: the elements, already of the field's element type.
+
+    Returns:
+        A list for ``teachers``, else a tuple.
+
+    Raises:
+        InputError: one line naming the option, for an unknown teacher or a filter count below 1.
+
+    Example:
+        >>> normalise_list("teachers", ["VGG16", "vgg16"]), normalise_list("alphas", [0.5])
+        (['vgg16'], (0.5,))
+    """
+    if field_name == "teachers":
+        return parse_teachers(",".join(values))
+    values = tuple(LIST_FIELDS[field_name](v) for v in values)
+    if field_name == "student_filters" and (not values or min(values) < 1):
+        raise InputError(f"--student-filters needs positive integers, got {list_to_text(values)!r}")
+    return values
