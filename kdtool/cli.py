@@ -41,10 +41,7 @@ def data() -> None:
 @click.option("--test", "n_test", default=150, show_default=True, type=click.IntRange(7), help="Test images.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 def data_synthetic(out, n_train, n_val, n_test, seed) -> None:
-    """Write a small SYNTHETIC 7-class set (32x32) to try the pipeline offline.
-
-    The images are coloured blobs, not lesions: never quote accuracy on them.
-    """
+    """Write a small SYNTHETIC 7-class set (32x32 coloured blobs, not lesions) to try the pipeline offline."""
     from kdtool.datasets import make_synthetic
 
     make_synthetic(out, n_train, n_val, n_test, seed=seed)
@@ -53,16 +50,15 @@ def data_synthetic(out, n_train, n_val, n_test, seed) -> None:
 
 @data.command("dermamnist")
 @click.option("--out", default="FData", show_default=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--source-size", type=click.Choice(["28", "64"]), default="64", show_default=True, help="DermaMNIST release to download (resized to --size).")
+@click.option("--source-size", type=click.Choice(["28", "64"]), default="64", show_default=True,
+              help="DermaMNIST release to download (resized to --size).")
 @click.option("--size", default=32, show_default=True, type=click.IntRange(8, 256), help="Output image side.")
-@click.option("--npz", type=click.Path(dir_okay=False, exists=True), default=None, help="Use an already downloaded dermamnist*.npz instead of downloading.")
+@click.option("--npz", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Use an already downloaded dermamnist*.npz instead of downloading.")
 @click.option("--cache", default="~/.cache/kdtool", show_default=True, help="Where the download is kept.")
 def data_dermamnist(out, source_size, size, npz, cache) -> None:
-    """Download DermaMNIST (MedMNIST v2), verify its MD5 and convert it to FData.
-
-    DermaMNIST's split is image-level (the same lesion can sit in train and
-    test), so its accuracies are optimistic; prefer a lesion-level split.
-    """
+    """Download DermaMNIST (MedMNIST v2), verify its MD5 and convert it to FData (its split is image-level, so
+    its accuracies are optimistic)."""
     from pathlib import Path
 
     from kdtool.datasets import DERMAMNIST, convert_medmnist_npz, download

@@ -26,7 +26,7 @@ from kdtool.distill.config import (
 )
 
 
-def _option(name: str, help: str, decl: str | None = None, **kwargs):  # noqa: A002 - click's keyword
+def _option(name: str, help: str, decl: str | None = None, **kwargs):
     """A ``cloup.option`` that sets DistillConfig field ``name``, its default read from :data:`DEFAULTS`."""
     default = getattr(DEFAULTS, name)
     if name in LIST_FIELDS:
@@ -131,11 +131,13 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
       kdtool distill --config models/run.json --out models2
     """
     if list_teachers:
-        from kdtool.distill.teachers import TEACHERS, list_teachers as names
+        from kdtool.distill.teachers import TEACHERS
+        from kdtool.distill.teachers import list_teachers as names
 
         for name in names():
             spec = TEACHERS[name]
-            click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} weights: {spec.source}")
+            click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} "
+                       f"weights: {spec.source}")
         return
     from kdtool.distill.train import run_distill
 
@@ -153,9 +155,9 @@ def config_from(ctx: click.Context, config: str | None, options: dict) -> Distil
     Returns:
         The configuration (not yet checked: ``DistillConfig.check`` is the pipeline's first step).
     """
-    from kdtool.distill.recipe import read_recipe
+    from kdtool.distill.config_file import read_config
 
-    values = read_recipe(config) if config else {}
+    values = read_config(config) if config else {}
     for name, value in options.items():
         if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
             continue

@@ -31,7 +31,7 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0, "ema": 0.0,
+SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0,
                                 "student_convs": 1, "kd_balance": "none"}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
@@ -93,10 +93,6 @@ class DistillConfig:
             folds of the train split and save each student's out-of-fold logits (see
             :mod:`kdtool.distill.calibration`), from which ``kdtool export`` chooses the melanoma
             floor; 0: none.
-        ema: students only: momentum per step of a moving average of the student's weights and
-            BatchNorm statistics (:mod:`kdtool.distill.averaging`), which is what is validated,
-            selected (with ``select_best``) and saved (the raw weights' validation balanced accuracy is logged beside it);
-            0: off, the raw weights are kept.
         kd_balance: ``none``, or ``weights``: each training image's KL term weighted by its class's
             weight N / (K * n_c), the hard-label term unchanged (balanced KD, Zhang et al. 2023).
             Distilled students only; not with ``balance="weights"``, which weights both terms already.
@@ -134,7 +130,6 @@ class DistillConfig:
     seed: int = 42
     strategy: str = "auto"
     calibration_folds: int = 0
-    ema: float = 0.0
     kd_balance: str = "none"
 
     def check(self) -> None:
@@ -175,8 +170,6 @@ class DistillConfig:
             raise InputError("--patience stops on the best validation epoch: it needs --select-best")
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise InputError(f"--calibration-folds must be 0 (off) or >= 2, got {self.calibration_folds}")
-        if not 0.0 <= self.ema < 1.0:
-            raise InputError(f"--ema must lie in [0, 1) (0: off), got {self.ema}")
         if self.kd_balance not in KD_BALANCE_MODES:
             raise InputError(f"--kd-balance must be one of {', '.join(KD_BALANCE_MODES)}, got {self.kd_balance!r}")
         if self.kd_balance == "weights" and self.balance == "weights":
