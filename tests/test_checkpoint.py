@@ -1,4 +1,4 @@
-"""fit_resumable's early stopping (--patience), alone and after a resume, with and without --ema."""
+"""fit_resumable: early stopping (--patience) alone and after a resume, bit-identical resumes, scoring without keeping."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ def _frozen_model():
     return m
 
 
-@pytest.mark.parametrize("average", [0.0, 0.9])
-def test_patience_stops_and_a_resume_does_not_train_past_the_stop(tmp_path, average):
-    kw = dict(select=(X, Y.argmax(1)), patience=2, average=average, batch_size=8, verbose=0)
+def test_patience_stops_and_a_resume_does_not_train_past_the_stop(tmp_path):
+    kw = dict(select=(X, Y.argmax(1)), patience=2, batch_size=8, verbose=0)
     history, best = fit_resumable(_frozen_model(), tmp_path / "b", X, Y, 10, **kw)
     assert best == 1 and len(history["loss"]) == 3  # epochs 2 and 3 did not improve on epoch 1
     again, best = fit_resumable(_frozen_model(), tmp_path / "b", X, Y, 10, **kw)
@@ -63,8 +62,7 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
-@pytest.mark.parametrize("average", [0.0, 0.9])
-def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path, average):
+def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path):
     """--last-epoch (keep_best False) scores every epoch for history.csv but keeps none: the weights are
     bit-identical to a fit that never scored, no best epoch is saved, and patience is refused."""
     from kdtool.distill.augment import TrainBatches
@@ -73,11 +71,11 @@ def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path, average):
         return TrainBatches(X, Y, 8, augment=True, seed=3)
 
     plain = _dropout_model(0)
-    history, best = fit_resumable(plain, tmp_path / "plain", batches(), None, 3, average=average, verbose=0)
+    history, best = fit_resumable(plain, tmp_path / "plain", batches(), None, 3, verbose=0)
     assert best is None and "val_balanced_accuracy" not in history
     scored = _dropout_model(0)
     history, best = fit_resumable(scored, tmp_path / "scored", batches(), None, 3, select=(X, Y.argmax(1)),
-                                  keep_best=False, average=average, verbose=0)
+                                  keep_best=False, verbose=0)
     assert best is None and len(history["val_balanced_accuracy"]) == 3
     assert not (tmp_path / "scored" / "best.weights.h5").exists()
     for a, b in zip(plain.get_weights(), scored.get_weights()):
@@ -90,7 +88,7 @@ def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path, average):
 def test_a_metric_that_starts_logging_after_a_resume_stays_aligned_with_the_epochs(tmp_path):
     """Epochs run before a resume by a kdtool that did not score them (--last-epoch before it scored every
     epoch) read back as NaN, so history.csv and the curves keep each value at its own epoch."""
-    from kdtool.distill.train import _write_history
+    from kdtool.distill.outputs import write_history
 
     fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 2, batch_size=8, verbose=0)
     history, best = fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 4, select=(X, Y.argmax(1)),
@@ -98,6 +96,6 @@ def test_a_metric_that_starts_logging_after_a_resume_stays_aligned_with_the_epoc
     scores = history["val_balanced_accuracy"]
     assert best is None and len(scores) == len(history["loss"]) == 4
     assert np.isnan(scores[:2]).all() and not np.isnan(scores[2:]).any()
-    _write_history(history, tmp_path / "history.csv")
+    write_history(history, tmp_path / "history.csv")
     rows = (tmp_path / "history.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[1].endswith("nan") and not rows[4].endswith("nan")

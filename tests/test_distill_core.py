@@ -233,7 +233,7 @@ def _lr_now(opt) -> float:
 
 def test_cosine_schedule_decays_to_zero_and_resumes(tmp_path):
     from kdtool.distill.checkpoint import fit_resumable
-    from kdtool.distill.train import make_optimizer
+    from kdtool.distill.fit import make_optimizer
 
     rng = np.random.default_rng(0)
     x = rng.random((32, 8, 8, 3), dtype=np.float32)

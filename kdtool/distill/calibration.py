@@ -10,10 +10,8 @@ epoch selection as in the run), and each model scores the fold it did not see. T
 cover every training image once, from a model of the same recipe that never saw its lesion.
 
 They describe the recipe, not the finished model: the fold models train on (K-1)/K of the images, and
-one finished model can be better or worse at a class than its recipe. Measured on three seeds (README,
-"Three seeds, int8, through kdtool itself"): the floor chosen on them held on test for two finished
-models and missed for the third, which was weaker at melanoma than its fold models and which the
-validation floor caught. So ``kdtool export`` uses them only when asked (``--floor-on oof``, ``both`` or ``auto``).
+one finished model can be better or worse at a class than its recipe. So ``kdtool export`` uses them
+only when asked (``--floor-on oof``); docs/decisions.md says why.
 
 Files, under ``OUT/calibration/k<K>/``: ``folds.npy`` (the fold of each training image), one
 ``kdtool distill`` run per fold (``fold<f>/``, with its data under ``fold<f>/data``; re-running
@@ -21,7 +19,7 @@ resumes them), and ``<model>.oof_logits.npy`` (N_train, num_classes) float32 per
 under the student's ``calibration`` key in run.json.
 
 Example:
-    >>> run_distill(DistillConfig(data="FData", calibration_folds=3))       # doctest: +SKIP
+    >>> pooled = out_of_fold_logits(run, strategy, print)                   # doctest: +SKIP
     >>> json.load(open("models/run.json"))["models"][0]["calibration"]      # doctest: +SKIP
     {'file': 'calibration/k3/student_alone.oof_logits.npy', 'folds': 3, 'grouped_by': 'lesion_id', ...}
 """
@@ -34,10 +32,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from kdtool.data import atomic_save_npy, load_fdata, safe_load_npy, save_fdata, sha256_file
+from kdtool.data import FData, atomic_save_npy, load_fdata, safe_load_npy, save_fdata, sha256_file
+from kdtool.distill.run_folder import Run
+from kdtool.distill.stages import train_models
+from kdtool.distill.summary import write_summary
 from kdtool.errors import InputError
-from kdtool.roles import STUDENT_ROLES
 from kdtool.folds import GROUPS_FILE, group_folds, read_groups
+from kdtool.roles import STUDENT_ROLES
 
 
 def _save_npy(path: Path, array: np.ndarray) -> str:
@@ -45,8 +46,21 @@ def _save_npy(path: Path, array: np.ndarray) -> str:
     return sha256_file(path)
 
 
-def fold_data(run, folds: np.ndarray, f: int, folder: Path) -> Path:
-    """Write (once) fold ``f``'s FData: train = the other folds, val = the run's val, test = fold ``f``."""
+def fold_data(run: Run, folds: np.ndarray, f: int, folder: Path) -> Path:
+    """Write (once) fold ``f``'s FData: train = the other folds, val = the run's val, test = fold ``f``.
+
+    Args:
+        run: the open run (its data).
+        folds: the fold of every training image (:func:`plan_folds`).
+        f: the held-out fold.
+        folder: where the fold's FData go.
+
+    Returns:
+        ``folder``.
+
+    Example:
+        >>> fold_data(run, folds, 0, Path("models/calibration/k3/fold0/data"))  # doctest: +SKIP
+    """
     if (folder / "y_test.npy").is_file():
         return folder
     fd = run.fd
@@ -59,12 +73,23 @@ def fold_data(run, folds: np.ndarray, f: int, folder: Path) -> Path:
     return folder
 
 
-def plan_folds(fd, k: int, seed: int) -> tuple[np.ndarray | None, np.ndarray]:
+def plan_folds(fd: FData, k: int, seed: int) -> tuple[np.ndarray | None, np.ndarray]:
     """The lesion ids (None without ``image_ids.csv``) and the fold of every training image of ``fd``.
+
+    Args:
+        fd: the run's data.
+        k: the number of folds.
+        seed: the run's seed (which lesions go to which fold).
+
+    Returns:
+        (lesion id per training image or None, fold per training image).
 
     Raises:
         InputError: a bad ``image_ids.csv``, or fewer lesions than folds (one line; run_distill calls
             this before training anything).
+
+    Example:
+        >>> groups, folds = plan_folds(load_fdata("FData"), 3, seed=42)  # doctest: +SKIP
     """
     labels = fd.labels("train")
     groups = read_groups(fd.root, "train", len(labels))
@@ -74,20 +99,22 @@ def plan_folds(fd, k: int, seed: int) -> tuple[np.ndarray | None, np.ndarray]:
         raise InputError(f"{fd.root}: --calibration-folds {k}: {exc}") from None
 
 
-def out_of_fold_logits(run, strategy, stage) -> dict[str, np.ndarray]:
+def out_of_fold_logits(run: Run, strategy, stage) -> dict[str, np.ndarray]:
     """Train the run's recipe on each fold and save every student's out-of-fold logits.
 
     Args:
-        run: the finished :class:`kdtool.distill.train.Run` (config with ``calibration_folds`` K >= 2).
+        run: the finished :class:`kdtool.distill.run_folder.Run` (config with ``calibration_folds`` K >= 2).
         strategy: the ``tf.distribute`` strategy.
-        stage: progress-line callback, as :func:`kdtool.distill.train.train_models` takes.
+        stage: progress-line callback, as :func:`kdtool.distill.stages.train_models` takes.
 
     Returns:
         Student name -> (N_train, num_classes) float32 logits; each is also saved and recorded in
         run.json (``calibration``: file, sha256, folds, grouped_by).
+
+    Example:
+        >>> pooled = out_of_fold_logits(run, strategy, print)  # doctest: +SKIP
     """
-    from kdtool.distill.evaluate import predict_logits  # noqa: PLC0415
-    from kdtool.distill.train import Run, _load, train_models, write_summary  # noqa: PLC0415
+    from kdtool.distill.evaluate import predict_logits
 
     cfg, fd = run.cfg, run.fd
     k = cfg.calibration_folds
@@ -121,7 +148,7 @@ def out_of_fold_logits(run, strategy, stage) -> dict[str, np.ndarray]:
         sub.save("FINISHED")
         x_held = sub.fd.x("test")
         for name in pooled:
-            pooled[name][folds == f] = predict_logits(_load(sub, name), x_held)
+            pooled[name][folds == f] = predict_logits(sub.load_model(name), x_held)
             epochs[name].append(sub.records[name].get("best_epoch"))
     stage(f"calibration: out-of-fold logits of {len(pooled)} student(s) -> {home}")
     for rec in students:

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import random
@@ -124,7 +123,7 @@ def restore_random_state(model, batches, state: dict) -> None:
         return
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    for var, value in zip(seeds, state["seed_generators"]):
+    for var, value in zip(seeds, state["seed_generators"], strict=False):
         var.assign(np.asarray(value, dtype=var.dtype))
     if state.get("batches") is not None and hasattr(batches, "restore_random_state"):
         batches.restore_random_state(state["batches"])
@@ -166,8 +165,8 @@ class EpochBackup(keras.callbacks.Callback):
 
         name = f"epoch-{epoch + 1}.weights.h5"
         _save_weights_atomic(self.model, self.folder / name)
-        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch + 1, "weights": name,
-                                                                "random": random_state(self.model, self.batches)}) + "\n")
+        state = {"epoch": epoch + 1, "weights": name, "random": random_state(self.model, self.batches)}
+        atomic_write_text(self.folder / "state.json", json.dumps(state) + "\n")
         for old in self.folder.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -179,9 +178,7 @@ class BestOnValidation(keras.callbacks.Callback):
     Adds ``val_balanced_accuracy`` to the epoch logs (so it lands in history.csv),
     saves the best epoch's weights atomically as ``best.weights.h5`` with
     ``best.json`` beside them, and stops after ``patience`` epochs without
-    improvement (0: never). With a weight average, the average is what is
-    scored and saved, and the raw weights' score is logged as
-    ``val_balanced_accuracy_raw``. With ``keep=False`` it only logs the scores
+    improvement (0: never). With ``keep=False`` it only logs the scores
     (``--last-epoch``: the curves stay in history.csv and its plot).
 
     Args:
@@ -189,14 +186,13 @@ class BestOnValidation(keras.callbacks.Callback):
         x_val: float32 validation images.
         labels_val: integer validation labels.
         patience: epochs without improvement before stopping (0 = off).
-        average: a :class:`kdtool.distill.averaging.WeightAverage` that runs before this callback, or None.
         keep: save the best epoch's weights and stop on ``patience``; False: score and log only.
     """
 
-    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0, average=None, keep: bool = True):
+    def __init__(self, folder: Path, x_val, labels_val, patience: int = 0, keep: bool = True):
         super().__init__()
         self.folder, self.x_val, self.labels_val, self.patience = Path(folder), x_val, labels_val, int(patience)
-        self.average, self.keep = average, keep
+        self.keep = keep
         best = _read_json(self.folder / "best.json")
         self.best_epoch, self.best = (int(best["epoch"]), float(best["score"])) if best else (0, -1.0)
 
@@ -211,18 +207,15 @@ class BestOnValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import json
 
-        with self.average.swapped() if self.average is not None else contextlib.nullcontext():
-            score = self._score()
-            if self.keep and score > self.best:
-                self.best, self.best_epoch = score, epoch + 1
-                _save_weights_atomic(self.model, self.folder / "best.weights.h5")
-                atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
-            elif self.keep and self.patience and epoch + 1 - self.best_epoch >= self.patience:
-                self.model.stop_training = True
+        score = self._score()
+        if self.keep and score > self.best:
+            self.best, self.best_epoch = score, epoch + 1
+            _save_weights_atomic(self.model, self.folder / "best.weights.h5")
+            atomic_write_text(self.folder / "best.json", json.dumps({"epoch": epoch + 1, "score": score}) + "\n")
+        elif self.keep and self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
         if logs is not None:
             logs["val_balanced_accuracy"] = score
-            if self.average is not None:
-                logs["val_balanced_accuracy_raw"] = self._score()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -253,7 +246,7 @@ def _state(folder: Path) -> tuple[int, Path, dict | None] | None:
 
 
 def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
-                  patience: int = 0, average: float = 0.0, keep_best: bool = True, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
+                  patience: int = 0, keep_best: bool = True, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
     """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
 
     Args:
@@ -265,10 +258,6 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
             (``val_balanced_accuracy`` in the history) and keep the best epoch (its weights are
             restored at the end); None keeps the last without scoring.
         patience: with ``select``, stop after this many epochs without improvement (0: never).
-        average: > 0: keep a moving average of the weights with this momentum per step
-            (:class:`kdtool.distill.averaging.WeightAverage`, saved in ``backup_dir``); the
-            average is what ``select`` scores and keeps, or, without ``select``, what the model
-            ends with.
         keep_best: False: ``select`` only scores; the model keeps its last epoch.
         **fit_kwargs: passed to ``fit`` (validation_data, batch_size, ...).
 
@@ -293,28 +282,18 @@ def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | No
     callbacks = [EpochLog(log), EpochBackup(backup_dir, x)]
     if saved_random is not None:
         callbacks.insert(0, _RestoreRandom(x, saved_random))
-    averager = None
-    if average:
-        from kdtool.distill.averaging import WeightAverage
-
-        averager = WeightAverage(average, backup_dir / "average.npz", resume_epoch=initial)
     best = None
     if select is not None:
-        best = BestOnValidation(backup_dir, select[0], select[1], patience, average=averager, keep=keep_best)
+        best = BestOnValidation(backup_dir, select[0], select[1], patience, keep=keep_best)
         callbacks.insert(0, best)
         if keep_best and patience and best.best_epoch and initial - best.best_epoch >= patience:
             initial = epochs  # it had already stopped early before the interruption
-    if averager is not None:
-        callbacks.insert(0, averager)  # updated and saved before it is scored and the epoch backed up
     if initial < epochs:
         model.fit(x, y, epochs=epochs, initial_epoch=initial, callbacks=callbacks, **fit_kwargs)
     history = read_epoch_log(log, max_epoch=epochs)
     if best is not None and keep_best and (backup_dir / "best.weights.h5").is_file():
         model.load_weights(backup_dir / "best.weights.h5")
         return history, best.best_epoch
-    if averager is not None:
-        averager.start(model)  # a fit that had nothing left to run still ends on its saved average
-        averager.assign()
     return history, None
 
 

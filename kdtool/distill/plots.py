@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train vs validation.
 
     The accuracy panel also shows validation balanced accuracy, the score ``--select-best``
-    chooses each model's kept epoch by, and with ``--ema`` the raw weights' beside the average's.
+    chooses each model's kept epoch by.
 
     Args:
         history: ``keras.callbacks.History.history``-like dict of lists.
@@ -34,21 +34,15 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    raw = " (raw weights)" if history.get("val_balanced_accuracy_raw") else ""  # Keras validates the raw ones
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=False):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values:
                 ax.plot(np.arange(1, len(values) + 1), values, style, marker="o", ms=3,
-                        label=(f"validation {key}{raw}" if prefix else f"train {key}"))
-        if key == "accuracy":
-            for name, style, label in (("val_balanced_accuracy", ":", "validation balanced accuracy"
-                                        + (" (weight average)" if raw else "")),
-                                       ("val_balanced_accuracy_raw", ":", "the same, raw weights")):
-                values = history.get(name)
-                if values:
-                    ax.plot(np.arange(1, len(values) + 1), values, style, ms=3, label=label,
-                            alpha=0.5 if name.endswith("_raw") else 1.0)
+                        label=(f"validation {key}" if prefix else f"train {key}"))
+        values = history.get("val_balanced_accuracy") if key == "accuracy" else None
+        if values:
+            ax.plot(np.arange(1, len(values) + 1), values, ":", ms=3, label="validation balanced accuracy")
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)

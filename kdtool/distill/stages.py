@@ -1,10 +1,10 @@
-"""A run's recipe: every model it trains, in order, each skipped when already finished.
+"""A run's stages: every model it trains, in order, each skipped when already finished.
 
 First the student alone (the baseline, no teacher); then per teacher architecture its
 ``--teacher-seeds`` fine-tuned teachers and the student(s) distilled from them (one per
 (T, alpha) point of a sweep); with ``--ensemble``, one more student from the mean of all
 teachers' soft targets. :func:`train_models` trains what is missing and records each model in
-run.json as it finishes; ``kdtool distill --calibration-folds`` runs the same recipe on each fold.
+run.json as it finishes; ``kdtool distill --calibration-folds`` trains the same models on each fold.
 
 Example:
     >>> cfg = DistillConfig(teachers=["efficientnet_lite0", "vgg16"], ensemble=True)
@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np

@@ -1,0 +1,152 @@
+"""What a trained model leaves in the run folder, and its record in run.json.
+
+Per model: ``<name>.keras`` (written atomically, reloaded with ``safe_mode=True`` before it
+counts), and ``<name>/`` with ``history.csv``, ``metrics.json`` (val and test),
+``curves.png`` and ``confusion.png``. Its epoch backups go once it is saved.
+
+Example:
+    >>> headline({"accuracy": 0.8, "balanced_accuracy": 0.6, "ece": 0.05,
+    ...           "macro": {"precision": 0.7, "recall": 0.6, "f1": 0.65}})["macro_f1"]
+    0.65
+    >>> rec = finish_model(run, "student_alone", "baseline", None, model, history, 42.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdtool.data import atomic_write_text, sha256_file
+from kdtool.errors import RuntimeFailure
+
+if TYPE_CHECKING:
+    from kdtool.distill.run_folder import Run
+
+
+def save_model_atomic(model, path: Path) -> str:
+    """Save a Keras model without its optimizer state, atomically, and check that it reloads.
+
+    Args:
+        model: the trained model.
+        path: the ``.keras`` file to write.
+
+    Returns:
+        The SHA-256 of the file written.
+
+    Raises:
+        RuntimeFailure: the file cannot be written.
+
+    Example:
+        >>> save_model_atomic(student, Path("models/student_alone.keras"))  # doctest: +SKIP
+        '3f1c...'
+    """
+    import keras
+
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    # an uncompiled copy: no optimizer state in the file (clone_model keeps the compile state)
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    try:
+        clean.save(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        keras.saving.load_model(tmp, safe_mode=True, compile=False)
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RuntimeFailure(f"{path}: cannot write model ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def write_history(history: dict, path: Path) -> None:
+    """Write a Keras-style history as ``history.csv``: one row per epoch, one column per metric.
+
+    Args:
+        history: ``{metric: [value per epoch]}``; a shorter list leaves its later cells empty.
+        path: the CSV to write (atomically).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "history.csv"
+        >>> write_history({"loss": [1.0, 0.5], "accuracy": [0.25]}, path)
+        >>> path.read_text().splitlines()
+        ['epoch,loss,accuracy', '1,1,0.25', '2,0.5,']
+    """
+    keys = list(history)
+    n = len(history[keys[0]]) if keys else 0
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["epoch", *keys])
+    for i in range(n):
+        writer.writerow([i + 1, *[f"{history[k][i]:.6g}" if i < len(history[k]) else "" for k in keys]])
+    atomic_write_text(path, buf.getvalue())
+
+
+def headline(report: dict) -> dict:
+    """The numbers run.json and summary.csv keep of a :func:`kdtool.metrics.classification_report`.
+
+    Args:
+        report: one split's report (``evaluate_model``'s).
+
+    Returns:
+        accuracy, balanced accuracy, macro precision/recall/F1, melanoma sensitivity and specificity,
+        ROC-AUC and ECE (None where the report has none).
+    """
+    return {
+        "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
+        "macro_precision": report["macro"]["precision"], "macro_recall": report["macro"]["recall"],
+        "macro_f1": report["macro"]["f1"], "melanoma_sensitivity": report.get("melanoma_sensitivity"),
+        "melanoma_specificity": report.get("melanoma_specificity"), "roc_auc": report.get("roc_auc_macro"),
+        "ece": report.get("ece"),
+    }
+
+
+def finish_model(run: Run, name: str, role: str, teacher: str | None, model, history: dict,
+                 seconds: float, extra: dict | None = None) -> dict:
+    """Evaluate a trained model, write its files, record it in run.json and drop its epoch backups.
+
+    Args:
+        run: the open run.
+        name: the model's name in the run (``student_alone``, ``teacher_<arch>``, ...).
+        role: ``baseline``, ``teacher``, ``student`` or ``ensemble``.
+        teacher: what it learnt from (teacher names joined by ``+``), None without a teacher.
+        model: the trained Keras model (a student, not its Distiller).
+        history: its per-epoch history.
+        seconds: its training time.
+        extra: more fields for its record (settings it trained with, kept epoch).
+
+    Returns:
+        The model's record, as run.json keeps it.
+    """
+    from kdtool.distill.checkpoint import drop_backup
+    from kdtool.distill.evaluate import evaluate_model
+    from kdtool.distill.plots import plot_confusion, plot_curves
+
+    fd, out = run.fd, run.out
+    folder = out / name
+    folder.mkdir(exist_ok=True)
+    metrics = {split: evaluate_model(model, fd, split) for split in ("val", "test") if split in fd.splits}
+    write_history(history, folder / "history.csv")
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    plot_curves(history, folder / "curves.png", name)
+    plot_confusion(metrics["val"]["confusion_matrix"], fd.class_names, folder / "confusion.png", f"{name} (val)")
+    path = out / f"{name}.keras"
+    digest = save_model_atomic(model, path)
+    rec = {
+        "name": name, "role": role, "teacher": teacher, "file": path.name, "sha256": digest,
+        "params": int(model.count_params()), "size_bytes": path.stat().st_size,
+        "train_seconds": round(seconds, 2), "epochs": len(next(iter(history.values()), [])),
+        "val": headline(metrics["val"]), "test": headline(metrics.get("test", metrics["val"])),
+        **(extra or {}),
+    }
+    run.add(rec)
+    drop_backup(out / ".backup" / name)
+    return rec
