@@ -20,17 +20,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, write_fdata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, write_fdata
-from kdtool.bench import report
+from kdtool.bench import compare, report
 from kdtool.bench.device import cpu_model, detect_emulation
-from kdtool.bench.evaluate import dequantize, quantize, softmax, to_probabilities
-from kdtool.bench.runtime import RUNTIMES, TensorIO, _tensor_io, check_tflite_file, select_runtime
+from kdtool.bench.evaluate import softmax, to_probabilities
 from kdtool.cli import main
 from kdtool.data import load_fdata, save_fdata
 from kdtool.errors import InputError, RuntimeFailure
+from kdtool.litert import RUNTIMES, select_runtime
+from kdtool.tflite_model import TensorIO, _tensor_io, check_tflite_file
 
 CLASSES = ["nv", "mel", "bkl", "bcc"]
 SIZE = 8
@@ -122,14 +123,14 @@ def bench_json(tiny, tmp_path, *models, extra=()):
 def test_quantize_follows_the_formula():
     io_ = TensorIO(0, "x", (1, 2, 2, 3), np.dtype(np.int8), scale=1 / 255, zero_point=-128)
     x = np.array([0.0, 0.4, 1.0, 2.0, -1.0], dtype=np.float32)
-    q = quantize(x, io_)
+    q = io_.quantize(x)
     assert q.dtype == np.int8
     assert q.tolist() == [-128, 102 - 128, 127, 127, -128]
-    assert dequantize(q, io_)[:3] == pytest.approx([0.0, 0.4, 1.0], abs=1 / 255)
+    assert io_.dequantize(q)[:3] == pytest.approx([0.0, 0.4, 1.0], abs=1 / 255)
     u = TensorIO(0, "x", (1,), np.dtype(np.uint8), scale=0.5, zero_point=10)
-    assert quantize(np.array([-10.0, 1.0, 500.0]), u).tolist() == [0, 12, 255]
+    assert u.quantize(np.array([-10.0, 1.0, 500.0])).tolist() == [0, 12, 255]
     f = TensorIO(0, "x", (1,), np.dtype(np.float32))
-    assert quantize(x, f) is not None and quantize(x, f).dtype == np.float32 and not f.quantized
+    assert f.quantize(x).dtype == np.float32 and not f.quantized
 
 
 @settings(max_examples=50, deadline=None)
@@ -140,7 +141,7 @@ def test_quantize_follows_the_formula():
 def test_quantize_round_trip_within_half_a_step(scale, zp, values):
     io_ = TensorIO(0, "x", (1,), np.dtype(np.int8), scale=scale, zero_point=zp)
     x = np.array(values, dtype=np.float32)
-    back = dequantize(quantize(x, io_), io_)
+    back = io_.dequantize(io_.quantize(x))
     lo, hi = (-128 - zp) * scale, (127 - zp) * scale
     inside = (x >= lo) & (x <= hi)
     assert np.all(np.abs(back - x)[inside] <= scale / 2 + 1e-6 * max(1.0, scale))
@@ -192,6 +193,42 @@ def test_batch_gives_the_same_predictions(tiny, tmp_path):
     assert np.array_equal(preds[1], preds[7])
 
 
+def test_export_check_and_bench_feed_the_same_integers(tiny, monkeypatch):
+    """kdtool export's check and kdtool bench quantize a borderline image alike and read back the same scores."""
+    from kdtool import quant
+    from kdtool.export.check import run_tflite
+    from kdtool.tflite_model import load_model, predict_scores
+
+    model = load_model(tiny.i8, select_runtime(), batch=7)
+    scale, zp = model.input.scale, model.input.zero_point
+    x = load_fdata(tiny.fdata, splits=("test",)).x("test").copy()
+    # pixels next to a half step, where float32 and float64 division give different integers
+    centres = np.float32((np.arange(40) + 0.5) * scale)
+    near = np.concatenate([np.nextafter(centres, np.float32(-1)), centres, np.nextafter(centres, np.float32(2))])
+    borderline = near[np.rint(near / np.float32(scale)) != np.rint(near.astype(np.float64) / scale)]
+    assert borderline.size >= 5, "no borderline value for this scale; the test would show nothing"
+    x.reshape(-1)[: borderline.size] = borderline
+    fed = []  # every integer input tensor, in order
+    real = quant.quantize
+
+    def recording(*args, **kwargs):
+        fed.append(real(*args, **kwargs))
+        return fed[-1]
+
+    monkeypatch.setattr(quant, "quantize", recording)
+    from_export = run_tflite(tiny.i8.read_bytes(), x, batch_size=7)
+    export_fed = fed[:]
+    from_bench = predict_scores(model, x)
+    bench_fed = fed[len(export_fed) :]
+    assert len(export_fed) == len(bench_fed) == 9  # 60 images in batches of 7
+    for a, b in zip(export_fed, bench_fed, strict=True):
+        assert a.dtype == np.int8 and np.array_equal(a, b)
+    first = bench_fed[0].reshape(-1)[: borderline.size].astype(np.int64)
+    old = np.clip(np.round(borderline.astype(np.float64) / scale) + zp, -128, 127)
+    assert not np.array_equal(first, old)  # the float64 arithmetic would have fed other integers
+    assert from_export.dtype == np.float32 and np.array_equal(from_export, from_bench)
+
+
 # --------------------------------------------------------------------------- metrics against scikit-learn
 def test_bench_metrics_match_sklearn_with_an_absent_class(tiny, tmp_path):
     sk = pytest.importorskip("sklearn.metrics")
@@ -227,7 +264,7 @@ def test_bench_metrics_match_sklearn_with_an_absent_class(tiny, tmp_path):
     assert rec["melanoma_specificity"] == pytest.approx(float((y_pred[mel_neg] != 1).mean()))
     # ROC-AUC from the softmax of the dequantized int8 outputs, against scikit-learn on the same probabilities
     from kdtool.bench.evaluate import predict_proba
-    from kdtool.bench.runtime import load_model
+    from kdtool.tflite_model import load_model
 
     probs = predict_proba(load_model(tiny.i8, select_runtime()), load_fdata(data).x("test"))
     assert np.array_equal(probs.argmax(1), y_pred)
@@ -322,7 +359,7 @@ def test_json_to_stdout_and_csv(tiny, tmp_path):
     header = list(rows[0])
     assert header[: len(report.CSV_COLUMNS)] == list(report.CSV_COLUMNS)
     assert {"recall_mel", "f1_bcc"} <= set(header)
-    for row, rec in zip(rows, recs):
+    for row, rec in zip(rows, recs, strict=True):
         assert float(row["accuracy"]) == pytest.approx(rec["accuracy"])
         assert float(row["latency_median_ms"]) == pytest.approx(rec["latency_ms"]["median"])
         assert int(row["size_bytes"]) == rec["size_bytes"]
@@ -366,10 +403,10 @@ def test_pareto_flags():
         return {"accuracy": acc, "size_bytes": size, "latency_ms": {"median": med}, "emulated": emulated}
 
     recs = [rec(0.9, 100, 1.0), rec(0.8, 50, 1.0), rec(0.7, 200, 2.0), rec(0.95, 10, 0.1, True), rec(0.9, 100, 1.0)]
-    assert report.pareto_flags(recs) == [True, True, False, False, True]
-    assert report.pareto_path(None, None) == Path.cwd() / "pareto.png"
-    assert report.pareto_path("r/x.png", "a/b.json") == Path("r/x.png")
-    assert report.pareto_path("r", "-") == Path("r/pareto.png")
+    assert compare.pareto_flags(recs) == [True, True, False, False, True]
+    assert compare.pareto_path(None, None) == Path.cwd() / "pareto.png"
+    assert compare.pareto_path("r/x.png", "a/b.json") == Path("r/x.png")
+    assert compare.pareto_path("r", "-") == Path("r/pareto.png")
 
 
 # --------------------------------------------------------------------------- predict
@@ -426,7 +463,7 @@ def test_corrupt_sidecar_is_a_note(tiny, tmp_path):
 
 # --------------------------------------------------------------------------- runtime and device
 def test_runtime_order_and_numpy2_rule(monkeypatch):
-    import kdtool.bench.runtime as rt
+    import kdtool.litert as rt
 
     assert select_runtime().name == "ai_edge_litert"
     calls = []
@@ -482,7 +519,8 @@ def test_bench_and_predict_never_import_tensorflow(tiny, tmp_path):
         f"main(['bench', {str(tiny.i8)!r}, {str(tiny.f32)!r}, '--data', {str(tiny.fdata)!r}, '--runs', '3', "
         f"'--reference', {str(tiny.f32)!r}, '--json', {str(tmp_path / 'b.json')!r}], standalone_mode=False)\n"
         f"main(['predict', {str(tiny.i8)!r}, {str(img)!r}], standalone_mode=False)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'matplotlib'))\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'matplotlib'))\n"
         "print('HEAVY', heavy)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -494,7 +532,7 @@ def test_bench_and_predict_never_import_tensorflow(tiny, tmp_path):
 
 def test_tensorflow_fallback_gives_the_same_predictions(tiny):
     from kdtool.bench.evaluate import predict_proba
-    from kdtool.bench.runtime import load_model
+    from kdtool.tflite_model import load_model
 
     x = load_fdata(tiny.fdata, splits=("test",)).x("test")
     preds = {}
@@ -533,7 +571,7 @@ def test_tta_views_are_the_symmetries_of_the_square():
 def test_tta_d4_is_invariant_to_rotating_the_input(tiny):
     """The d4 average is the same for an image and its rotation or mirror; a single view is not."""
     from kdtool.bench.evaluate import predict_proba, predict_scores, softmax
-    from kdtool.bench.runtime import load_model
+    from kdtool.tflite_model import load_model
 
     x = load_fdata(tiny.fdata, splits=("test",)).x("test")
     for path in (tiny.f32, tiny.i8):
@@ -572,24 +610,3 @@ def test_bench_and_predict_tta(tiny, tmp_path):
     bench_out = tmp_path / "b.json"
     run_cli(["bench", tiny.i8, "--data", tiny.fdata, "--runs", 2, "--json", bench_out])
     _one_line_error(run_cli(["bench", "--compare", bench_out, "--tta", "d4"]), "--tta")
-
-
-def test_tta_benchmark_script(tiny, tmp_path):
-    """benchmarks/tta.py on the tiny models: its table holds what kdtool bench --tta measures."""
-    from conftest import load_benchmark
-
-    tta = load_benchmark("tta")
-    js, md = tmp_path / "tta.json", tmp_path / "tta.md"
-    assert tta.main([str(tiny.i8), str(tiny.f32), "--data", str(tiny.fdata), "--runs", "3",
-                     "--json", str(js), "--md", str(md)]) == 0  # fmt: skip
-    doc = json.loads(js.read_text())
-    assert doc["modes"] == ["none", "flip", "d4"] and [r["model"] for r in doc["results"]] == [str(tiny.i8), str(tiny.f32)]
-    recs, _ = bench_json(tiny, tmp_path, tiny.i8, extra=["--tta", "d4", "--split", "val"])
-    assert doc["results"][0]["modes"]["d4"]["val"]["accuracy"] == pytest.approx(recs[0]["accuracy"], abs=1e-4)
-    accs = [r["modes"]["d4"]["test"]["accuracy"] - r["modes"]["none"]["test"]["accuracy"] for r in doc["results"]]
-    assert doc["summary"]["d4"]["test_accuracy_vs_none"]["mean"] == pytest.approx(np.mean(accs), abs=1e-3)
-    assert doc["summary"]["d4"]["ms_per_image"]["mean"] > 0
-    text = md.read_text()
-    assert "| d4 vs none |" in text and "ms/image" in text and "Validation" not in text and "Val split" in text
-    with pytest.raises(SystemExit):
-        tta.main([str(tiny.i8), "--modes", "none,d8"])

@@ -28,11 +28,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, write_fdata
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import ROOT, write_fdata
 from kdtool.cli import main
 from kdtool.data import load_fdata, read_npy_header, safe_load_npy
 from kdtool.errors import InputError
@@ -352,8 +352,8 @@ def test_good_keras_passes_the_prescan(good):
 def test_kdtool_registered_layer_passes_and_loads(good, tmp_path):
     import keras
 
-    from kdtool.layers import ImagePreprocess
     from kdtool.export.convert import load_keras_model
+    from kdtool.layers import ImagePreprocess
 
     inp = keras.Input((SIZE, SIZE, 3))
     out = keras.layers.Dense(K)(keras.layers.GlobalAveragePooling2D()(ImagePreprocess("tf")(inp)))
@@ -613,11 +613,11 @@ sys.exit(main())
 @pytest.fixture
 def bad_child(tmp_path, monkeypatch):
     """Start isolated interpreters through a child whose invoke() crashes or hangs (KDTOOL_TEST_CHILD)."""
-    import kdtool.bench.runtime as rt
+    from kdtool.bench import isolation
 
     script = tmp_path / "bad_child.py"
     script.write_text(CHILD)
-    monkeypatch.setattr(rt, "CHILD_COMMAND", [sys.executable, str(script)])
+    monkeypatch.setattr(isolation, "CHILD_COMMAND", [sys.executable, str(script)])
 
     def use(mode: str) -> None:
         monkeypatch.setenv("KDTOOL_TEST_CHILD", mode)
@@ -656,7 +656,7 @@ def test_isolated_hang_is_a_timeout_line(good, sandbox, bad_child):
 
 
 def test_default_isolates_only_files_kdtool_did_not_write(good, sandbox, bad_child):
-    from kdtool.bench.runtime import should_isolate, written_by_kdtool
+    from kdtool.bench.isolation import should_isolate, written_by_kdtool
 
     bad_child("segv")  # every isolated run crashes, so the outcome shows where the model ran
     trusted, foreign = _trusted_copy(good, sandbox / "m")
@@ -704,8 +704,8 @@ def test_isolated_errors_keep_their_line(good, sandbox):
 
 
 def test_safety_and_child_import_no_tensorflow():
-    code = ("import sys, kdtool.safety, kdtool.bench._child, kdtool.bench.runtime, kdtool.bench.run\n"
-            "import kdtool.bench.predict\n"
+    code = ("import sys, kdtool.safety, kdtool.bench._child, kdtool.bench.isolation, kdtool.bench.run\n"
+            "import kdtool.bench.predict, kdtool.litert, kdtool.tflite_model, kdtool.quant\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip

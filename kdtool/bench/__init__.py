@@ -2,17 +2,21 @@
 
 Light install only (numpy, click, Pillow and a TFLite runtime): nothing in
 this package imports TensorFlow, Keras or scikit-learn, except the last-resort
-interpreter fallback in :mod:`kdtool.bench.runtime` when no LiteRT or
-tflite_runtime is installed.
+interpreter fallback in :mod:`kdtool.litert` when no LiteRT or tflite_runtime
+is installed. The interpreter wrapper (:mod:`kdtool.litert`,
+:mod:`kdtool.tflite_model`) and the quantize/dequantize arithmetic
+(:mod:`kdtool.quant`) are core modules, shared with ``kdtool export``'s check.
 
 Modules:
-    runtime: interpreter selection, model-file checks, loading.
-    evaluate: quantized I/O and predictions over a split.
+    evaluate: probabilities over a split (softmax, --tta averaging).
+    isolation: a foreign model's interpreter in a child process (--isolate).
     tta: test-time augmentation views (--tta).
     latency: benchmark_model-style timing and memory.
     device: machine facts and emulation detection.
     run: one model -> one result record.
-    report: table, JSON (keys documented there), CSV, --compare, pareto.png.
+    report: table, JSON (keys documented there), CSV.
+    compare: --compare, the Pareto front and pareto.png.
     predict: image files -> top-k classes.
     cli: the click commands.
+    runtime: the old import path of the moved wrapper, kept until benchmarks/ moves off it.
 """

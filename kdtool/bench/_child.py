@@ -1,6 +1,6 @@
 """The isolated interpreter process (``python -m kdtool.bench._child REQUEST.json`` works too).
 
-:func:`kdtool.bench.runtime.run_isolated` starts it for a model that was not
+:func:`kdtool.bench.isolation.run_isolated` starts it for a model that was not
 written by ``kdtool export``, so that a crash (segfault, abort) or a hang in
 the TFLite interpreter kills only this process. Protocol, all through the
 request's temporary ``outdir``:
@@ -8,7 +8,7 @@ request's temporary ``outdir``:
 * ``REQUEST.json``: ``{"job", "model", "outdir", "inputs": {name: .npy}, ...}``
   (the job's parameters, see :data:`JOBS`);
 * stdout: heartbeats only, a stage letter (see
-  :data:`kdtool.bench.runtime.STAGES`) or ``.`` after each progress step; the
+  :data:`kdtool.bench.isolation.STAGES`) or ``.`` after each progress step; the
   parent stops the child when none comes for ``--timeout`` seconds. Anything
   else written to fd 1 (native log lines) is sent to stderr instead;
 * ``outdir/result.json``: ``{"ok": true, ...}`` or ``{"error": line,
@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     if _progress_file is None or total <= 0:
         yield lambda n: beat()
         return
-    import click  # noqa: PLC0415
+    import click
 
     with click.progressbar(length=total, label=label, file=_progress_file) as bar:
         def update(n: int) -> None:
@@ -63,23 +64,23 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 
 
 def _split(req: dict):
-    from kdtool.bench.run import SplitData  # noqa: PLC0415
-    from kdtool.data import load_fdata  # noqa: PLC0415
+    from kdtool.bench.run import SplitData
+    from kdtool.data import load_fdata
 
     fdata = load_fdata(req["data"], splits=(req["split"],))
     return SplitData.from_fdata(fdata, req["split"])
 
 
 def _runtime(req: dict):
-    from kdtool.bench.runtime import select_runtime  # noqa: PLC0415
+    from kdtool.litert import select_runtime
 
     return select_runtime(req.get("runtime"))
 
 
 def job_bench(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """``bench``: :func:`kdtool.bench.run.bench_model` on one model -> record, notes, predictions."""
-    from kdtool.bench.run import bench_model  # noqa: PLC0415
-    from kdtool.data import safe_load_npy  # noqa: PLC0415
+    from kdtool.bench.run import bench_model
+    from kdtool.data import safe_load_npy
 
     data, runtime = _split(req), _runtime(req)
     reference = None
@@ -96,8 +97,8 @@ def job_bench(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
 
 def job_predictions(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """``predictions``: top-1 predictions of one model on the split (for ``--reference``)."""
-    from kdtool.bench.run import model_predictions  # noqa: PLC0415
-    from kdtool.bench.runtime import load_model  # noqa: PLC0415
+    from kdtool.bench.run import model_predictions
+    from kdtool.tflite_model import load_model
 
     data, runtime = _split(req), _runtime(req)
     beat("L")
@@ -108,8 +109,8 @@ def job_predictions(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
 
 def job_classify(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """``classify``: ``kdtool predict`` on image files -> results, notes."""
-    from kdtool.bench.predict import classify  # noqa: PLC0415
-    from kdtool.bench.runtime import load_model  # noqa: PLC0415
+    from kdtool.bench.predict import classify
+    from kdtool.tflite_model import load_model
 
     runtime = _runtime(req)
     beat("L")
@@ -160,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             _progress_file = None
     beat("S")
 
-    from kdtool.errors import InputError  # noqa: PLC0415
-    import click  # noqa: PLC0415
+    import click
+
+    from kdtool.errors import InputError
 
     try:
         job = JOBS.get(req.get("job"))
@@ -175,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:  # InputError (2), RuntimeFailure (1), ...
         _write_result(outdir, {"error": exc.format_message(), "exit_code": exc.exit_code})
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - an interpreter failure on an untrusted model
-        from kdtool.bench.runtime import one_line  # noqa: PLC0415
+    except Exception as exc:  # an interpreter failure on an untrusted model
+        from kdtool.litert import one_line
 
         msg = f"{req.get('model')}: the TFLite interpreter failed ({type(exc).__name__}: {one_line(exc, 240)})"
         _write_result(outdir, {"error": msg, "exit_code": InputError.exit_code})

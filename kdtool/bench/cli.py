@@ -1,21 +1,26 @@
 """``kdtool bench`` and ``kdtool predict``: numpy + click + a TFLite runtime, no TensorFlow.
 
 Nothing here imports TensorFlow, Keras or scikit-learn; the TFLite runtime is
-chosen by :func:`kdtool.bench.runtime.select_runtime`, matplotlib is imported
+chosen by :func:`kdtool.litert.select_runtime`, matplotlib is imported
 only for ``--compare``'s plot and Pillow only for ``predict``.
+
+Example:
+    >>> from click.testing import CliRunner
+    >>> "--isolate / --no-isolate" in CliRunner().invoke(bench_command, ["--help"]).output
+    True
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import click
 import numpy as np
 
-from kdtool.bench.runtime import DEFAULT_TIMEOUT_S
+from kdtool.bench.isolation import DEFAULT_TIMEOUT_S
 from kdtool.bench.tta import list_tta_modes
 from kdtool.errors import InputError
 
@@ -45,7 +50,7 @@ def _note(line: str) -> None:
 
 def expand_models(args: tuple[str, ...]) -> list[Path]:
     """Model arguments -> .tflite files: a folder stands for every ``*.tflite`` in it (sorted)."""
-    from kdtool.bench.runtime import check_tflite_file  # noqa: PLC0415
+    from kdtool.tflite_model import check_tflite_file
 
     paths: list[Path] = []
     for arg in args:
@@ -74,14 +79,14 @@ def check_output_path(path: str | None, flag: str) -> None:
 
 
 def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> None:
-    from kdtool.bench import report  # noqa: PLC0415
+    from kdtool.bench import compare
 
-    records = report.load_results(files)
-    for rec, front in zip(records, report.pareto_flags(records)):
+    records = compare.load_results(files)
+    for rec, front in zip(records, compare.pareto_flags(records), strict=True):
         rec["pareto"] = front
-    _emit(report, records, report.compare_table(records), json_path, csv_path)
+    _emit(records, compare.compare_table(records), json_path, csv_path)
     if plot:
-        _written, note = report.plot_pareto(records, report.pareto_path(out, json_path))
+        _written, note = compare.plot_pareto(records, compare.pareto_path(out, json_path))
         click.echo(note, err=True)
 
 
@@ -98,21 +103,21 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
               help="Untimed invokes before timing.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Resize the input tensor to this batch size.")
-@click.option("--json", "json_path", metavar="PATH", help="Write results as JSON (a list, one object per model); '-' for stdout.")
+@click.option("--json", "json_path", metavar="PATH",
+              help="Write results as JSON (a list, one object per model); '-' for stdout.")
 @click.option("--csv", "csv_path", metavar="PATH", help="Write results as CSV (one row per model); '-' for stdout.")
 @click.option("--reference", metavar="MODEL.tflite", help="Also report top-1 agreement with this model.")
 @click.option("--predictions", "predictions_path", metavar="PATH",
               help="Write the top-1 predictions on the split as an int64 .npy (one model only).")
 @click.option("--compare", is_flag=True,
-              help="Arguments are bench JSON files (e.g. from several devices): merge them into one table "
-                   "and a pareto.png.")
+              help="Treat the arguments as bench JSON files (from several devices, say) and merge them into one "
+                   "table and a pareto.png.")
 @click.option("--out", metavar="DIR|FILE.png",
               help="--compare: where pareto.png goes (default: beside --json, else the current folder).")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="--compare: write pareto.png.")
 @click.option("--isolate/--no-isolate", default=None,
-              help="Run each model's interpreter in a child process, so a model that crashes or hangs it becomes "
-                   "one error line. Default: isolate every model without a kdtool export sidecar whose sha256 "
-                   "matches the file.")
+              help="Run each model's interpreter in a child process so that a crash or hang becomes one error line "
+                   "(default: only models without a kdtool export sidecar whose sha256 matches).")
 @_tta_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated models: stop one that shows no progress (loading, or between "
@@ -155,17 +160,13 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     if out:
         raise InputError("--out applies to --compare only")
 
-    from kdtool.bench import report  # noqa: PLC0415
-    from kdtool.bench.device import device_facts  # noqa: PLC0415
-    from kdtool.bench.run import SplitData, bench_model, model_predictions  # noqa: PLC0415
-    from kdtool.bench.runtime import (  # noqa: PLC0415
-        check_tflite_file,
-        load_model,
-        run_isolated,
-        select_runtime,
-        should_isolate,
-    )
-    from kdtool.data import load_fdata  # noqa: PLC0415
+    from kdtool.bench import report
+    from kdtool.bench.device import device_facts
+    from kdtool.bench.isolation import run_isolated, should_isolate
+    from kdtool.bench.run import SplitData, bench_model, model_predictions
+    from kdtool.data import load_fdata
+    from kdtool.litert import select_runtime
+    from kdtool.tflite_model import check_tflite_file, load_model
 
     paths = expand_models(models)
     if predictions_path and len(paths) != 1:
@@ -210,11 +211,11 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
             _save_predictions(predictions_path, preds)
     for line in dict.fromkeys(notes):
         _note(line)
-    _emit(report, records, report.format_table(records), json_path, csv_path)
+    _emit(records, report.format_table(records), json_path, csv_path)
 
 
 def _save_predictions(path: str, preds: np.ndarray) -> None:
-    from kdtool.data import atomic_save_npy  # noqa: PLC0415
+    from kdtool.data import atomic_save_npy
 
     atomic_save_npy(path, np.asarray(preds, dtype=np.int64))
 
@@ -226,8 +227,8 @@ def _save_predictions(path: str, preds: np.ndarray) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one object per image) instead of text.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
 @click.option("--isolate/--no-isolate", default=None,
-              help="Run the interpreter in a child process (a crash or hang becomes one error line). Default: "
-                   "isolate a model without a kdtool export sidecar whose sha256 matches the file.")
+              help="Run the interpreter in a child process so that a crash or hang becomes one error line "
+                   "(default: only for a model without a kdtool export sidecar whose sha256 matches).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
               metavar="SECONDS", help="Isolated: stop an interpreter that shows no progress for this long.")
 @_tta_option
@@ -246,16 +247,12 @@ def predict_command(model, images, top, as_json, threads, isolate, timeout, tta)
     Example:
       kdtool predict models/export/student.int8.tflite lesion1.jpg lesion2.png --top 3
     """
-    import json  # noqa: PLC0415
+    import json
 
-    from kdtool.bench.predict import classify, format_predictions  # noqa: PLC0415
-    from kdtool.bench.runtime import (  # noqa: PLC0415
-        check_tflite_file,
-        load_model,
-        run_isolated,
-        select_runtime,
-        should_isolate,
-    )
+    from kdtool.bench.isolation import run_isolated, should_isolate
+    from kdtool.bench.predict import classify, format_predictions
+    from kdtool.litert import select_runtime
+    from kdtool.tflite_model import check_tflite_file, load_model
 
     path = check_tflite_file(model)
     if should_isolate(path, isolate):
@@ -276,9 +273,10 @@ def predict_command(model, images, top, as_json, threads, isolate, timeout, tta)
         click.echo(format_predictions(results))
 
 
-
-def _emit(report, records: list, table: str, json_path, csv_path) -> None:
+def _emit(records: list, table: str, json_path, csv_path) -> None:
     """Print the table (to stderr when JSON or CSV goes to stdout) and write --json/--csv."""
+    from kdtool.bench import report
+
     click.echo(table, err="-" in (json_path, csv_path))
     if json_path:
         report.write_json(records, json_path)

@@ -128,7 +128,7 @@ def device_facts(runtime=None) -> dict:
     """JSON-ready facts about this machine and software.
 
     Args:
-        runtime: the :class:`~kdtool.bench.runtime.Runtime` used, if any.
+        runtime: the :class:`~kdtool.litert.Runtime` used, if any.
 
     Returns:
         ``{hostname, machine, system, release, cpu_model, cpu_cores, cpu_affinity,

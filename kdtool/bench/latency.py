@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def peak_rss_mb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        import resource  # noqa: PLC0415 - Unix only
+        import resource  # Unix only
     except ImportError:  # pragma: no cover - Windows
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

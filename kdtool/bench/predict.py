@@ -4,7 +4,7 @@ Each image is opened with Pillow, EXIF-rotated, converted to RGB, resized
 whole (no crop) to the model's input H x W with bicubic resampling, and
 scaled to float32 by ``/255`` - the same steps that made the training data.
 Integer models get the input quantized from their own parameters (see
-:mod:`kdtool.bench.evaluate`). Class names come from the export sidecar
+:mod:`kdtool.quant`). Class names come from the export sidecar
 (``X.int8.json`` beside ``X.int8.tflite``), else ``class_0..K-1``.
 
 Example:
@@ -16,22 +16,23 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from kdtool.bench.evaluate import predict_proba
-from kdtool.bench.runtime import LoadedModel, one_line
 from kdtool.data import to_unit_float
 from kdtool.errors import InputError, RuntimeFailure
+from kdtool.litert import one_line
+from kdtool.tflite_model import LoadedModel
 
 MAX_IMAGE_BYTES = 64 * 2**20
 
 
 def _pil():
     try:
-        from PIL import Image, ImageOps  # noqa: PLC0415 - only predict needs Pillow
+        from PIL import Image, ImageOps  # only predict needs Pillow
     except ImportError as exc:  # pragma: no cover - Pillow is an install requirement
         raise RuntimeFailure(f"kdtool predict needs Pillow: run  pip install Pillow  ({exc})") from None
     return Image, ImageOps
@@ -57,7 +58,7 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
         raise InputError(f"{path}: {'is a directory, expected an image' if path.is_dir() else 'file not found'}")
     if path.stat().st_size > MAX_IMAGE_BYTES:
         raise InputError(f"{path}: over {MAX_IMAGE_BYTES // 2**20} MiB; not accepted as an image")
-    bicubic = getattr(getattr(Image, "Resampling", Image), "BICUBIC")
+    bicubic = getattr(Image, "Resampling", Image).BICUBIC
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -93,13 +94,13 @@ def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3, tta
     names = model.class_names()
     k = min(int(top), len(names))
     results = []
-    for path, p in zip(images, probs):
+    for path, p in zip(images, probs, strict=True):
         order = np.argsort(-p, kind="stable")[:k]
         results.append({
             "image": str(path),
             "model": model.path.name,
             "top": [{"class": names[i], "probability": float(p[i])} for i in order],
-            "probabilities": {n: float(v) for n, v in zip(names, p)},
+            "probabilities": {n: float(v) for n, v in zip(names, p, strict=True)},
         })  # fmt: skip
     return results
 

@@ -1,4 +1,4 @@
-"""Bench results: console table, JSON, CSV, multi-device comparison and the Pareto plot.
+"""Bench results: the console table, JSON and CSV (the JSON keys are documented here).
 
 JSON (``kdtool bench --json PATH``; ``-`` for stdout) is a list with one object
 per model, in the order the models were benchmarked. Keys (schema 1) are
@@ -64,9 +64,7 @@ kdtool_version           kdtool's version
 created                  UTC time of the run, ISO 8601
 =======================  ================================================================
 
-``kdtool bench --compare`` adds ``pareto`` (true when no other result has at
-least the accuracy, at most the size and at most the median latency, and is
-better in one; false for emulated results or those without latency).
+``kdtool bench --compare`` (:mod:`kdtool.bench.compare`) adds ``pareto``.
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,
@@ -84,14 +82,10 @@ import io
 import json
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from kdtool.data import atomic_write_text
-from kdtool.errors import InputError
-
-REQUIRED_KEYS = ("model", "size_bytes", "accuracy", "latency_ms", "device")
-MAX_RESULT_BYTES = 64 * 2**20
 
 CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
@@ -110,7 +104,18 @@ EMULATED_NOTE = "EMULATED ({reason}): latency, init and throughput figures are m
 
 # ----------------------------------------------------------------------------- formatting helpers
 def fmt_bytes(n: int | None) -> str:
-    """``123456`` -> ``120.6 KiB``."""
+    """A byte count for people.
+
+    Args:
+        n: bytes, or None.
+
+    Returns:
+        The count in B, KiB, MiB or GiB with one decimal; ``-`` for None.
+
+    Example:
+        >>> fmt_bytes(123456), fmt_bytes(None)
+        ('120.6 KiB', '-')
+    """
     if n is None:
         return "-"
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -120,29 +125,80 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def fmt_count(n: int | None) -> str:
-    """``128999`` -> ``129.0k``."""
+    """A parameter count for people.
+
+    Args:
+        n: the count, or None.
+
+    Returns:
+        ``129.0k``, ``1.23M`` or the plain number; ``-`` for None.
+
+    Example:
+        >>> fmt_count(128999), fmt_count(1234567), fmt_count(12)
+        ('129.0k', '1.23M', '12')
+    """
     if n is None:
         return "-"
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-def _f(v, spec: str) -> str:
+def fmt_number(v, spec: str) -> str:
+    """A number in a table cell.
+
+    Args:
+        v: the value (None or NaN for none).
+        spec: a format spec.
+
+    Returns:
+        ``format(v, spec)``, or ``-`` for a missing value.
+
+    Example:
+        >>> fmt_number(0.91234, ".3f"), fmt_number(None, ".3f")
+        ('0.912', '-')
+    """
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
 def render_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
-    """Plain fixed-width table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    """A plain fixed-width table.
+
+    Args:
+        header: column titles.
+        rows: cells, one sequence per row.
+        left: how many leading columns are left-aligned (the rest are right-aligned).
+
+    Returns:
+        The table's text: header, a rule, the rows.
+
+    Example:
+        >>> print(render_table(["model", "acc"], [["s.int8", "0.91"]]))
+        model    acc
+        ------  ----
+        s.int8  0.91
+    """
     rows = [list(map(str, r)) for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def device_label(rec: dict) -> str:
-    """Short device name: ``host aarch64 ARM Cortex-A72`` (+ ``[emulated]``)."""
+    """A result's device in a few words.
+
+    Args:
+        rec: a bench record.
+
+    Returns:
+        Host name, machine and CPU model, with `` [emulated]`` for an emulated run.
+
+    Example:
+        >>> device_label({"device": {"hostname": "pi", "machine": "aarch64", "cpu_model": "ARM Cortex-A72"}})
+        'pi aarch64 ARM Cortex-A72'
+    """
     dev = rec.get("device") or {}
     parts = [dev.get("hostname"), dev.get("machine"), dev.get("cpu_model")]
     label = " ".join(str(p) for p in parts if p)
@@ -151,7 +207,17 @@ def device_label(rec: dict) -> str:
 
 # ----------------------------------------------------------------------------- bench table
 def format_table(records: Sequence[dict]) -> str:
-    """The console table of one bench run (one row per model) with the run's facts below."""
+    """The console table of one bench run.
+
+    Args:
+        records: bench records, one per model.
+
+    Returns:
+        One row per model, then lines with the run's split, runtime, device and notes.
+
+    Example:
+        >>> print(format_table(records))  # doctest: +SKIP
+    """
     if not records:
         return "(no models)"
     with_ref = any(r.get("reference") for r in records)
@@ -162,13 +228,14 @@ def format_table(records: Sequence[dict]) -> str:
         lat = r.get("latency_ms") or {}
         row = [
             r["model"], r.get("mode") or "-", fmt_bytes(r.get("size_bytes")), fmt_count(r.get("params")),
-            _f(r.get("accuracy"), ".4f"), _f(r.get("balanced_accuracy"), ".4f"),
-            _f((r.get("macro") or {}).get("f1"), ".4f"), _f(r.get("melanoma_sensitivity"), ".4f"),
-            _f(r.get("roc_auc_macro"), ".4f"), _f(lat.get("median"), ".3f"), _f(lat.get("p90"), ".3f"),
-            _f(r.get("images_per_second"), ".1f"), _f(r.get("init_ms"), ".1f"),
+            fmt_number(r.get("accuracy"), ".4f"), fmt_number(r.get("balanced_accuracy"), ".4f"),
+            fmt_number((r.get("macro") or {}).get("f1"), ".4f"), fmt_number(r.get("melanoma_sensitivity"), ".4f"),
+            fmt_number(r.get("roc_auc_macro"), ".4f"), fmt_number(lat.get("median"), ".3f"),
+            fmt_number(lat.get("p90"), ".3f"), fmt_number(r.get("images_per_second"), ".1f"),
+            fmt_number(r.get("init_ms"), ".1f"),
         ]  # fmt: skip
         if with_ref:
-            row.append(_f(r.get("reference_agreement"), ".4f"))
+            row.append(fmt_number(r.get("reference_agreement"), ".4f"))
         rows.append(row)
     first = records[0]
     dev = first.get("device") or {}
@@ -181,7 +248,8 @@ def format_table(records: Sequence[dict]) -> str:
         + (f"; TTA {first['tta']} ({first.get('tta_views')} invokes per image: img/s counts them all)"
            if first.get("tta") not in (None, "none") else ""),
         f"device: {dev.get('machine')}, {dev.get('cpu_model')}, {dev.get('cpu_cores')} cores; "
-        f"Python {dev.get('python')}, numpy {dev.get('numpy')}; peak RSS {_f(records[-1].get('peak_rss_mb'), '.1f')} MiB",
+        f"Python {dev.get('python')}, numpy {dev.get('numpy')}; "
+        f"peak RSS {fmt_number(records[-1].get('peak_rss_mb'), '.1f')} MiB",
     ]
     points = [f"{r['model']}: {p}" for r in records if (p := operating_point_note(r.get("operating_point")))]
     if points:
@@ -192,7 +260,13 @@ def format_table(records: Sequence[dict]) -> str:
 
 
 def operating_point_note(point: dict | None) -> str:
-    """A sidecar's ``operating_point`` in a few words; empty for the model as trained.
+    """A sidecar's ``operating_point`` in a few words.
+
+    Args:
+        point: the sidecar's ``operating_point`` (None without one).
+
+    Returns:
+        The note; empty for the model as trained.
 
     Example:
         >>> operating_point_note({"prior_shift": 0.5, "melanoma_sensitivity": {
@@ -202,7 +276,8 @@ def operating_point_note(point: dict | None) -> str:
         'melanoma floor 60% not held'
         >>> operating_point_note({"prior_shift": 0.0, "majority_offset": {"class": "nv", "offset": 1.25}})
         'nv logit +1.25'
-        >>> operating_point_note({"prior_shift": 0.0, "majority_offset": {"offset": 0.0, "asked": 1.0, "skipped": "..."}})
+        >>> operating_point_note({"prior_shift": 0.0,
+        ...                       "majority_offset": {"offset": 0.0, "asked": 1.0, "skipped": "..."}})
         'majority offset not applied'
         >>> operating_point_note({"prior_shift": 0.0})
         ''
@@ -225,12 +300,31 @@ def operating_point_note(point: dict | None) -> str:
 
 # ----------------------------------------------------------------------------- JSON / CSV
 def to_json(records: Sequence[dict]) -> str:
-    """The JSON text of a result list (strict JSON: no NaN)."""
+    """The JSON text of a result list.
+
+    Args:
+        records: bench records.
+
+    Returns:
+        Indented strict JSON (no NaN), ending in a newline.
+
+    Example:
+        >>> json.loads(to_json([{"model": "s.tflite", "ece": 0.02}]))
+        [{'model': 's.tflite', 'ece': 0.02}]
+    """
     return json.dumps(list(records), indent=2, allow_nan=False) + "\n"
 
 
 def write_json(records: Sequence[dict], path: str | Path) -> None:
-    """Write results as JSON to ``path`` (atomically), or to stdout when ``path`` is ``-``."""
+    """Write results as JSON.
+
+    Args:
+        records: bench records.
+        path: the file (written atomically), or ``-`` for stdout.
+
+    Example:
+        >>> write_json(records, "bench.json")  # doctest: +SKIP
+    """
     text = to_json(records)
     if str(path) == "-":
         sys.stdout.write(text)
@@ -240,7 +334,18 @@ def write_json(records: Sequence[dict], path: str | Path) -> None:
 
 
 def flatten(rec: dict) -> dict:
-    """One CSV row: scalar keys, nested ones flattened, per-class recall/F1."""
+    """One CSV row of a record.
+
+    Args:
+        rec: a bench record.
+
+    Returns:
+        Its scalar keys, the nested ones flattened, then ``recall_<class>`` and ``f1_<class>``.
+
+    Example:
+        >>> flatten({"model": "s", "macro": {"f1": 0.5}, "per_class": {"mel": {"recall": 0.7, "f1": 0.6}}})["f1_mel"]
+        0.6
+    """
     row = {k: rec.get(k) for k in CSV_COLUMNS if k in rec and not isinstance(rec.get(k), (dict, list))}
     for avg in ("macro", "weighted"):
         for m in ("precision", "recall", "f1"):
@@ -264,7 +369,19 @@ def flatten(rec: dict) -> dict:
 
 
 def to_csv(records: Sequence[dict]) -> str:
-    """CSV text: the fixed :data:`CSV_COLUMNS`, then per-class columns in order of appearance."""
+    """The CSV text of a result list.
+
+    Args:
+        records: bench records.
+
+    Returns:
+        A header (the fixed :data:`CSV_COLUMNS`, then the per-class columns in order of
+        appearance) and one row per record.
+
+    Example:
+        >>> to_csv([{"model": "s"}]).splitlines()[1].split(",")[0]
+        's'
+    """
     rows = [flatten(r) for r in records]
     extra: list[str] = []
     for row in rows:
@@ -278,191 +395,17 @@ def to_csv(records: Sequence[dict]) -> str:
 
 
 def write_csv(records: Sequence[dict], path: str | Path) -> None:
-    """Write results as CSV to ``path`` (atomically), or to stdout when ``path`` is ``-``."""
+    """Write results as CSV.
+
+    Args:
+        records: bench records.
+        path: the file (written atomically), or ``-`` for stdout.
+
+    Example:
+        >>> write_csv(records, "bench.csv")  # doctest: +SKIP
+    """
     text = to_csv(records)
     if str(path) == "-":
         sys.stdout.write(text)
     else:
         atomic_write_text(path, text)
-
-
-# ----------------------------------------------------------------------------- compare
-def load_results(paths: Sequence[str | Path]) -> list[dict]:
-    """Read and merge bench JSON files (each a list of records, or one record).
-
-    Raises:
-        InputError: one line naming the file: missing, too big, not JSON, or
-            not kdtool bench results.
-    """
-    merged: list[dict] = []
-    for p in map(Path, paths):
-        try:
-            if p.stat().st_size > MAX_RESULT_BYTES:
-                raise InputError(f"{p}: over {MAX_RESULT_BYTES // 2**20} MiB; not a kdtool bench JSON")
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{p}: file not found") from None
-        except IsADirectoryError:
-            raise InputError(f"{p}: is a directory, expected a bench JSON file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p}: cannot read ({exc})") from None
-        except ValueError as exc:
-            raise InputError(f"{p}: not valid JSON ({exc})") from None
-        docs = doc if isinstance(doc, list) else [doc]
-        if not docs:
-            raise InputError(f"{p}: holds no results")
-        for i, rec in enumerate(docs):
-            if not isinstance(rec, dict):
-                raise InputError(f"{p}: item {i} is not an object; not a kdtool bench JSON")
-            missing = [k for k in REQUIRED_KEYS if k not in rec]
-            if missing:
-                raise InputError(f"{p}: item {i} lacks {', '.join(missing)}; not a kdtool bench JSON")
-            if not isinstance(rec["latency_ms"], dict) or not isinstance(rec["device"], dict):
-                raise InputError(f"{p}: item {i} has malformed latency_ms/device; not a kdtool bench JSON")
-            merged.append(dict(rec, source=str(p)))
-    return merged
-
-
-def _median_ms(rec: dict) -> float | None:
-    v = (rec.get("latency_ms") or {}).get("median")
-    return float(v) if isinstance(v, (int, float)) and not rec.get("emulated") else None
-
-
-def pareto_flags(records: Sequence[dict]) -> list[bool]:
-    """Non-dominated results in (accuracy up, size down, median latency down).
-
-    Emulated results and results without latency are never on the front and
-    take no part in it.
-    """
-    pts = []
-    for r in records:
-        lat, acc, size = _median_ms(r), r.get("accuracy"), r.get("size_bytes")
-        pts.append((acc, size, lat) if None not in (lat, acc, size) else None)
-    flags = []
-    for i, p in enumerate(pts):
-        if p is None:
-            flags.append(False)
-            continue
-        dominated = any(
-            q is not None and j != i and q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] and q != p
-            for j, q in enumerate(pts)
-        )
-        flags.append(not dominated)
-    return flags
-
-
-def compare_table(records: Sequence[dict]) -> str:
-    """One table over results from several devices; ``*`` marks the Pareto front."""
-    flags = pareto_flags(records)
-    header = ["model", "device", "runtime", "thr", "batch", "acc", "bal.acc", "mel.sens", "size", "median ms",
-              "p90 ms", "img/s", "pareto"]  # fmt: skip
-    rows = []
-    for r, front in zip(records, flags):
-        lat = r.get("latency_ms") or {}
-        rows.append([
-            r["model"], device_label(r), f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
-            _f(r.get("threads"), "d"), _f(r.get("batch"), "d"), _f(r.get("accuracy"), ".4f"),
-            _f(r.get("balanced_accuracy"), ".4f"), _f(r.get("melanoma_sensitivity"), ".4f"),
-            fmt_bytes(r.get("size_bytes")), _f(lat.get("median"), ".3f"), _f(lat.get("p90"), ".3f"),
-            _f(r.get("images_per_second"), ".1f"), "*" if front else "",
-        ])  # fmt: skip
-    lines = [render_table(header, rows, left=3)]
-    if any(r.get("emulated") for r in records):
-        lines += ["", "[emulated] rows ran under qemu: their latency figures are meaningless and take no part in "
-                      "the Pareto front."]  # fmt: skip
-    return "\n".join(lines)
-
-
-def pareto_path(out: str | Path | None, json_path: str | Path | None) -> Path:
-    """Where ``--compare`` writes its plot.
-
-    ``--out`` wins (a ``.png`` path is used as is, anything else is a folder
-    that gets ``pareto.png``); else beside the ``--json`` file (unless that is
-    stdout); else ``pareto.png`` in the current folder.
-    """
-    if out is not None:
-        out = Path(out)
-        return out if out.suffix.lower() == ".png" else out / "pareto.png"
-    if json_path is not None and str(json_path) != "-":
-        return Path(json_path).resolve().parent / "pareto.png"
-    return Path.cwd() / "pareto.png"
-
-
-def plot_pareto(records: Sequence[dict], path: str | Path) -> tuple[Path | None, str]:
-    """Accuracy vs size and accuracy vs median latency, Pareto fronts drawn; matplotlib lazily.
-
-    Args:
-        records: merged results.
-        path: the PNG to write (its folder is created).
-
-    Returns:
-        (path written or None, a one-line note for the user).
-    """
-    try:
-        # Figure without pyplot: no global backend state, PNG through Agg.
-        from matplotlib.figure import Figure  # noqa: PLC0415 - optional, lazy
-        from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
-    except ImportError:
-        return None, "matplotlib is not installed: no pareto.png (pip install matplotlib)"
-    path = Path(path)
-    flags = pareto_flags(records)
-    devices = list(dict.fromkeys(device_label(r) for r in records))
-    colours = {d: f"C{i % 10}" for i, d in enumerate(devices)}
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    ax_size, ax_lat = fig.subplots(1, 2, sharey=True)
-
-    def front_line(ax, pts):
-        # 2-D front: sort by cost, keep points that raise the best accuracy so far.
-        best, xs, ys = -1.0, [], []
-        for x, y in sorted(pts):
-            if y > best:
-                best = y
-                xs.append(x)
-                ys.append(y)
-        if xs:
-            ax.step(xs, ys, where="post", color="0.4", linestyle="--", linewidth=1, label="Pareto front")
-
-    size_pts, lat_pts, n_emulated, seen = [], [], 0, set()
-    for r, front in zip(records, flags):
-        acc, size, lat = r.get("accuracy"), r.get("size_bytes"), _median_ms(r)
-        if acc is None:
-            continue
-        name, colour = r["model"], colours[device_label(r)]
-        if size and (name, size, acc) not in seen:  # size does not depend on the device: one point per model
-            seen.add((name, size, acc))
-            ax_size.scatter(size / 1024, acc, color="C0", s=50, zorder=3)
-            ax_size.annotate(name, (size / 1024, acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
-            size_pts.append((size / 1024, acc))
-        if lat is not None:
-            ax_lat.scatter(lat, acc, color=colour, edgecolors="black" if front else colour, s=160 if front else 50,
-                           zorder=3, marker="*" if front else "o", label=device_label(r))  # fmt: skip
-            ax_lat.annotate(name, (lat, acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
-            lat_pts.append((lat, acc))
-        elif r.get("emulated"):
-            n_emulated += 1
-    front_line(ax_size, size_pts)
-    front_line(ax_lat, lat_pts)
-    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
-    ax_size.set_xscale("log")
-    ax_size.xaxis.set_major_formatter(plain)
-    ax_size.xaxis.set_minor_formatter(plain)
-    ax_size.set_xlabel("model size (KiB, log)")
-    ax_size.set_ylabel("accuracy")
-    ax_size.set_title("accuracy vs size")
-    if lat_pts:
-        ax_lat.set_xscale("log")
-        ax_lat.xaxis.set_major_formatter(plain)
-    ax_lat.set_xlabel("median latency (ms, log)")
-    title = "accuracy vs latency (* = Pareto over accuracy, size, latency)"
-    if n_emulated:
-        title += f"\n{n_emulated} emulated result(s) left out: emulated timings are meaningless"
-    ax_lat.set_title(title, fontsize=9)
-    handles, labels = ax_lat.get_legend_handles_labels()
-    if handles:
-        uniq = dict(zip(labels, handles))
-        ax_lat.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")
-    for ax in (ax_size, ax_lat):
-        ax.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path, f"wrote {path}"

@@ -11,25 +11,26 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
 from kdtool import __version__
-from kdtool.bench.evaluate import check_data_shape, predict_proba, set_input
+from kdtool.bench.evaluate import check_data_shape, predict_proba
 from kdtool.bench.latency import current_rss_mb, measure_latency, peak_rss_mb, summarize
-from kdtool.bench.runtime import LoadedModel, Runtime, load_model
 from kdtool.bench.tta import view_count
 from kdtool.data import FData
+from kdtool.litert import Runtime
 from kdtool.metrics import agreement, classification_report
+from kdtool.tflite_model import LoadedModel, load_model, set_input
 
 SCHEMA_VERSION = 1
 
 #: A factory of progress callbacks: ``progress(label, total)`` is a context manager yielding ``update(n)``.
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 
 @contextmanager
@@ -65,7 +66,7 @@ class SplitData:
     source: str
 
     @classmethod
-    def from_fdata(cls, fdata: FData, split: str) -> "SplitData":
+    def from_fdata(cls, fdata: FData, split: str) -> SplitData:
         return cls(fdata.x(split), fdata.labels(split), list(fdata.class_names), split,
                    str(Path(fdata.root) / f"X_{split}.npy"))
 

@@ -1,8 +1,12 @@
-"""Run a .tflite with LiteRT's interpreter and compare it with its Keras model (numpy + ai_edge_litert).
+"""Run a .tflite with kdtool bench's interpreter wrapper and compare it with its Keras model (numpy only).
 
 The check runs on the VALIDATION split: accuracy, balanced accuracy and macro-F1
 of both models, the drops (in percentage points, Keras minus TFLite), per-class
-recall drops and top-1 agreement.
+recall drops and top-1 agreement. The .tflite runs through the same
+TensorFlow-free wrapper (:mod:`kdtool.litert`, :mod:`kdtool.tflite_model`) and
+the same quantize/dequantize (:mod:`kdtool.quant`) as ``kdtool bench``, so the
+check and ``kdtool bench`` feed a model the same integers and read back
+the same scores.
 
 Example:
     >>> logits = run_tflite(tflite_bytes, fd.x("val"))                     # doctest: +SKIP
@@ -14,26 +18,19 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from kdtool.errors import InputError
+from kdtool.litert import captured_stderr_fd, open_interpreter, select_runtime
 from kdtool.metrics import agreement, classification_report
+from kdtool.tflite_model import load_model, predict_scores
 
-_QUANT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
-
-def _interpreter(model_content: bytes, delegates: bool = True):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
-
-    from kdtool.export.convert import quiet  # noqa: PLC0415
-
-    kwargs = {"model_content": bytes(model_content), "num_threads": max(1, os.cpu_count() or 1)}
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with quiet():
-        interp = Interpreter(**kwargs)
-    return interp
+def _without_delegates(model_content: bytes):
+    """An interpreter without XNNPACK, so every builtin op and tensor shows."""
+    return open_interpreter(model_content, select_runtime(), delegates=False)
 
 
 def _tensor_record(d: dict) -> dict:
@@ -53,86 +50,76 @@ def io_details(model_content: bytes) -> dict:
     ``quantization`` is ``{"scale", "zero_point"}``; scale 0.0 means "not quantized"
     (the TFLite convention), as for float32 tensors.
 
+    Args:
+        model_content: the .tflite bytes.
+
     Returns:
         ``{"input": {...}, "output": {...}}``.
+
+    Example:
+        >>> io_details(tflite_bytes)["input"]["dtype"]  # doctest: +SKIP
+        'int8'
     """
-    interp = _interpreter(model_content, delegates=False)
+    interp = _without_delegates(model_content)
     return {"input": _tensor_record(interp.get_input_details()[0]),
             "output": _tensor_record(interp.get_output_details()[0])}
 
 
 def graph_summary(model_content: bytes) -> dict:
-    """Op names and tensor dtype counts of a .tflite (no delegate, so every builtin op shows)."""
-    from kdtool.export.convert import quiet  # noqa: PLC0415
+    """Op names and tensor dtype counts of a .tflite (no delegate, so every builtin op shows).
 
-    interp = _interpreter(model_content, delegates=False)
-    with quiet():
+    Args:
+        model_content: the .tflite bytes.
+
+    Returns:
+        ``{"ops": [sorted op names], "tensor_dtypes": {dtype name: count}}``.
+
+    Example:
+        >>> graph_summary(tflite_bytes)["ops"][:2]  # doctest: +SKIP
+        ['CONV_2D', 'DEPTHWISE_CONV_2D']
+    """
+    interp = _without_delegates(model_content)
+    with captured_stderr_fd([]):
         interp.allocate_tensors()
     dtypes: dict[str, int] = {}
     for t in interp.get_tensor_details():
         name = np.dtype(t["dtype"]).name
         dtypes[name] = dtypes.get(name, 0) + 1
     try:
-        ops = sorted({op["op_name"] for op in interp._get_ops_details()})  # noqa: SLF001 - no public API
-    except Exception:  # noqa: BLE001 - private API may change
+        ops = sorted({op["op_name"] for op in interp._get_ops_details()})  # private: no public API
+    except Exception:  # the private API may change
         ops = []
     return {"ops": ops, "tensor_dtypes": dict(sorted(dtypes.items()))}
 
 
-def quantize_input(x: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    """Turn float32 [0, 1] images into the input tensor's dtype (identity for float inputs)."""
-    if dtype not in _QUANT_RANGE:
-        return np.asarray(x, dtype=dtype)
-    lo, hi = _QUANT_RANGE[dtype]
-    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
-    return np.clip(q, lo, hi).astype(dtype)
-
-
-def dequantize_output(q: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    """Turn the output tensor into float32 logits (identity for float outputs)."""
-    if dtype not in _QUANT_RANGE:
-        return np.asarray(q, dtype=np.float32)
-    return ((np.asarray(q, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-
-
 def run_tflite(model_content: bytes, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Run a .tflite classifier on float32 [0, 1] images; returns float32 logits (N, K).
+    """Run a .tflite classifier on float32 [0, 1] images, as ``kdtool bench`` does.
 
-    Inputs are quantized and outputs dequantized with the tensors' own parameters.
-    The batch dimension is resized to ``batch_size`` (the last batch padded); a
-    model that refuses resizing runs one image at a time.
+    The model is loaded by :func:`kdtool.tflite_model.load_model` and run by
+    :func:`kdtool.tflite_model.predict_scores`, so inputs are quantized and outputs
+    dequantized by :mod:`kdtool.quant` exactly as on the device. The batch
+    dimension is resized to ``batch_size`` (the last batch padded); a model that
+    refuses resizing runs at its own batch size.
+
+    Args:
+        model_content: the .tflite bytes.
+        x: float32 images (N, H, W, 3) in [0, 1].
+        batch_size: images per invoke.
+
+    Returns:
+        float32 (N, K) dequantized outputs (logits).
+
+    Example:
+        >>> run_tflite(tflite_bytes, fd.x("val")).shape  # doctest: +SKIP
+        (852, 7)
     """
-    from kdtool.export.convert import quiet  # noqa: PLC0415
-
-    with quiet():  # the XNNPACK delegate announces itself on stderr
-        return _run_tflite(model_content, x, batch_size)
-
-
-def _run_tflite(model_content: bytes, x: np.ndarray, batch_size: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    interp = _interpreter(model_content)
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    in_dtype, out_dtype = np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name
-    in_q, out_q = inp["quantization"], out["quantization"]
-    n = len(x)
-    batch = max(1, min(int(batch_size), n))
+    runtime, threads = select_runtime(), max(1, os.cpu_count() or 1)
     try:
-        interp.resize_tensor_input(inp["index"], [batch, *x.shape[1:]], strict=False)
-        interp.allocate_tensors()
-    except (RuntimeError, ValueError):
-        batch = 1
-        interp = _interpreter(model_content)
-        interp.allocate_tensors()
-    results = []
-    for start in range(0, n, batch):
-        chunk = x[start : start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - real, *x.shape[1:]), np.float32)])
-        interp.set_tensor(inp["index"], quantize_input(chunk, in_dtype, in_q[0], in_q[1]))
-        interp.invoke()
-        results.append(dequantize_output(interp.get_tensor(out["index"])[:real], out_dtype, out_q[0], out_q[1]))
-    return np.concatenate(results) if results else np.zeros((0, 0), np.float32)
+        model = load_model(model_content, runtime, threads=threads, batch=max(1, min(int(batch_size), len(x))))
+    except InputError:  # the batch dimension cannot be resized
+        model = load_model(model_content, runtime, threads=threads)
+    return predict_scores(model, x)
 
 
 def _headline(report: dict) -> dict:
@@ -212,7 +199,8 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"{r['name']:<{w}} {r['mode']:<{wm}} {r['size_bytes'] / 1024:8.1f} "
             f"{(f'{ratio:.2f}' if ratio else '-'):>5} {pct(c['keras']['accuracy'])} {pct(c['tflite']['accuracy'])} "
-            f"{c['accuracy_drop']:+6.2f} {pct(c['keras']['balanced_accuracy'])} {pct(c['tflite']['balanced_accuracy'])} "
+            f"{c['accuracy_drop']:+6.2f} {pct(c['keras']['balanced_accuracy'])} "
+            f"{pct(c['tflite']['balanced_accuracy'])} "
             f"{pct(c['keras']['macro_f1'])} {pct(c['tflite']['macro_f1'])} {pct(c['agreement'])}  "
             f"{'ok' if c['passed'] else 'FAIL'}"
         )
