@@ -21,9 +21,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
         raise InputError(f"{path}: permission denied") from None
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - numpy's parser: ValueError, SyntaxError, tokenize.TokenError...
+    except Exception as exc:  # numpy's parser: ValueError, SyntaxError, tokenize.TokenError...
         raise InputError(f"{path}: corrupt .npy header ({' '.join(str(exc).split())[:200]})") from None
     if dtype.hasobject:
         raise InputError(f"{path}: holds Python objects (pickle); only numeric arrays are accepted")
@@ -354,7 +354,8 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     for i in order[:leftover]:
         quota[i] += 1
     quota = np.minimum(quota, counts)
-    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False)
+              for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 

@@ -35,7 +35,7 @@ DERMAMNIST_INFO = {
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()  # noqa: S324 - checksum published by MedMNIST, not a security boundary
+    h = hashlib.md5()  # checksum published by MedMNIST, not a security boundary
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
@@ -60,7 +60,7 @@ def download(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
         got = md5sum(tmp)
@@ -116,7 +116,9 @@ def convert_medmnist_npz(npz_path: Path, out: Path, size: int = 32, info: dict |
             except ValueError as exc:
                 raise InputError(f"{npz_path}: unreadable array in {split} ({exc})") from None
             if images.dtype != np.uint8 or images.ndim not in (3, 4):
-                raise InputError(f"{npz_path}: {split}_images must be uint8 (N, H, W[, 3]), got {images.dtype} {images.shape}")
+                raise InputError(
+                    f"{npz_path}: {split}_images must be uint8 (N, H, W[, 3]), got {images.dtype} {images.shape}"
+                )
             if images.ndim == 3:
                 images = np.repeat(images[..., None], 3, axis=-1)
             labels = np.asarray(labels).reshape(-1).astype(np.int64)

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -106,7 +106,8 @@ def classification_report(
     if mel is not None:
         report["melanoma_sensitivity"] = float(recall[mel])
         negatives = n - support[mel]
-        report["melanoma_specificity"] = float((negatives - (predicted[mel] - tp[mel])) / negatives) if negatives else 0.0
+        false_alarms = predicted[mel] - tp[mel]
+        report["melanoma_specificity"] = float((negatives - false_alarms) / negatives) if negatives else 0.0
     if probabilities is not None:
         probs = np.asarray(probabilities, dtype=np.float64)
         report["mean_confidence"] = float(probs.max(axis=1).mean())
@@ -129,7 +130,7 @@ def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
     starts = np.concatenate([[0], boundaries])
     ends = np.concatenate([boundaries, [len(scores)]])
-    for a, b in zip(starts, ends):
+    for a, b in zip(starts, ends, strict=True):
         ranks[order[a:b]] = (a + b + 1) / 2.0  # ranks are 1-based
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT, write_fdata
+
 from kdtool.cli import main
 
 pytestmark = pytest.mark.arm64
@@ -38,7 +38,7 @@ def _reachable(url: str) -> bool:
         req = urllib.request.Request(url, method="HEAD")
         with urllib.request.urlopen(req, timeout=10):
             return True
-    except Exception:  # noqa: BLE001 - any failure means unreachable
+    except Exception:  # any failure means unreachable
         return False
 
 
@@ -89,6 +89,7 @@ def arm_setup(tmp_path_factory):
     return root, fdata, models["int8"]
 
 
+@pytest.mark.slow  # debootstraps or reuses an emulated ARM64 root
 def test_emulated_arm64_predictions_equal_x86(arm_setup):
     root, fdata, model = arm_setup
     host_json, host_npy, arm_npy = root / "host.json", root / "host.npy", root / "arm.npy"

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_fdata
+
 from kdtool.cli import main
 from kdtool.data import load_fdata, read_npy_header, safe_load_npy, stratified_indices, to_unit_float
 from kdtool.errors import InputError

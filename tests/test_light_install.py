@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import venv
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, write_fdata
 from test_bench import build_tiny_models
 

@@ -158,6 +158,12 @@ def run_isolated(job: str, model: str | Path, request: dict, timeout: float = DE
         InputError: the job failed on the model or data (the child's own line), the
             interpreter crashed (the signal is named) or hung past ``timeout``.
         RuntimeFailure: the child could not be started, or failed on the environment.
+
+    Example:
+        >>> result, arrays = run_isolated("predictions", "foreign.tflite",  # doctest: +SKIP
+        ...                               {"data": "FData", "split": "test", "threads": 1, "batch": 1})
+        >>> arrays["predictions"][:5]                                        # doctest: +SKIP
+        array([0, 0, 1, 0, 3])
     """
     import subprocess
     import threading

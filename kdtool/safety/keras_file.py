@@ -229,6 +229,10 @@ def check_keras_file(path: str | os.PathLike) -> dict:
         InputError: one line naming the file, for a missing file, an HDF5 file, a
             SavedModel folder, a corrupt or unsafe zip, or a disallowed class.
             Never any other exception.
+
+    Example:
+        >>> check_keras_file("models/student_alone.keras")["keras_version"]  # doctest: +SKIP
+        '3.10.0'
     """
     path = Path(path)
     suffix = path.suffix.lower()

@@ -233,6 +233,10 @@ def check_tflite_file(path: str | os.PathLike) -> TFLiteInfo:
         InputError: missing, a folder, unreadable, under 8 bytes or over 512 MiB,
             no ``TFL3`` identifier, a malformed or truncated flatbuffer, or a
             custom op. Never any other exception.
+
+    Example:
+        >>> check_tflite_file("models/export/student.int8.tflite").operators  # doctest: +SKIP
+        64
     """
     path = Path(path)
     try:
