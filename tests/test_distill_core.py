@@ -174,6 +174,26 @@ def test_default_student_size():
     assert all(l.momentum <= 0.95 for l in model.layers if type(l).__name__ == "BatchNormalization")
 
 
+def test_every_student_of_a_run_starts_from_the_same_weights(tiny_fdata):
+    """The baseline and each distilled student start alike (the run's seed), whatever ran before them."""
+    from kdtool.data import load_fdata
+    from kdtool.distill.config import DistillConfig
+    from kdtool.distill.fit import new_student
+
+    fd = load_fdata(tiny_fdata)
+    cfg = DistillConfig(seed=3, student_filters=(4,), student_dense=8)
+    first = new_student(cfg, fd, "student_alone")
+    keras.utils.set_random_seed(99)
+    np.random.default_rng(0).random(10)
+    _tiny(5)  # another model drew from the global generators in between
+    second = new_student(cfg, fd, "student_vgg16")
+    other = new_student(DistillConfig(seed=4, student_filters=(4,), student_dense=8), fd, "student_alone")
+    assert second.name == "student_vgg16" and len(first.get_weights()) == len(second.get_weights()) > 0
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
+
+
 def test_deeper_student_stacks_convs_per_block_and_the_earlier_one_keeps_its_names():
     deep = build_student((32, 32, 3), 7, filters=(24, 40, 80), convs_per_block=2)
     convs = [l for l in deep.layers if type(l).__name__ == "Conv2D"]
@@ -189,7 +209,9 @@ def test_deeper_student_stacks_convs_per_block_and_the_earlier_one_keeps_its_nam
         build_student((8, 8, 3), 3, filters=(4,), convs_per_block=0)
 
 
-@pytest.mark.parametrize("name", list(TEACHERS))
+# the default teacher in the quick suite; building the ImageNet-sized others takes 5-25 s each on 2 cores
+@pytest.mark.parametrize("name", [n if n == "efficientnet_lite0" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in TEACHERS])
 def test_every_teacher_builds_at_its_minimum(name):
     spec = TEACHERS[name]
     model, info = create_teacher(name, num_classes=4, input_shape=(16, 16, 3), image_size=8, weights="none")

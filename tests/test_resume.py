@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, write_fdata
 
 pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.slow  # each test trains a real kdtool distill run twice, in subprocesses
 
 EPOCHS, TEACHER_EPOCHS = 5, 3
 MODELS = ["student_alone", "teacher_efficientnet_lite0", "student_efficientnet_lite0"]
