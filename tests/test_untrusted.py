@@ -617,7 +617,7 @@ def bad_child(tmp_path, monkeypatch):
 
     script = tmp_path / "bad_child.py"
     script.write_text(CHILD)
-    monkeypatch.setattr(isolation, "CHILD_COMMAND", [sys.executable, str(script)])
+    monkeypatch.setattr(isolation, "_child_command", lambda: [sys.executable, str(script)])
 
     def use(mode: str) -> None:
         monkeypatch.setenv("KDTOOL_TEST_CHILD", mode)

@@ -32,9 +32,6 @@ from kdtool.errors import InputError, RuntimeFailure
 from kdtool.litert import BENIGN_LOG_LINES, one_line
 from kdtool.tflite_model import read_sidecar
 
-#: argv that starts a child interpreter process (the request file is appended); None: this Python running
-#: :mod:`kdtool.bench._child`. Tests point it at a child whose interpreter crashes or hangs.
-CHILD_COMMAND: list[str] | None = None
 #: Default --timeout: seconds without progress after which an isolated interpreter is stopped.
 DEFAULT_TIMEOUT_S = 300.0
 #: Heartbeat bytes the child writes to its stdout: a stage letter, or "." for progress within it.
@@ -97,8 +94,7 @@ _CHILD_BOOT = (
 
 
 def _child_command() -> list[str]:
-    if CHILD_COMMAND is not None:
-        return list(CHILD_COMMAND)
+    """argv that starts the child (the request file is appended): this Python running :mod:`kdtool.bench._child`."""
     root = str(Path(__file__).resolve().parents[2])  # the folder holding this kdtool package
     return [sys.executable, "-c", _CHILD_BOOT, root]
 

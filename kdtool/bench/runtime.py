@@ -5,7 +5,7 @@ Moved: :mod:`kdtool.litert` (``Runtime``, ``RUNTIMES``, ``select_runtime``,
 (``TensorIO``, ``LoadedModel``, ``load_model``, ``check_tflite_file``,
 ``sidecar_path``, ``read_sidecar``) and :mod:`kdtool.bench.isolation`
 (``run_isolated``, ``should_isolate``, ``written_by_kdtool``,
-``DEFAULT_TIMEOUT_S``, ``STAGES``, ``CHILD_COMMAND``). This module goes away
+``DEFAULT_TIMEOUT_S``, ``STAGES``). This module goes away
 once ``benchmarks/`` imports from those.
 
 Example:
