@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def output_dense_layer(model):
         ``(layer, None)`` when the output comes straight from a Dense layer with a
         bias and a linear activation (logits), else ``(None, reason)``.
     """
-    import keras  # noqa: PLC0415
+    import keras
 
     history = getattr(model.outputs[0], "_keras_history", None)
     layer = getattr(history, "operation", None) if history is not None else None

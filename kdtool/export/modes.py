@@ -54,7 +54,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 MODE_ORDER = ("float32", "float16", "dynamic", "int8", "int8-floatends")
 CALIBRATED_MODES = ("int8", "int8-floatends")
@@ -62,7 +62,7 @@ IO_TYPES = ("int8", "uint8", "float32")
 
 
 def _tf():
-    import tensorflow as tf  # noqa: PLC0415 - lazy: this module is imported by the CLI
+    import tensorflow as tf  # lazy: this module is imported by the CLI
 
     return tf
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from kdtool.errors import InputError
 from kdtool.roles import ROLES, STUDENT_ROLES
 
+
 @dataclass
 class ExportSource:
     """One model to export.
@@ -91,7 +92,8 @@ def read_run_json(run_dir: Path) -> dict:
         if rec.get("role") not in ROLES:
             raise InputError(f"{path}: model {rec['name']!r} has unknown role {rec.get('role')!r}")
         if os.sep in rec["file"] or "/" in rec["file"] or rec["file"].startswith("."):
-            raise InputError(f"{path}: model {rec['name']!r} file {rec['file']!r} must be a plain file name in the run folder")
+            raise InputError(f"{path}: model {rec['name']!r} file {rec['file']!r} must be a plain file name in the "
+                             "run folder")
     return doc
 
 def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> ExportPlan:
@@ -107,7 +109,7 @@ def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> Ex
     Raises:
         InputError: missing path, a folder without run.json, an empty run, a model file missing.
     """
-    from kdtool.export.convert import check_model_path  # noqa: PLC0415 - light module
+    from kdtool.export.convert import check_model_path  # lazy: this module stays light
 
     target = Path(target)
     if not target.exists():
