@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +137,40 @@ def test_quant_modes_registry():
         parse_modes("bogus")
 
 
+def test_every_option_has_one_short_sentence_of_help_and_its_default_from_export_options():
+    import click
+
+    from kdtool.export.cli import export_command
+    from kdtool.export.options import DEFAULTS
+    from kdtool.export.sensitivity import DEFAULT_MAJORITY_OFFSET
+
+    options = {p.name: p for p in export_command.params if isinstance(p, click.Option) and p.name != "help"}
+    for name, opt in options.items():
+        text = opt.help or ""
+        assert 0 < len(text) <= 200 and text.endswith("."), (name, text)
+        assert ". " not in text and "benchmarks/" not in text and "README" not in text, (name, text)
+        assert "%" not in text, (name, text)  # no measurements
+    own = {"quantize": ",".join(DEFAULTS.modes), "io_type": DEFAULTS.io, "majority_offset": DEFAULT_MAJORITY_OFFSET}
+    for name, opt in options.items():
+        want = own.get(name, getattr(DEFAULTS, name, None))
+        assert opt.default == want, (name, opt.default, want)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("floor_on", "both", "--floor-on: 'both' is not one of val, oof, auto"),
+    ("prior_shift", "auto", "--prior-shift: 'auto' is not a number"),
+    ("io", "int4", "--io: 'int4' is not one of"),
+    ("modes", ["int4"], "--quantize: unknown mode(s) int4"),
+])
+def test_export_options_refuse_what_the_command_would_in_one_line(field, value, message):
+    from kdtool.errors import InputError
+    from kdtool.export.options import ExportOptions
+
+    with pytest.raises(InputError) as info:
+        ExportOptions(**{field: value})
+    assert message in info.value.format_message() and "\n" not in info.value.format_message()
+
+
 # ----------------------------------------------------------------------------- int8 I/O and the sidecar
 
 
@@ -238,7 +271,11 @@ def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_pa
     assert side["mode"] == "int8-floatends" and side["input"]["dtype"] == "float32"
     assert side["converter"]["calibration"]["split"] == "train"
     assert len(side["converter"]["float_nodes"]) == 2
-    assert side["converter"]["bias_correction"]["applied"] in (True, False)
+    # int8 layers leave a mean logit error; the float32 logits layer takes the bias shift exactly, so none is left
+    correction = side["converter"]["bias_correction"]
+    assert correction["applied"] is True and correction["layer"] == "logits"
+    assert np.abs(correction["mean_error_before"]).max() > 1e-4
+    np.testing.assert_allclose(correction["mean_error_after"], 0.0, atol=1e-5)
     assert side["check"]["agreement"] >= 0.95
     bench = CliRunner().invoke(main, ["bench", str(out / "tiny.int8-floatends.tflite"), "--data", str(tiny["data"]),
                                       "--runs", "2", "--warmup", "0", "--json", str(tmp_path / "b.json")])
@@ -252,14 +289,15 @@ def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_pa
 
 def test_sabotaged_calibration_trips_the_gate(tiny, tmp_path, monkeypatch):
     from kdtool.export import pipeline
+    from kdtool.export.convert import RepresentativeData
 
-    def all_zero(fd, n, seed):
-        def gen():
-            for _ in range(20):
-                yield [np.zeros((1, *fd.image_shape), np.float32)]
-        return gen
+    calls = []
 
-    monkeypatch.setattr(pipeline, "CALIBRATION_HOOK", all_zero)
+    def all_zero(fd, n, seed):  # calibration images that are all black: int8 ranges that fit nothing real
+        calls.append(n)
+        return RepresentativeData(np.zeros((20, *fd.image_shape), np.float32), np.arange(20), seed)
+
+    monkeypatch.setattr(pipeline, "representative_dataset", all_zero)
     out = tmp_path / "out"
     result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out)
     assert result.exit_code == 3, result.output
@@ -269,6 +307,7 @@ def test_sabotaged_calibration_trips_the_gate(tiny, tmp_path, monkeypatch):
     side = json.loads((out / "tiny.int8.json").read_text())  # still written
     assert (out / "tiny.int8.tflite").is_file()
     assert side["check"]["passed"] is False and side["check"]["accuracy_drop"] > 1.0
+    assert calls == [300] and side["converter"]["calibration"]["samples"] == 20  # the sabotaged draw was used
 
 
 # ----------------------------------------------------------------------------- bad inputs: one line, exit 2
@@ -423,11 +462,12 @@ def test_run_dir_exports_students_only_by_default(tiny, tmp_path):
 def test_run_dir_with_teachers_reports_size_ratio(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run)
-    result = _invoke(run, "--quantize", "int8", "--include-teachers", "--out", tmp_path / "exp", "--max-drop", 50)
+    # dynamic: smaller than float32 like int8, without int8's calibration and bias correction (faster)
+    result = _invoke(run, "--quantize", "dynamic", "--include-teachers", "--out", tmp_path / "exp", "--max-drop", 50)
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "exp").glob("*.tflite"))
-    assert names == ["student_alone.int8.tflite", "student_tiny.int8.tflite", "teacher_tiny.int8.tflite"]
-    side = json.loads((tmp_path / "exp" / "student_tiny.int8.json").read_text())
+    assert names == ["student_alone.dynamic.tflite", "student_tiny.dynamic.tflite", "teacher_tiny.dynamic.tflite"]
+    side = json.loads((tmp_path / "exp" / "student_tiny.dynamic.json").read_text())
     s = side["sizes"]
     assert s["teacher_float32_bytes"] > s["float32_bytes"] > s["bytes"]
     assert s["ratio_to_teacher_float32"] == pytest.approx(s["bytes"] / s["teacher_float32_bytes"], rel=1e-3)
@@ -457,6 +497,7 @@ def test_run_dir_missing_model_file(tiny, tmp_path):
 # ----------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_default_student_on_real_slice_int8(ham_slice, tmp_path):
     import keras
 

@@ -124,6 +124,7 @@ def test_the_bias_is_restored_when_the_reconversion_fails():
     np.testing.assert_array_equal(model.layers[-1].bias.numpy(), fake.original)
 
 
+@pytest.mark.slow
 def test_export_records_the_correction_and_leaves_the_keras_file_alone(tmp_path):
     import keras
 
@@ -281,4 +282,5 @@ def test_by_default_export_raises_the_majority_class_by_one_and_a_half_where_the
     assert point == {"prior_shift": 0.0} and "majority" not in output
     # the default offset goes with --prior-shift 0 only; given explicitly, it combines with a shift
     assert "majority_offset" not in export(logits, major, "--prior-shift", "0.5")[1]
-    assert export(logits, major, "--prior-shift", "0.5", "--majority-offset", "1.5")[1]["majority_offset"]["offset"] == 1.5
+    point = export(logits, major, "--prior-shift", "0.5", "--majority-offset", "1.5")[1]
+    assert point["majority_offset"]["offset"] == 1.5

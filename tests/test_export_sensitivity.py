@@ -135,7 +135,8 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     assert int(np.sum(np.argmax(got[y == mel], axis=1) == mel)) == held["detected"]
     # kdtool bench carries the operating point into its JSON and CSV
     bench = CliRunner().invoke(main, ["bench", str(out / "m.float32.tflite"), "--data", str(data), "--split", "val",
-                                      "--runs", "0", "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
+                                      "--runs", "0", "--json", str(tmp_path / "b.json"),
+                                      "--csv", str(tmp_path / "b.csv")])
     assert bench.exit_code == 0, bench.output
     assert "operating points set at export: m.float32.tflite: prior shift 0.5, mel logit" in bench.output
     rec = json.loads((tmp_path / "b.json").read_text())[0]
@@ -200,49 +201,15 @@ def test_by_default_export_holds_seventy_percent_where_it_can_and_says_where_it_
     assert point == {"prior_shift": 0.0} and "operating point" not in output
 
 
-@pytest.mark.parametrize("minimum", [0.0, 1.0])
-def test_prior_shift_auto_keeps_the_largest_tau_whose_validation_balanced_accuracy_holds(tmp_path, minimum):
-    from kdtool.export.check import run_tflite
-
-    data = write_fdata(tmp_path / "FData", n=(90, 90, 12), class_names=["akiec", "mel", "nv"])
-    fd = load_fdata(data)
-    path = tmp_path / "m.keras"
-    _tiny(fd).save(path)
-    out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize",
-                                       "float32", "--prior-shift", "auto", "--min-balanced-accuracy", str(minimum),
-                                       "--melanoma-sensitivity", "0.6", "--sensitivity-confidence", "0"])
-    assert result.exit_code == 0, result.output
-    point = json.loads((out / "m.float32.json").read_text())["operating_point"]
-    auto = point["prior_shift_auto"]
-    assert [c["tau"] for c in auto["candidates"]] == [0.0, 0.25, 0.5]
-    ok = [c["tau"] for c in auto["candidates"] if c["val_balanced_accuracy"] >= minimum]
-    assert point["prior_shift"] == auto["chosen"] == (max(ok) if ok else 0.0)
-    assert auto["met"] == bool(ok) and auto["melanoma_floor"] is True
-    assert "prior shift auto:" in result.output and "with the melanoma floor" in result.output
-    chosen = next(c for c in auto["candidates"] if c["tau"] == auto["chosen"])
-    # the file runs the chosen candidate: its floor and the balanced accuracy the rule read
-    assert point["melanoma_sensitivity"]["offset"] == pytest.approx(chosen["melanoma_offset"], abs=1e-5)
-    got = np.argmax(run_tflite((out / "m.float32.tflite").read_bytes(), fd.x("val")), axis=1)
-    y = fd.labels("val")
-    assert np.mean([np.mean(got[y == c] == c) for c in range(3)]) == pytest.approx(chosen["val_balanced_accuracy"])
-
-
-def test_prior_shift_auto_without_a_melanoma_class_mentions_no_floor(tmp_path):
-    data = write_fdata(tmp_path / "FData", n=(60, 30, 6), class_names=["akiec", "bcc", "nv"])
-    path = tmp_path / "m.keras"
-    _tiny(load_fdata(data)).save(path)
-    out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize",
-                                       "float32", "--prior-shift", "auto"])
-    assert result.exit_code == 0, result.output
-    auto = json.loads((out / "m.float32.json").read_text())["operating_point"]["prior_shift_auto"]
-    assert auto["melanoma_floor"] is False and all(c["melanoma_offset"] == 0 for c in auto["candidates"])
-    note = next(ln for ln in result.output.splitlines() if "prior shift auto:" in ln)
-    assert "(val balanced accuracy 0: " in note and "melanoma" not in result.output
-
-
-def test_prior_shift_takes_a_number_in_range_or_auto_only(tmp_path):
-    for bad, message in (("nope", "neither a number in [0, 1] nor 'auto'"), ("1.5", "not in the range")):
-        result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), "--prior-shift", bad])
-        assert result.exit_code == 2 and message in result.output
+@pytest.mark.parametrize("args,message", [
+    (["--prior-shift", "nope"], "'nope' is not a number in [0, 1]"),
+    (["--prior-shift", "1.5"], "not in the range"),
+    (["--prior-shift", "auto"], "'auto' is no longer available; give TAU, a number in [0, 1]"),
+    (["--floor-on", "both"], "'both' is not one of 'val', 'oof', 'auto'"),
+    (["--min-balanced-accuracy", "0.6"], "No such option '--min-balanced-accuracy'"),
+])
+def test_removed_and_out_of_range_operating_points_are_refused_in_one_error_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), *args])
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and message in errors[0], result.output
+    assert "Traceback" not in result.output

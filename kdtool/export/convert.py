@@ -18,12 +18,12 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
-from kdtool.data import FData, atomic_write_bytes, atomic_write_text, sha256_file, stratified_indices
+from kdtool.data import FData, atomic_write_bytes, atomic_write_text, stratified_indices
 from kdtool.errors import InputError, RuntimeFailure
 from kdtool.export.modes import CALIBRATED_MODES, QUANT_MODES
 from kdtool.train_extra import require_train_extra
@@ -81,9 +81,9 @@ def import_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet():
         tf = require_train_extra("kdtool export")
-        import keras  # noqa: F401, PLC0415 - its import logs too
+        import keras  # noqa: F401 - its import logs too
     with contextlib.suppress(Exception):
-        import absl.logging  # noqa: PLC0415
+        import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
     tf.get_logger().setLevel("ERROR")
@@ -105,12 +105,13 @@ def check_model_path(path: str | os.PathLike) -> Path:
     :func:`kdtool.safety.check_keras_file`'s pre-scan refuses (unexpected or
     ``..`` members, a zip bomb, a Lambda or a non-Keras class in config.json).
     """
-    from kdtool.safety import check_keras_file  # noqa: PLC0415 - stdlib only
+    from kdtool.safety import check_keras_file  # stdlib only
 
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            raise InputError(f"{path}: a TensorFlow SavedModel folder; only .keras files (or a kdtool run folder) are accepted")
+            raise InputError(f"{path}: a TensorFlow SavedModel folder; only .keras files (or a kdtool run folder) "
+                             "are accepted")
         raise InputError(f"{path}: not a kdtool run folder (no run.json) and not a .keras file")
     check_keras_file(path)
     return path
@@ -135,14 +136,14 @@ def load_keras_model(path: str | os.PathLike):
     """
     path = check_model_path(path)
     import_tf()
-    import keras  # noqa: PLC0415
+    import keras
 
-    import kdtool.layers  # noqa: F401, PLC0415 - registers teachers' preprocessing layer
+    import kdtool.layers  # noqa: F401 - registers teachers' preprocessing layer
 
     try:
         with quiet():
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - keras raises many types for a bad file
+    except Exception as exc:  # keras raises many types for a bad file
         text = " ".join(str(exc).split())
         if "safe_mode" in text:  # Lambda / arbitrary code: say so, without keras' advice to switch safe mode off
             first = text.split(". ")[0].rstrip(".")
@@ -266,7 +267,7 @@ def convert_model(model, mode: str, representative: Callable | None = None, io: 
                 data, record["float_nodes"] = convert_selective(tf, configured, representative, first_and_last)
             else:
                 data = converter.convert()
-    except Exception as exc:  # noqa: BLE001 - converter errors come in many types
+    except Exception as exc:  # converter errors come in many types
         detail = next((ln.strip() for ln in reversed(log) if "error" in ln.lower()), "")
         msg = _one_line(exc, 240) + (f" | {detail[:200]}" if detail else "")
         raise RuntimeFailure(f"{model.name}: {mode} conversion failed ({msg})") from None
@@ -297,7 +298,7 @@ def convert_selective(tf, configured: Callable, representative, pick: Callable[[
     Returns:
         ``(tflite_bytes, [denylisted node names])``.
     """
-    images = [batch for _, batch in zip(range(debug_images), representative())]
+    images = [batch for _, batch in zip(range(debug_images), representative(), strict=False)]
 
     def debug_data():
         yield from images
@@ -319,12 +320,12 @@ def convert_selective(tf, configured: Callable, representative, pick: Callable[[
 
 def versions() -> dict:
     """Versions of the converter stack, for the sidecar."""
-    from importlib import metadata  # noqa: PLC0415
+    from importlib import metadata
 
     tf = import_tf()
-    import keras  # noqa: PLC0415
+    import keras
 
-    from kdtool import __version__  # noqa: PLC0415
+    from kdtool import __version__
 
     def dist(name: str) -> str | None:
         try:

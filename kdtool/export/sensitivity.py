@@ -30,17 +30,14 @@ import math
 import numpy as np
 
 #: ``kdtool export``'s defaults: find enough validation melanomas that a 95% lower bound of the
-#: sensitivity is 70% (issue #6 asks for 60% on test; each file's test sensitivity ran 11 to 13 points
-#: below its validation one at a 0.6 floor), with the train split's majority class (nevi) raised by 1.5 first. Both adopted with
-#: ``kdtool distill --last-epoch`` by benchmarks/last_epoch_rule.md: on fresh seeds the distilled int8
-#: student scored 74.5% accuracy, 65.5% balanced accuracy, 72.8% test melanoma sensitivity
-#: (benchmarks/last_epoch.md; README, Performance).
+#: sensitivity is 70%, with the train split's majority class (nevi) raised by 1.5 first (why: docs/decisions.md).
 DEFAULT_TARGET = 0.7
 #: ``kdtool export --majority-offset``'s default (see above).
 DEFAULT_MAJORITY_OFFSET = 1.5
 DEFAULT_CONFIDENCE = 0.95
-#: ``kdtool export --floor-on`` choices: where the offset is chosen (see :func:`floor_offset`).
-FLOOR_SOURCES = ("val", "oof", "both", "auto")
+#: ``kdtool export --floor-on`` choices: where the offset is chosen (validation, out-of-fold logits, or
+#: out-of-fold where the run has them; see :func:`floor_offset`).
+FLOOR_SOURCES = ("val", "oof", "auto")
 
 
 def _binomial_tail(k: int, n: int, p: float) -> float:
@@ -194,30 +191,23 @@ def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target:
 
 
 def floor_offset(val_logits: np.ndarray, val_labels: np.ndarray, cls: int, target: float, confidence: float,
-                 oof_logits: np.ndarray | None = None, oof_labels: np.ndarray | None = None,
-                 both: bool = False) -> dict:
-    """:func:`sensitivity_offset` on the out-of-fold logits when given, else on validation; with ``both``
-    (and out-of-fold logits) the larger of the two offsets, so that the floor holds on both.
+                 oof_logits: np.ndarray | None = None, oof_labels: np.ndarray | None = None) -> dict:
+    """:func:`sensitivity_offset` on the out-of-fold logits when given, else on validation.
+
+    Args:
+        val_logits, val_labels: the validation split's logits (N, K) and labels (N,).
+        cls, target, confidence: as for :func:`sensitivity_offset`.
+        oof_logits, oof_labels: the train split's out-of-fold logits and labels, or None.
 
     Returns:
         :func:`sensitivity_offset`'s record of the source that set the offset, with ``chosen_on``
-        (``val`` or ``oof``) and, with ``both``, ``floor_on`` and the two ``offsets``.
+        (``val`` or ``oof``).
 
     Example:
         >>> z = np.array([[0.0, 1.0], [0.0, -0.5], [0.0, -2.0]]); y = np.array([1, 1, 0])
         >>> floor_offset(z, y, 1, 1.0, 0.0)["offset"], floor_offset(z, y, 1, 1.0, 0.0, z[:1], y[:1])["chosen_on"]
         (0.501, 'oof')
-        >>> floor_offset(z, y, 1, 1.0, 0.0, z[:1], y[:1], both=True)["chosen_on"]   # val needs more
-        'val'
     """
-    on_val = lambda: sensitivity_offset(val_logits, val_labels, cls, target, confidence)  # noqa: E731
     if oof_logits is None:
-        return {"chosen_on": "val", **on_val()}
-    rec = {"chosen_on": "oof", **sensitivity_offset(oof_logits, oof_labels, cls, target, confidence)}
-    if both:
-        val = on_val()
-        offsets = {"oof": rec["offset"], "val": val["offset"]}
-        if val["offset"] > rec["offset"]:
-            rec = {"chosen_on": "val", **val}
-        rec.update(floor_on="both", offsets=offsets)
-    return rec
+        return {"chosen_on": "val", **sensitivity_offset(val_logits, val_labels, cls, target, confidence)}
+    return {"chosen_on": "oof", **sensitivity_offset(oof_logits, oof_labels, cls, target, confidence)}
