@@ -1,8 +1,11 @@
-"""`kdtool distill` end to end through click's CliRunner on tiny data, plus data commands."""
+"""`kdtool distill` through click's CliRunner: its options and --config files, then end to end on tiny data,
+plus the data commands."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,11 +15,165 @@ import textwrap
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT, TINY, register_tinynet, tiny_backbone, write_fdata
-from kdtool.cli import main
 
-pytest.importorskip("tensorflow")
+from kdtool.cli import main
+from kdtool.distill.cli import config_from, distill_command
+from kdtool.distill.config import DEFAULTS, LIST_FIELDS, DistillConfig, list_to_text
+
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs the [train] extra")
+# the tests that train models (tiny ones, still seconds to minutes each on 2 cores) are marked slow
+#: DistillConfig options of `kdtool distill` are named after its fields; these three are not fields
+NOT_FIELDS = ("config", "list_teachers", "fresh")
+
+
+def resolved(*args: str) -> DistillConfig:
+    """The DistillConfig `kdtool distill ARGS` would run, without running it."""
+    ctx = distill_command.make_context("distill", list(args))
+    options = {k: v for k, v in ctx.params.items() if k not in NOT_FIELDS}
+    return config_from(ctx, ctx.params["config"], options)
+
+
+def one_line_error(args: list[str]) -> str:
+    """Run `kdtool ARGS`, check it failed with exit code 2 and one line, and return that line."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    return result.output.strip()
+
+
+def test_every_field_is_an_option_whose_default_is_the_dataclass_default():
+    options = {p.name: p for p in distill_command.params if p.name not in NOT_FIELDS and p.name != "help"}
+    assert set(options) == {f.name for f in dataclasses.fields(DistillConfig)}
+    for name, option in options.items():
+        want = getattr(DEFAULTS, name)
+        assert option.default == (list_to_text(want) if name in LIST_FIELDS else want), name
+        assert option.show_default, name
+    assert resolved() == DistillConfig()  # nothing given: every value is the dataclass's
+    assert DEFAULTS.epochs == 120 and "[default: 120]" in CliRunner().invoke(main, ["distill", "--help"]).output
+
+
+def test_options_sit_in_six_groups():
+    groups = {g.title: [p.name for p in g.options] for g in distill_command.option_groups}
+    assert list(groups) == ["Data", "Teachers", "Student", "Distillation", "Schedule", "Runtime"]
+    assert {"epochs", "select_best", "patience"} <= set(groups["Schedule"])
+    assert {"alpha", "temperature", "temperatures", "alphas"} <= set(groups["Distillation"])
+    grouped = [name for names in groups.values() for name in names]
+    assert sorted(grouped) == sorted(p.name for p in distill_command.params)  # every option once, none left over
+
+
+def test_list_options_convert_between_text_and_the_dataclass():
+    cfg = resolved("--teachers", "VGG16, resnet50,vgg16", "--student-filters", "8,16", "--sweep-temperatures", "1,4",
+                   "--sweep-alphas", "0.5")
+    assert (cfg.teachers, cfg.student_filters, cfg.temperatures, cfg.alphas) == (
+        ["vgg16", "resnet50"], (8, 16), (1.0, 4.0), (0.5,))
+    assert resolved("--teachers", "").teachers == []
+    assert "--student-filters needs positive integers" in one_line_error(["distill", "--student-filters", "8,0"])
+
+
+def test_ema_is_removed():
+    assert "ema" not in {f.name for f in dataclasses.fields(DistillConfig)}
+    result = CliRunner().invoke(main, ["distill", "--ema", "0.9"])
+    assert result.exit_code == 2 and "No such option '--ema'" in result.output.replace(': --ema', " '--ema'")
+
+
+def write(path, text: str):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_toml_recipe_sets_the_options_it_names(tmp_path):
+    recipe = write(tmp_path / "recipe.toml", """
+        # keys: option names without dashes, or the field names run.json records
+        teachers = ["vgg16", "resnet50"]
+        student-filters = [8, 16]
+        sweep-temperatures = [1, 4]
+        alphas = [0.25]
+        epochs = 3
+        learning_rate = 1          # an integer where a number is expected
+        select-best = true
+        patience = 2
+        balance = "weights"
+        teacher_finetune_learning_rate = 1e-4
+    """)
+    want = DistillConfig(teachers=["vgg16", "resnet50"], student_filters=(8, 16), temperatures=(1.0, 4.0),
+                         alphas=(0.25,), epochs=3, learning_rate=1.0, select_best=True, patience=2, balance="weights",
+                         teacher_finetune_learning_rate=1e-4)
+    assert resolved("--config", str(recipe)) == want
+
+
+def test_the_command_line_overrides_the_file(tmp_path):
+    recipe = write(tmp_path / "recipe.toml", """
+        epochs = 3
+        alpha = 0.2
+        out = "from-file"
+        augment = false
+    """)
+    cfg = resolved("--config", str(recipe), "--epochs", "120", "--out", "from-cli")
+    # given on the command line wins, even at the default value; what it does not give comes from the file
+    assert (cfg.epochs, cfg.out, cfg.alpha, cfg.augment) == (120, "from-cli", 0.2, False)
+    assert resolved("--config", str(recipe), "--augment").augment is True
+    assert resolved("--config", str(recipe)).epochs == 3
+
+
+def run_json(path, config: dict, **extra):
+    """A run.json as `kdtool distill` writes it: the config under "config", beside the run's other records."""
+    path.write_text(json.dumps({"status": "FINISHED", "config": config, "models": [], "data": {}, **extra}))
+    return path
+
+
+def test_run_json_replays_its_config(tmp_path):
+    cfg = DistillConfig(teachers=["vgg16"], student_filters=(8, 16), temperatures=(1.0, 2.0), epochs=7,
+                        select_best=True, patience=3, teacher_finetune_learning_rate=None, out="models")
+    doc = run_json(tmp_path / "run.json", json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert resolved("--config", str(doc)) == cfg
+    assert resolved("--config", str(doc), "--out", "other") == dataclasses.replace(cfg, out="other")
+
+
+def test_an_older_run_json_replays_with_the_settings_it_ran_with(tmp_path):
+    config = dataclasses.asdict(DistillConfig())
+    del config["lr_schedule"], config["student_convs"]  # written before those options existed
+    config["ema"] = 0.0  # written while --ema existed, off
+    doc = run_json(tmp_path / "run.json", config)
+    cfg = resolved("--config", str(doc))
+    assert (cfg.lr_schedule, cfg.student_convs) == ("constant", 1)
+    assert resolved("--config", str(doc), "--lr-schedule", "cosine").lr_schedule == "cosine"
+    config["ema"] = 0.999
+    line = one_line_error(["distill", "--config", str(run_json(tmp_path / "ema.json", config))])
+    assert "ema.json: ema = 0.999 records --ema, which kdtool no longer has" in line
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epoch = 3", "unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("[distill]\nepochs = 3", "unknown key 'distill'"),
+    ('epochs = "3"', "epochs must be an integer, got '3'"),
+    ("epochs = 3.0", "epochs must be an integer, got 3.0"),
+    ("alpha = true", "alpha must be a number, got True"),
+    ('teachers = "vgg16"', "teachers must be a list of strings, got 'vgg16'"),
+    ('student_filters = [8, "16"]', "student_filters must be a list of integers"),
+    ("student-filters = [8, 0]", "student-filters: --student-filters needs positive integers"),
+    ('teachers = ["alexnet"]', "teachers: unknown teacher 'alexnet'; choose from:"),
+    ("augment = 1", "augment must be true or false, got 1"),
+    ("epochs = 3\nepochs = 4", "not valid TOML"),
+    ("epochs = 3\n'epochs' = 4", "not valid TOML"),
+    ("sweep-alphas = [0.5]\nalphas = [0.1]", "sweep-alphas and alphas are the same setting; keep one"),
+])
+def test_a_bad_recipe_is_one_line_naming_the_file_and_key(tmp_path, text, message):
+    recipe = write(tmp_path / "recipe.toml", text)
+    line = one_line_error(["distill", "--config", str(recipe)])
+    assert line.startswith(f"Error: {recipe}: ") and message in line
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("run.json", "[1, 2]", 'not a kdtool run.json (no "config" object)'),
+    ("run.json", "{", "not valid JSON"),
+    ("run.json", '{"config": {"epochs": 3, "shiny": 1}}', "unknown key 'shiny'"),
+    ("recipe.yaml", "epochs: 3", "--config takes a .toml recipe or a run.json"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    assert message in one_line_error(["distill", "--config", str(path)])
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +188,17 @@ def finished_run(tmp_path_factory):
     return data, out, args, result.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_run_writes_everything(finished_run):
     _, out, _, output = finished_run
     doc = json.loads((out / "run.json").read_text())
     assert doc["status"] == "FINISHED"
     assert doc["config"]["alpha"] == 0.5 and doc["config"]["teachers"] == ["vgg16", "resnet50"]
     assert len(doc["data"]["fingerprint"]) == 64 and doc["versions"]["tensorflow"]
-    assert doc["versions"]["onednn"] in (True, False)  # changes the rounding: recorded beside the versions
+    from kdtool.distill.run_folder import onednn_enabled
+
+    assert doc["versions"]["onednn"] is onednn_enabled()  # changes the rounding: recorded beside the versions
     names = {m["name"]: m for m in doc["models"]}
     assert set(names) == {"student_alone", "teacher_vgg16", "student_vgg16", "teacher_resnet50",
                           "student_resnet50", "student_ensemble"}
@@ -70,13 +231,35 @@ def test_run_writes_everything(finished_run):
         assert getattr(model, "optimizer", None) is None  # only weights, no optimizer state
 
 
-def test_students_share_initial_weights_and_baseline_is_independent(finished_run):
-    _, out, _, _ = finished_run
-    doc = json.loads((out / "run.json").read_text())
-    students = [m for m in doc["models"] if m["role"] != "teacher"]
-    assert {m["params"] for m in students} == {students[0]["params"]}
+@needs_tf
+@pytest.mark.slow
+def test_every_student_starts_from_the_same_weights_and_trains_apart(tmp_path, monkeypatch, tinynet):
+    import keras
+
+    from kdtool.distill import fit
+
+    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
+    initial, real = {}, fit.new_student
+
+    def spy(cfg, fd, name):
+        model = real(cfg, fd, name)
+        initial[name] = model.get_weights()
+        return model
+
+    monkeypatch.setattr(fit, "new_student", spy)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
+                                       "--teacher-epochs", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert set(initial) == {"student_alone", "student_tinynet"}
+    for a, b in zip(*initial.values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    final = [keras.saving.load_model(out / f"{name}.keras", safe_mode=True).get_weights() for name in initial]
+    assert any(not np.array_equal(a, b) for a, b in zip(*final, strict=True))  # the teacher made a difference
 
 
+@needs_tf
+@pytest.mark.slow
 def test_rerun_skips_finished_models(finished_run):
     _, out, args, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
@@ -90,6 +273,8 @@ def test_rerun_skips_finished_models(finished_run):
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.keras")}
 
 
+@needs_tf
+@pytest.mark.slow
 def test_other_config_in_same_out_is_refused(finished_run):
     data, out, args, _ = finished_run
     summary = (out / "summary.csv").read_bytes()
@@ -100,6 +285,8 @@ def test_other_config_in_same_out_is_refused(finished_run):
     assert (out / "summary.csv").read_bytes() == summary
 
 
+@needs_tf
+@pytest.mark.slow
 def test_fresh_never_resumes_an_earlier_runs_backup(finished_run, tmp_path):
     _, out, args, _ = finished_run
     other = tmp_path / "other"
@@ -118,6 +305,8 @@ def test_fresh_never_resumes_an_earlier_runs_backup(finished_run, tmp_path):
     assert not (stale / "state.json").exists()
 
 
+@needs_tf
+@pytest.mark.slow
 def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
     """A run.json written before --lr-schedule and --student-convs existed (constant learning rate, one conv
     per block) is those settings, not another run."""
@@ -138,6 +327,8 @@ def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
     assert result.exit_code == 2 and "student_convs: 1 there, 2 now" in result.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_a_run_that_kept_its_best_epochs_is_refused_by_the_last_epoch_default(finished_run, tmp_path):
     """Folders trained before --last-epoch became the default record select_best true: a plain re-run names
     the setting, and --select-best reuses the folder."""
@@ -155,6 +346,8 @@ def test_a_run_that_kept_its_best_epochs_is_refused_by_the_last_epoch_default(fi
     assert result.exit_code == 0 and result.output.count("already done, skipped") == 6, result.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     data, out, args, _ = finished_run
     link = tmp_path / "same-data"
@@ -165,6 +358,7 @@ def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     assert result.output.count("already done, skipped") == 6
 
 
+@needs_tf
 @pytest.mark.parametrize("opt,message", [
     (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
     (["--temperature", "0"], "--temperature must be > 0"),
@@ -182,6 +376,8 @@ def test_bad_options(tiny_fdata, tmp_path, opt, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_online_mode_and_mirrored_strategy_on_two_logical_cpus(tmp_path):
     data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
     code = textwrap.dedent(f"""
@@ -241,6 +437,8 @@ def test_dermamnist_conversion_and_checksum(tmp_path):
     assert result.exit_code == 2 and "missing array 'train_labels'" in result.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_same_seed_same_weights(tmp_path):
     import keras
 
@@ -252,12 +450,14 @@ def test_same_seed_same_weights(tmp_path):
         result = CliRunner().invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         weights.append(keras.saving.load_model(tmp_path / run / "student_alone.keras", safe_mode=True).get_weights())
-    for a, b in zip(*weights):
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
+@needs_tf
+@pytest.mark.slow
 def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monkeypatch):
-    from kdtool.distill import distiller, train
+    from kdtool.distill import distiller, fit
 
     data = write_fdata(tmp_path / "FData", n=(40, 12, 12), class_names=["nv", "mel", "bcc"])
     seen = {"compile": [], "batches": [], "distiller": []}
@@ -268,7 +468,7 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
             seen["distiller"].append(self.logit_offset)
 
     monkeypatch.setattr(distiller, "Distiller", SpyDistiller)
-    real_compile, real_batches = train._compile_classifier, train.training_batches
+    real_compile, real_batches = fit.compile_classifier, fit.training_batches
 
     def spy_compile(model, *args, offset=None, **kwargs):
         seen["compile"].append((model.name, offset))
@@ -279,8 +479,8 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
         seen["batches"].append((batches.sample_weight, batches.sampling_probs))
         return batches
 
-    monkeypatch.setattr(train, "_compile_classifier", spy_compile)
-    monkeypatch.setattr(train, "training_batches", spy_batches)
+    monkeypatch.setattr(fit, "compile_classifier", spy_compile)
+    monkeypatch.setattr(fit, "training_batches", spy_batches)
     out = tmp_path / "run"
     args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16", "--balance", "logit-adjust",
             "--no-augment", *TINY]
@@ -296,6 +496,8 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
     assert doc["config"]["balance"] == "logit-adjust" and doc["status"] == "FINISHED"
 
 
+@needs_tf
+@pytest.mark.slow
 def test_kd_balance_weights_the_distilled_students_kd_term_only(tmp_path, monkeypatch, tinynet):
     from kdtool.distill import distiller
 
@@ -322,6 +524,8 @@ def test_kd_balance_weights_the_distilled_students_kd_term_only(tmp_path, monkey
     assert refused.exit_code == 2 and "kd_balance: 'weights' there, 'none' now" in refused.output
 
 
+@needs_tf
+@pytest.mark.slow
 def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):
     import errno
     import os as os_module
@@ -349,6 +553,7 @@ def test_without_tensorflow_one_line_says_how_to_install(tiny_fdata, tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'kdtool[train]'" in proc.stderr
 
 
+@needs_tf
 @pytest.mark.parametrize("given,on", [(None, True), ("0", False)])
 def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(given, on):
     import os
@@ -357,7 +562,7 @@ def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(gi
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
     code = ("import os; from kdtool.train_extra import require_train_extra; require_train_extra(); "
-            "from kdtool.distill.train import onednn_enabled; "
+            "from kdtool.distill.run_folder import onednn_enabled; "
             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
@@ -375,6 +580,8 @@ def _backbone_weights(model):
     return [np.asarray(w) for w in model.get_layer("tinynet_backbone").get_weights()]
 
 
+@needs_tf
+@pytest.mark.slow
 def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
     import keras
 
@@ -400,11 +607,13 @@ def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
         assert not (out / ".backup").exists() or not any((out / ".backup").iterdir())
     load = lambda out: keras.saving.load_model(out / "teacher_tinynet.keras", safe_mode=True)  # noqa: E731
     head_only, finetuned = load(runs[1]), load(runs[3])
-    assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(head_only), initial))
+    assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(head_only), initial, strict=True))
     assert not np.array_equal(head_only.get_layer("logits").get_weights()[0], 0)
-    assert any(not np.array_equal(a, b) for a, b in zip(_backbone_weights(finetuned), initial))
+    assert any(not np.array_equal(a, b) for a, b in zip(_backbone_weights(finetuned), initial, strict=True))
 
 
+@needs_tf
+@pytest.mark.slow
 def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     args = [a if a != "imagenet" else "none" for a in tinynet]
@@ -417,6 +626,8 @@ def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
     assert rec["teacher_tinynet"]["head_epochs"] == 0
 
 
+@needs_tf
+@pytest.mark.slow
 def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tmp_path, tinynet):
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     out = tmp_path / "run"
@@ -441,6 +652,7 @@ def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tm
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 6, rerun.output
 
 
+@needs_tf
 @pytest.mark.parametrize("opt,message", [
     (["--teacher-head-epochs", "6"], "--teacher-head-epochs must lie in [0, --teacher-epochs=5]"),
     (["--sweep-alphas", "0.1,2"], "--sweep-alphas must lie in [0, 1]"),
@@ -453,8 +665,9 @@ def test_bad_two_phase_and_sweep_options(tiny_fdata, tmp_path, opt, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+@needs_tf
 def test_better_head_phase_wins(tmp_path):
-    from kdtool.distill.train import _keep_better_phase
+    from kdtool.distill.fit import keep_better_phase
 
     model = tiny_backbone((8, 8, 3), None)
     saved = [w.copy() for w in model.get_weights()]
@@ -462,13 +675,15 @@ def test_better_head_phase_wins(tmp_path):
     model.save_weights(tmp_path / "head" / "best.weights.h5")
     model.set_weights([w + 1 for w in saved])
     head_hist, hist = {"val_balanced_accuracy": [0.5, 0.7]}, {"val_balanced_accuracy": [0.6, 0.65, 0.4]}
-    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 2  # head epoch 2 wins
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved))
+    assert keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 2  # head epoch 2 wins
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved, strict=True))
     hist["val_balanced_accuracy"][1] = 0.8
-    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 4  # phase 2's epoch 2
-    assert _keep_better_phase(model, tmp_path / "head", 2, head_hist, None, {}, None) is None
+    assert keep_better_phase(model, tmp_path / "head", 2, head_hist, 2, hist, 2) == 4  # phase 2's epoch 2
+    assert keep_better_phase(model, tmp_path / "head", 2, head_hist, None, {}, None) is None
 
 
+@needs_tf
+@pytest.mark.slow
 def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet):
     import keras
 
@@ -490,13 +705,13 @@ def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet)
         return keras.saving.load_model(path, safe_mode=True).get_weights()
 
     first, second = weights(out / "teacher_tinynet.keras"), weights(out / "teacher_tinynet_seed43.keras")
-    assert any(not np.array_equal(a, b) for a, b in zip(first, second))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     # the second teacher is the very one a one-teacher run with --seed 43 trains
     alone = tmp_path / "seed43"
     result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(alone),
                                        *[a if a != "42" else "43" for a in args]], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    for a, b in zip(second, weights(alone / "teacher_tinynet.keras")):
+    for a, b in zip(second, weights(alone / "teacher_tinynet.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
     rerun = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args,
                                       "--teacher-seeds", "2"], catch_exceptions=False)
@@ -508,23 +723,23 @@ def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet)
     assert bad.exit_code == 2 and "--teacher-seeds must be >= 1, got 0" in bad.output
 
 
-def test_ema_averages_the_students_only_and_a_finished_run_keeps_its_setting(tmp_path, tinynet):
-    data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
-    out = tmp_path / "run"
-    args = ["distill", "--data", str(data), "--out", str(out), *tinynet, "--teacher-epochs", "1", "--ema", "0.9"]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
+@needs_tf
+@pytest.mark.slow
+def test_config_run_json_replays_a_run_into_another_folder(tmp_path):
+    import keras
+
+    data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
+    first = tmp_path / "first"
+    args = ["distill", "--data", str(data), "--out", str(first), "--teachers", "", *TINY, "--seed", "3",
+            "--lr-schedule", "constant", "--no-augment"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, ["distill", "--config", str(first / "run.json"), "--out", str(again)],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert result.output.count("weight average 0.9") == 2  # the student alone and the distilled one
-    assert json.loads((out / "run.json").read_text())["config"]["ema"] == 0.9
-
-    def columns(name):
-        with open(out / name / "history.csv", newline="") as fh:
-            return next(csv.reader(fh))
-
-    for student in ("student_alone", "student_tinynet"):
-        assert {"val_balanced_accuracy", "val_balanced_accuracy_raw"} <= set(columns(student))
-    assert "val_balanced_accuracy_raw" not in columns("teacher_tinynet")
-    refused = CliRunner().invoke(main, args[:-2])  # the same folder without --ema: a different run
-    assert refused.exit_code == 2 and "ema: 0.9 there, 0.0 now" in refused.output
-    bad = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"), "--ema", "1"])
-    assert bad.exit_code == 2 and "--ema must lie in [0, 1) (0: off), got 1.0" in bad.output
+    docs = [json.loads((folder / "run.json").read_text()) for folder in (first, again)]
+    assert docs[1]["config"] == {**docs[0]["config"], "out": str(again)}
+    weights = [keras.saving.load_model(folder / "student_alone.keras", safe_mode=True).get_weights()
+               for folder in (first, again)]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
