@@ -15,13 +15,31 @@ from kdtool.export.sensitivity import DEFAULT_MAJORITY_OFFSET, FLOOR_SOURCES
 
 
 def _given(name: str) -> bool:
-    """Whether the running command's option ``name`` was set by the user (not its default)."""
+    """Whether the running command's option ``name`` was set by the user.
+
+    Args:
+        name: the option's parameter name, e.g. ``"majority_offset"``.
+
+    Returns:
+        True when it came from the command line (or the environment), False for its default.
+    """
     source = click.get_current_context().get_parameter_source(name)
     return source not in (None, click.core.ParameterSource.DEFAULT)
 
 
 def _tau(ctx, param, value):  # click callback: (context, parameter, value)
-    """--prior-shift: a number in [0, 1] (``auto`` was removed: say so rather than 'not a number')."""
+    """Parse --prior-shift: a number in [0, 1] (``auto`` was removed: say so rather than 'not a number').
+
+    Args:
+        ctx, param: click's context and parameter (unused).
+        value: the text given.
+
+    Returns:
+        TAU as a float.
+
+    Raises:
+        click.BadParameter: ``auto``, not a number, or outside [0, 1] (one error line, exit 2).
+    """
     if value.strip().lower() == "auto":
         raise click.BadParameter("'auto' is no longer available; give TAU, a number in [0, 1]")
     try:
