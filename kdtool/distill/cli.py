@@ -139,9 +139,10 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
             click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} "
                        f"weights: {spec.source}")
         return
+    cfg = config_from(ctx, config, options)  # a bad --config file is refused before TensorFlow loads
     from kdtool.distill.train import run_distill
 
-    run_distill(config_from(ctx, config, options), fresh=fresh)
+    run_distill(cfg, fresh=fresh)
 
 
 def config_from(ctx: click.Context, config: str | None, options: dict) -> DistillConfig:
@@ -154,6 +155,13 @@ def config_from(ctx: click.Context, config: str | None, options: dict) -> Distil
 
     Returns:
         The configuration (not yet checked: ``DistillConfig.check`` is the pipeline's first step).
+
+    Example:
+        >>> ctx = distill_command.make_context("distill", ["--epochs", "3", "--student-filters", "8,16"])
+        >>> options = {k: v for k, v in ctx.params.items() if k not in ("config", "list_teachers", "fresh")}
+        >>> cfg = config_from(ctx, None, options)
+        >>> cfg.epochs, cfg.student_filters, cfg.alpha
+        (3, (8, 16), 0.5)
     """
     from kdtool.distill.config_file import read_config
 
