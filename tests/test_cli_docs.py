@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import click
-
 from conftest import ROOT
+
 from kdtool.cli import main
 from kdtool.cli_docs import render
 

@@ -119,6 +119,7 @@ def parse_config(values: dict[str, Any], source: str) -> dict[str, Any]:
         kdtool.errors.InputError: r.toml: epochs must be an integer, got '3'
     """
     out: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
         name = _ALIASES.get(name, name)
@@ -132,7 +133,8 @@ def parse_config(values: dict[str, Any], source: str) -> dict[str, Any]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(f"{source}: unknown key {key!r}{hint}")
         if name in out:
-            raise InputError(f"{source}: {key} sets {name}, which another key already sets")
+            raise InputError(f"{source}: {keys[name]} and {key} are the same setting; keep one")
+        keys[name] = key
         out[name] = _typed(name, key, value, source)
     return out
 
