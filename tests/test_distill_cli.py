@@ -102,6 +102,14 @@ def test_toml_recipe_sets_the_options_it_names(tmp_path):
     assert resolved("--config", str(recipe)) == want
 
 
+def test_the_recipe_in_the_help_is_a_valid_recipe(tmp_path):
+    block = distill_command.help.split("A recipe.toml")[1].split("\n", 1)[1]
+    recipe = write(tmp_path / "recipe.toml", block)
+    cfg = resolved("--config", str(recipe))
+    assert (cfg.teachers, cfg.student_filters, cfg.epochs, cfg.select_best) == (
+        ["efficientnet_lite0", "vgg16"], (24, 40, 80), 60, True)
+
+
 def test_the_command_line_overrides_the_file(tmp_path):
     recipe = write(tmp_path / "recipe.toml", """
         epochs = 3

@@ -109,8 +109,8 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
 @cloup.option_group(
     "Runtime",
     cloup.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="A TOML recipe, or a run.json to replay, keyed by option names without dashes (or run.json's "
-                      "field names); options given here override it."),
+                 help="A TOML recipe, or a run.json to replay, keyed by the option names without their leading -- "
+                      "(or run.json's field names); options given here override it."),
     _option("seed", "Random seed; every student starts from the same weights."),
     _option("strategy", "tf.distribute strategy: auto (mirrored on more than one GPU), mirrored (all local GPUs, "
                         "else logical CPUs) or multiworker (TF_CONFIG).", type=click.Choice(STRATEGIES)),
@@ -129,6 +129,13 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
       kdtool distill --data FData --sweep-temperatures 1,4 --sweep-alphas 0.1,0.5 --out sweep
       kdtool distill --config recipe.toml
       kdtool distill --config models/run.json --out models2
+
+    \b
+    A recipe.toml (lists where an option takes a comma-separated list):
+      teachers = ["efficientnet_lite0", "vgg16"]
+      student-filters = [24, 40, 80]
+      epochs = 60
+      select-best = true
     """
     if list_teachers:
         from kdtool.distill.teachers import TEACHERS
