@@ -29,7 +29,7 @@ def require_train_extra(what: str = "this command"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # TensorFlow's x86 wheels turn their oneDNN kernels on by default only on CPUs with AVX512_VNNI or
     # newer; on an AVX2-only CPU its Eigen kernels ran kdtool's training steps 1.2-1.4x slower
-    # (benchmarks/onednn.md), and every earlier measurement here had oneDNN on. A setting of the
+    # (docs/decisions.md), and every earlier measurement here had oneDNN on. A setting of the
     # user's own wins; TensorFlow reads it when it loads.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
@@ -58,7 +58,7 @@ def _import_tensorflow_quietly():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow as tf  # noqa: PLC0415 - lazy on purpose
+        import tensorflow as tf
 
         tf.constant(0.0) + 1.0  # the first op prints the oneDNN notice once more
     finally:

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("keras")
 
-from kdtool.distill.augment import TrainBatches, augment, make_views  # noqa: E402
-from kdtool.distill.balance import balanced_sampling_probs, class_weights  # noqa: E402
+from kdtool.distill.augment import TrainBatches, augment, make_views
+from kdtool.distill.balance import balanced_sampling_probs, class_weights
 
 
 def test_augment_preserves_range_and_content():

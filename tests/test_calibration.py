@@ -84,8 +84,11 @@ def test_every_student_gets_out_of_fold_logits_from_models_that_never_saw_the_le
 @pytest.mark.slow  # the calibrated_run fixture trains 9 models
 def test_rerunning_trains_nothing_and_keeps_the_logits(calibrated_run):
     _, out, args, _, _ = calibrated_run
-    cal = lambda: {m["name"]: m["calibration"]["sha256"] for m in json.loads((out / "run.json").read_text())["models"]
-                   if "calibration" in m}  # noqa: E731
+
+    def cal():
+        return {m["name"]: m["calibration"]["sha256"] for m in json.loads((out / "run.json").read_text())["models"]
+                if "calibration" in m}
+
     before = cal()
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

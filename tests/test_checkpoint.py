@@ -1,4 +1,4 @@
-"""fit_resumable: early stopping (--patience) alone and after a resume, bit-identical resumes, scoring without keeping."""
+"""fit_resumable: early stopping (--patience), alone and after a resume; bit-identical resumes; scoring only."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from kdtool.distill.checkpoint import fit_resumable  # noqa: E402
-from kdtool.distill.student import build_student  # noqa: E402
+from kdtool.distill.checkpoint import fit_resumable
+from kdtool.distill.student import build_student
 
 RNG = np.random.default_rng(1)
 X = RNG.random((32, 8, 8, 3), dtype=np.float32)
@@ -58,7 +58,7 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views)
     resumed = _dropout_model(7)
     history, _ = fit_resumable(resumed, tmp_path / "cut", batches(), None, 4, verbose=0)
     assert len(history["loss"]) == 4
-    for a, b in zip(straight.weights, resumed.weights):
+    for a, b in zip(straight.weights, resumed.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
@@ -78,7 +78,7 @@ def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path):
                                   keep_best=False, verbose=0)
     assert best is None and len(history["val_balanced_accuracy"]) == 3
     assert not (tmp_path / "scored" / "best.weights.h5").exists()
-    for a, b in zip(plain.get_weights(), scored.get_weights()):
+    for a, b in zip(plain.get_weights(), scored.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="patience stops on the best validation epoch"):
         fit_resumable(_dropout_model(0), tmp_path / "p", batches(), None, 3, select=(X, Y.argmax(1)),

@@ -9,12 +9,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from kdtool.distill.distiller import Distiller, pack_targets, student_metrics  # noqa: E402
-from kdtool.priors import log_prior  # noqa: E402
-from kdtool.distill.losses import ensemble_logits, kd_loss, logit_adjusted_crossentropy  # noqa: E402
-from kdtool.distill.student import build_student  # noqa: E402
-from kdtool.distill.teachers import TEACHERS, create_teacher, list_teachers, parse_teachers  # noqa: E402
-from kdtool.errors import InputError, RuntimeFailure  # noqa: E402
+from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
+from kdtool.distill.losses import ensemble_logits, kd_loss, logit_adjusted_crossentropy
+from kdtool.distill.student import build_student
+from kdtool.distill.teachers import TEACHERS, create_teacher, list_teachers, parse_teachers
+from kdtool.errors import InputError, RuntimeFailure
+from kdtool.priors import log_prior
 
 
 def test_kd_loss_by_hand():
@@ -26,7 +26,7 @@ def test_kd_loss_by_hand():
     ce = -math.log(math.exp(2) / (math.exp(2) + 1))                      # 0.126928
     pt = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]        # softmax(t/T) = softmax([0, 2])
     ps = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]        # softmax(s/T) = softmax([1, 0])
-    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps, strict=True))
     expected = alpha * ce + (1 - alpha) * T * T * kl
     got = float(np.asarray(kd_loss(y, t, s, alpha, T))[0])
     assert got == pytest.approx(expected, rel=1e-5)
@@ -134,9 +134,9 @@ def test_only_student_weights_change_online():
     assert {id(v) for v in d.trainable_variables} == {id(v) for v in d.student.trainable_variables}
     s_before = [w.copy() for w in d.student.get_weights()]
     d.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    for a, b in zip(before, teacher.get_weights()):
+    for a, b in zip(before, teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # teacher untouched (BN statistics included)
-    assert any(not np.array_equal(a, b) for a, b in zip(s_before, d.student.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(s_before, d.student.get_weights(), strict=True))
 
 
 def test_cached_and_online_agree_on_first_step():
@@ -151,7 +151,7 @@ def test_cached_and_online_agree_on_first_step():
         h = d.fit(x, targets, epochs=1, batch_size=16, shuffle=False, verbose=0)
         results.append((h.history["loss"][0], d.student.get_weights()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
-    for a, b in zip(results[0][1], results[1][1]):
+    for a, b in zip(results[0][1], results[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -168,10 +168,10 @@ def test_distiller_metrics_are_the_students():
 def test_default_student_size():
     model = build_student((32, 32, 3), 7)
     assert 120_000 <= model.count_params() <= 145_000  # "about 140k" in --student-convs' help
-    assert [l.filters for l in model.layers if type(l).__name__ == "Conv2D"] == [24, 24, 40, 40, 80, 80]
-    layer_types = {type(l).__name__ for l in model.layers}
+    assert [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"] == [24, 24, 40, 40, 80, 80]
+    layer_types = {type(layer).__name__ for layer in model.layers}
     assert "BatchNormalization" in layer_types and "Lambda" not in layer_types
-    assert all(l.momentum <= 0.95 for l in model.layers if type(l).__name__ == "BatchNormalization")
+    assert all(layer.momentum <= 0.95 for layer in model.layers if type(layer).__name__ == "BatchNormalization")
 
 
 def test_every_student_of_a_run_starts_from_the_same_weights(tiny_fdata):
@@ -189,21 +189,21 @@ def test_every_student_of_a_run_starts_from_the_same_weights(tiny_fdata):
     second = new_student(cfg, fd, "student_vgg16")
     other = new_student(DistillConfig(seed=4, student_filters=(4,), student_dense=8), fd, "student_alone")
     assert second.name == "student_vgg16" and len(first.get_weights()) == len(second.get_weights()) > 0
-    for a, b in zip(first.get_weights(), second.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights(), strict=True))
 
 
 def test_deeper_student_stacks_convs_per_block_and_the_earlier_one_keeps_its_names():
     deep = build_student((32, 32, 3), 7, filters=(24, 40, 80), convs_per_block=2)
-    convs = [l for l in deep.layers if type(l).__name__ == "Conv2D"]
-    assert [l.name for l in convs] == [f"block{i}_conv{j}" for i in (1, 2, 3) for j in (1, 2)]
-    assert [l.filters for l in convs] == [24, 24, 40, 40, 80, 80]
-    assert sum(type(l).__name__ == "MaxPooling2D" for l in deep.layers) == 3
+    convs = [layer for layer in deep.layers if type(layer).__name__ == "Conv2D"]
+    assert [layer.name for layer in convs] == [f"block{i}_conv{j}" for i in (1, 2, 3) for j in (1, 2)]
+    assert [layer.filters for layer in convs] == [24, 24, 40, 40, 80, 80]
+    assert sum(type(layer).__name__ == "MaxPooling2D" for layer in deep.layers) == 3
     assert deep.count_params() == build_student((32, 32, 3), 7).count_params()  # the default
     earlier = build_student((32, 32, 3), 7, filters=(32, 64, 128), convs_per_block=1)
     assert 120_000 <= earlier.count_params() <= 140_000
-    names = {l.name for l in earlier.layers}
+    names = {layer.name for layer in earlier.layers}
     assert {"block1_conv", "block1_bn", "block3_relu", "logits"} <= names  # convs_per_block=1: as before
     with pytest.raises(ValueError, match="convs_per_block"):
         build_student((8, 8, 3), 3, filters=(4,), convs_per_block=0)

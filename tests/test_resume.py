@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, write_fdata
 
 pytest.importorskip("tensorflow")
@@ -26,8 +25,8 @@ MODELS = ["student_alone", "teacher_efficientnet_lite0", "student_efficientnet_l
 def _cmd(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--out", str(out),
             "--teachers", "efficientnet_lite0", "--weights", "none", "--epochs", str(EPOCHS),
-            "--teacher-epochs", str(TEACHER_EPOCHS), "--batch-size", "16", "--image-size", "32", "--student-filters", "8,16",
-            "--student-dense", "16"]
+            "--teacher-epochs", str(TEACHER_EPOCHS), "--batch-size", "16", "--image-size", "32",
+            "--student-filters", "8,16", "--student-dense", "16"]
 
 
 def _backed_up(folder: Path) -> int:

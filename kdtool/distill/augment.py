@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, shift: int = 2, jitter: float = 0.1) -> np.ndarray:

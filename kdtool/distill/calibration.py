@@ -89,7 +89,13 @@ def plan_folds(fd: FData, k: int, seed: int) -> tuple[np.ndarray | None, np.ndar
             this before training anything).
 
     Example:
-        >>> groups, folds = plan_folds(load_fdata("FData"), 3, seed=42)  # doctest: +SKIP
+        >>> import tempfile
+        >>> from kdtool.data import save_fdata
+        >>> x, y = np.zeros((6, 4, 4, 3), np.uint8), np.eye(2, dtype=np.float32)[[0, 1] * 3]
+        >>> root = save_fdata(tempfile.mkdtemp(), {s: (x, y) for s in ("train", "val")}, ["nv", "mel"])
+        >>> groups, folds = plan_folds(load_fdata(root, splits=("train", "val")), 3, seed=0)
+        >>> groups is None, sorted(folds.tolist())  # no image_ids.csv: every image is its own group
+        (True, [0, 0, 1, 1, 2, 2])
     """
     labels = fd.labels("train")
     groups = read_groups(fd.root, "train", len(labels))

@@ -42,6 +42,13 @@ def read_epoch_log(path: Path, max_epoch: int | None = None) -> dict[str, list[f
     Returns:
         ``{metric: [value per epoch]}``, NaN where an epoch did not log that metric (e.g. epochs run by
         an older kdtool before a resume), so every list is aligned with the epochs; empty when there is no log.
+
+    Example:
+        >>> import tempfile
+        >>> log = Path(tempfile.mkdtemp()) / "epochs.csv"
+        >>> _ = log.write_text("epoch,loss\\n1,0.9\\n2,0.7\\n2,0.6\\n3,0.5\\n")  # epoch 2 ran twice (a resume)
+        >>> read_epoch_log(log, max_epoch=2)
+        {'loss': [0.9, 0.6]}
     """
     rows: dict[int, dict[str, str]] = {}
     if path.exists():

@@ -23,8 +23,8 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from kdtool.distill.losses import ensemble_logits, kd_loss

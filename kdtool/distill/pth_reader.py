@@ -32,7 +32,7 @@ import collections
 import importlib.util
 import io
 import os
-import pickle  # noqa: S403 - restricted Unpickler below; the only use of pickle in kdtool
+import pickle  # restricted Unpickler below; the only use of pickle in kdtool
 import struct
 import zipfile
 from pathlib import Path
@@ -85,7 +85,7 @@ class _StorageRef:
 
     __slots__ = ("key", "dtype", "numel", "offset", "root")
 
-    def __init__(self, key: str, dtype: np.dtype, numel: int, offset: int = 0, root: "_StorageRef | None" = None):
+    def __init__(self, key: str, dtype: np.dtype, numel: int, offset: int = 0, root: _StorageRef | None = None):
         self.key, self.dtype, self.numel, self.offset, self.root = key, dtype, numel, offset, root
 
 
@@ -131,7 +131,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._storages = storages
         self._zip_mode = zip_mode
 
-    def find_class(self, module, name):  # noqa: D102 - documented on the class
+    def find_class(self, module, name):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor_v2
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -141,7 +141,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise InputError(f"{self._path}: refusing to load global {module}.{name} from the pickle "
                          "(only torch tensors and OrderedDict are allowed)")
 
-    def persistent_load(self, pid):  # noqa: D102
+    def persistent_load(self, pid):
         if self._storages is None or not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
         typename = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
@@ -184,7 +184,7 @@ def _materialize(obj, data: dict[str, np.ndarray], path: Path):
         start = base + obj.offset
         n = int(np.prod(obj.size, dtype=np.int64))
         if n:
-            last = start + sum((s - 1) * d for s, d in zip(obj.size, obj.stride))
+            last = start + sum((s - 1) * d for s, d in zip(obj.size, obj.stride, strict=True))
             if last >= flat.size or start >= flat.size:
                 raise InputError(f"{path}: a tensor reaches past the end of its storage")
         else:

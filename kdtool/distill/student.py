@@ -1,7 +1,7 @@
 """The default ~140k-parameter student CNN.
 
 Three blocks of two Conv-BN-ReLU units and a MaxPool each (24/40/80 filters: VGG-style,
-chosen over one unit of 32/64/128 filters by ``benchmarks/deep_student_rule.md``), global
+chosen over one unit of 32/64/128 filters; docs/decisions.md says why), global
 average pooling, a dense layer, dropout and a logits layer. ``convs_per_block=1`` with
 32/64/128 filters is the earlier default (129k parameters). Only built-in Keras layers,
 so the saved ``.keras`` file loads anywhere with ``safe_mode=True`` and converts to
@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 DEFAULT_FILTERS = (24, 40, 80)
 DEFAULT_CONVS_PER_BLOCK = 2

@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from kdtool.errors import InputError, RuntimeFailure
 
@@ -108,7 +108,7 @@ def _backbone(name: str, input_shape, weights: str) -> tuple[object, str, str | 
         return spec.build(input_shape, None), "none", None
     try:
         return spec.build(input_shape, "imagenet"), "imagenet", None
-    except Exception as exc:  # noqa: BLE001 - download/cache errors come in many types
+    except Exception as exc:  # download and cache errors come in many types
         if isinstance(exc, InputError):
             raise
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
