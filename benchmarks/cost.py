@@ -21,7 +21,7 @@ METHOD = ("kdtool's own batches (training_batches: balancing, on-the-fly augment
           "(order reversed every other round); round 1 untimed (graph tracing); median over the timed "
           "rounds. Logit caching (teacher_logits: every fixed view + val) is timed in the timed "
           "rounds too; its cold first call is listed apart. With augmentation, cached KD and the "
-          "student alone train on fixed views made once by make_views (counted with the caching), "
+          "student alone train on fixed views made once by fixed_views (counted with the caching), "
           "online KD augments every batch on the fly, as kdtool distill does. 'train' = the training "
           "steps, 'epoch' = training + Keras' validation pass (online KD runs the teacher there too). "
           "Teacher fine-tuning is the same in both modes and is not counted. Every time scales "
@@ -116,22 +116,20 @@ def cost_recipe(h, key: str, cfg, sub) -> dict:
     import keras
     from flops import count_macs
 
-    from kdtool.distill.augment import make_views
     from kdtool.distill.balance import balancing
     from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
+    from kdtool.distill.fit import training_batches  # the library's own data path
     from kdtool.distill.student import build_student
+    from kdtool.distill.targets import fixed_views, teacher_logits
     from kdtool.distill.teachers import create_teacher
-    from kdtool.distill.train import teacher_logits, training_batches  # the library's own data path
 
     p, a = h.p, h.args
     k = sub.num_classes
     # the parts of a kdtool Run that training_batches and teacher_logits read
     run = types.SimpleNamespace(cfg=cfg, fd=sub, views=None, balancing=balancing(cfg.balance, sub.labels("train"), k))
-    views_s = 0.0
-    if cfg.augment and cfg.teacher_logits == "cached" and cfg.views > 1:
-        t0 = time.perf_counter()
-        run.views = make_views(sub.x("train"), cfg.views, cfg.seed)
-        views_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run.views = fixed_views(cfg, sub)  # None unless augmenting with cached logits on several views
+    views_s = time.perf_counter() - t0 if run.views is not None else 0.0
     x_tr, y_tr, x_va, y_va = sub.x("train"), sub.onehot("train"), sub.x("val"), sub.onehot("val")
     x_fit, y_fit = x_tr, y_tr
     if run.views is not None:

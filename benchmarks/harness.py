@@ -216,7 +216,8 @@ class Harness:
         if self.exported is not None:
             return self.exported
         from kdtool.export.modes import MODE_ORDER
-        from kdtool.export.pipeline import ExportOptions, export_models
+        from kdtool.export.options import ExportOptions
+        from kdtool.export.pipeline import export_models
 
         run = self.seed0_run()
         doc = json.loads((run / "run.json").read_text())
@@ -235,8 +236,8 @@ class Harness:
         """``kdtool bench``'s record of one .tflite file on the test split (runtime and split loaded once)."""
         from kdtool.bench.device import device_facts
         from kdtool.bench.run import SplitData, bench_model
-        from kdtool.bench.runtime import select_runtime
         from kdtool.data import load_fdata
+        from kdtool.litert import select_runtime
 
         if not hasattr(self, "split"):
             self.runtime = select_runtime()

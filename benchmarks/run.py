@@ -14,7 +14,7 @@ Measured on the shared data (default ``../shared/data/ham10000`` beside the repo
 2. ``cost``: distillation cost. Wall seconds per epoch of the student alone, cached-logit KD and
    online KD (frozen teacher on every batch, as in the Keras example) with a small
    (EfficientNet-Lite0 at 32 px) and a large (Lite0 at 96 px) teacher, through kdtool's own
-   batches (``train.training_batches``), ``Distiller`` and logit caching (``train.teacher_logits``); the
+   batches (``training_batches``), ``Distiller`` and logit caching (``teacher_logits``); the
    configurations alternate epoch by epoch (interleaved rounds, the first one untimed) so that
    load from other jobs hits all of them; the median epoch is reported. Plus the one-off logit
    caching and the full-run ratio online / cached = N x online epoch / (caching + N x cached

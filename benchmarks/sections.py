@@ -249,10 +249,11 @@ def scaling(h) -> None:
     """The pipeline (distill, export int8, bench) timed stage by stage at fractions of the training split."""
     from kdtool.bench.device import device_facts
     from kdtool.bench.run import SplitData, bench_model
-    from kdtool.bench.runtime import select_runtime
     from kdtool.data import load_fdata
     from kdtool.distill.train import run_distill
-    from kdtool.export.pipeline import ExportOptions, export_models
+    from kdtool.export.options import ExportOptions
+    from kdtool.export.pipeline import export_models
+    from kdtool.litert import select_runtime
 
     fd = load_fdata(h.data)
     n_all = len(fd.labels("train"))
