@@ -105,13 +105,11 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
       int8-floatends  int8 except the first conv and the logits layer (float32,
                float I/O)
 
-    Given a run folder, exports its students (baseline, distilled, ensemble);
-    teachers only with --include-teachers. Each file is then run with LiteRT's
-    interpreter on the VALIDATION split and compared with the Keras model:
-    accuracy, balanced accuracy, macro-F1, per-class recall, top-1 agreement.
-    The JSON sidecar records class names, input/output dtype and quantization,
-    preprocessing, source SHA-256, versions, sizes, this check and the
-    operating point (the logit offsets written into the output layer's bias).
+    \b
+    A run folder exports its students (teachers with --include-teachers).
+    Each file runs with LiteRT on the validation split and is compared with
+    the Keras model; the JSON sidecar records classes, I/O types, sizes,
+    versions, this check and the operating point.
 
     \b
     Exit codes: 0 ok, 2 bad input, 1 conversion/IO failure,
