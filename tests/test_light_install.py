@@ -1,4 +1,4 @@
-"""The light install (`pip install .`: numpy, click, ai-edge-litert, Pillow; no TensorFlow) runs bench and predict.
+"""The light install (`pip install .`: numpy, click, cloup, ai-edge-litert, Pillow; no TensorFlow) runs bench and predict.
 
 Builds a fresh venv WITHOUT the [train] extra, installs this checkout into it
 and runs `kdtool bench` and `kdtool predict` on an int8 model there. Skipped

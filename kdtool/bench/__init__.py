@@ -18,5 +18,4 @@ Modules:
     compare: --compare, the Pareto front and pareto.png.
     predict: image files -> top-k classes.
     cli: the click commands.
-    runtime: the old import path of the moved wrapper, kept until benchmarks/ moves off it.
 """
