@@ -18,8 +18,15 @@ METRICS = [  # (summary.csv key, label)
 ]
 
 # kdtool distill options the KD runs take from the command line when given (else distill's defaults)
-KD_OVERRIDES = ("balance", "augment", "teacher_head_epochs", "teacher_finetune_learning_rate", "temperature", "alpha",
-                "lr_schedule")
+KD_OVERRIDES = (
+    "balance",
+    "augment",
+    "teacher_head_epochs",
+    "teacher_finetune_learning_rate",
+    "temperature",
+    "alpha",
+    "lr_schedule",
+)
 
 T_START = time.perf_counter()
 
@@ -36,15 +43,34 @@ def presets() -> dict:
     d = distill_defaults()
     return {
         "quick": {
-            "teachers": ["efficientnet_lite0"], "seeds": [0, 1], "epochs": 4, "teacher_epochs": 1,
-            "ensemble": False, "cost_fraction": 0.2, "cost_rounds": 2, "lat_runs": 300, "keras_runs": 200,
-            "predict_runs": 40, "fractions": [0.25, 0.5, 1.0], "pipeline": "quick", "image_size": 32,
+            "teachers": ["efficientnet_lite0"],
+            "seeds": [0, 1],
+            "epochs": 4,
+            "teacher_epochs": 1,
+            "ensemble": False,
+            "cost_fraction": 0.2,
+            "cost_rounds": 2,
+            "lat_runs": 300,
+            "keras_runs": 200,
+            "predict_runs": 40,
+            "fractions": [0.25, 0.5, 1.0],
+            "pipeline": "quick",
+            "image_size": 32,
         },
         "full": {
-            "teachers": ["efficientnet_lite0", "efficientnet_lite2"], "seeds": [0, 1, 2], "epochs": d.epochs,
-            "teacher_epochs": d.teacher_epochs, "ensemble": True, "cost_fraction": 1.0, "cost_rounds": 4,
-            "lat_runs": 1000, "keras_runs": 500, "predict_runs": 100, "fractions": [0.25, 0.5, 1.0],
-            "pipeline": "default", "image_size": d.image_size,
+            "teachers": ["efficientnet_lite0", "efficientnet_lite2"],
+            "seeds": [0, 1, 2],
+            "epochs": d.epochs,
+            "teacher_epochs": d.teacher_epochs,
+            "ensemble": True,
+            "cost_fraction": 1.0,
+            "cost_rounds": 4,
+            "lat_runs": 1000,
+            "keras_runs": 500,
+            "predict_runs": 100,
+            "fractions": [0.25, 0.5, 1.0],
+            "pipeline": "default",
+            "image_size": d.image_size,
         },
     }
 
@@ -65,8 +91,12 @@ def stats(values) -> dict:
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return {"mean": None, "std": None, "n": 0, "values": []}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-            "n": len(vals), "values": vals}
+    return {
+        "mean": float(np.mean(vals)),
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "n": len(vals),
+        "values": vals,
+    }
 
 
 def median(values) -> float:

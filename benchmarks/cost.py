@@ -14,18 +14,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from common import log, median
 
-METHOD = ("kdtool's own batches (training_batches: balancing, on-the-fly augmentation or fixed views), "
-          "Distiller and compile settings; fit(epochs=1) per configuration in interleaved rounds "
-          "(order reversed every other round); round 1 untimed (graph tracing); median over the timed "
-          "rounds. Logit caching (teacher_logits: every fixed view + val) is timed in the timed "
-          "rounds too; its cold first call is listed apart. With augmentation, cached KD and the "
-          "student alone train on fixed views made once by fixed_views (counted with the caching), "
-          "online KD augments every batch on the fly, as kdtool distill does. 'train' = the training "
-          "steps, 'epoch' = training + Keras' validation pass (online KD runs the teacher there too). "
-          "Teacher fine-tuning is the same in both modes and is not counted. Every time scales "
-          "linearly with the images, so the ratios hold for the full split.")
+METHOD = (
+    "kdtool's own batches (training_batches: balancing, on-the-fly augmentation or fixed views), "
+    "Distiller and compile settings; fit(epochs=1) per configuration in interleaved rounds "
+    "(order reversed every other round); round 1 untimed (graph tracing); median over the timed "
+    "rounds. Logit caching (teacher_logits: every fixed view + val) is timed in the timed "
+    "rounds too; its cold first call is listed apart. With augmentation, cached KD and the "
+    "student alone train on fixed views made once by fixed_views (counted with the caching), "
+    "online KD augments every batch on the fly, as kdtool distill does. 'train' = the training "
+    "steps, 'epoch' = training + Keras' validation pass (online KD runs the teacher there too). "
+    "Teacher fine-tuning is the same in both modes and is not counted. Every time scales "
+    "linearly with the images, so the ratios hold for the full split."
+)
 
 
 def distill_cost(h) -> None:
@@ -42,16 +45,24 @@ def distill_cost(h) -> None:
     frac = p["cost_fraction"]
     i_tr = stratified_indices(fd.labels("train"), int(round(frac * len(fd.labels("train")))), 0)
     i_va = stratified_indices(fd.labels("val"), int(round(frac * len(fd.labels("val")))), 0)
-    sub = FData(root=fd.root, class_names=list(fd.class_names),
-                arrays={"train": tuple(a[i_tr] for a in fd.arrays["train"]),
-                        "val": tuple(a[i_va] for a in fd.arrays["val"])})
+    sub = FData(
+        root=fd.root,
+        class_names=list(fd.class_names),
+        arrays={"train": tuple(a[i_tr] for a in fd.arrays["train"]), "val": tuple(a[i_va] for a in fd.arrays["val"])},
+    )
     cfg = h.kd_config(0, Path("-"))
     recipes = {"plain": dataclasses.replace(cfg, augment=False)}
     if cfg.augment:
         recipes["configured"] = cfg
-    log(f"cost: {len(i_tr)} train / {len(i_va)} val images ({100 * frac:.0f}%), batch {cfg.batch_size}, "
-        f"recipes: " + "; ".join(f"{k} (augment {c.augment}, views {c.views if c.augment else '-'}, balance "
-                                  f"{c.balance})" for k, c in recipes.items()), bold=True)
+    log(
+        f"cost: {len(i_tr)} train / {len(i_va)} val images ({100 * frac:.0f}%), batch {cfg.batch_size}, "
+        f"recipes: "
+        + "; ".join(
+            f"{k} (augment {c.augment}, views {c.views if c.augment else '-'}, balance {c.balance})"
+            for k, c in recipes.items()
+        ),
+        bold=True,
+    )
     out = {}
     for key, rcfg in recipes.items():
         out[key] = cost_recipe(h, key, rcfg, sub)
@@ -59,12 +70,18 @@ def distill_cost(h) -> None:
         h.save()
     goal_key = "configured" if "configured" in out else "plain"
     h.results["distill_cost"] = {
-        "fraction_of_train": frac, "train_images": len(i_tr), "val_images": len(i_va),
-        "batch_size": cfg.batch_size, "full_data_scale": 1.0 / frac,
+        "fraction_of_train": frac,
+        "train_images": len(i_tr),
+        "val_images": len(i_va),
+        "batch_size": cfg.batch_size,
+        "full_data_scale": 1.0 / frac,
         "teacher_weights": "random init (speed does not depend on the weights)",
         "op_determinism": True,  # enabled above, as run_distill does
-        "rounds_timed": p["cost_rounds"], "recipes": out, "goal_recipe": goal_key,
-        "goals": cost_goals(out[goal_key], p["epochs"]), "method": METHOD,
+        "rounds_timed": p["cost_rounds"],
+        "recipes": out,
+        "goal_recipe": goal_key,
+        "goals": cost_goals(out[goal_key], p["epochs"]),
+        "method": METHOD,
     }
 
 
@@ -82,9 +99,13 @@ def cost_goals(recipe: dict, run_epochs: int) -> dict:
     """
     ratio = recipe["ratios_vs_alone"]["cached_kd"]["epoch"]
     big = recipe["full_run"][str(run_epochs)]["large"]["online_over_cached"]
-    return {"cached_epoch_within_1.1x_of_alone": ratio <= 1.1, "cached_epoch_ratio": ratio,
-            "full_run_epochs": run_epochs, "full_run_online_over_cached_large": big,
-            "full_run_at_least_4x_faster_than_online_large": big >= 4.0}
+    return {
+        "cached_epoch_within_1.1x_of_alone": ratio <= 1.1,
+        "cached_epoch_ratio": ratio,
+        "full_run_epochs": run_epochs,
+        "full_run_online_over_cached_large": big,
+        "full_run_at_least_4x_faster_than_online_large": big >= 4.0,
+    }
 
 
 def _epoch_timer():
@@ -114,7 +135,6 @@ def cost_recipe(h, key: str, cfg, sub) -> dict:
     import types
 
     import keras
-    from flops import count_macs
 
     from kdtool.distill.balance import balancing
     from kdtool.distill.distiller import Distiller, pack_targets, student_metrics
@@ -122,6 +142,8 @@ def cost_recipe(h, key: str, cfg, sub) -> dict:
     from kdtool.distill.student import build_student
     from kdtool.distill.targets import fixed_views, teacher_logits
     from kdtool.distill.teachers import create_teacher
+
+    from flops import count_macs
 
     p, a = h.p, h.args
     k = sub.num_classes
@@ -150,27 +172,46 @@ def cost_recipe(h, key: str, cfg, sub) -> dict:
         teachers[label], cache_times[label] = t, []
         logits = cache(label)  # the cold, first call: what a run pays right after fine-tuning
         n_img = (run.views.shape[0] if run.views is not None else 1) * len(x_tr) + len(x_va)
-        caching[label] = {"teacher": a.cost_teacher, "image_size": info["image_size"], "images": n_img,
-                          "params": int(t.count_params()), "macs_per_image": count_macs(t)["total"]}
+        caching[label] = {
+            "teacher": a.cost_teacher,
+            "image_size": info["image_size"],
+            "images": n_img,
+            "params": int(t.count_params()),
+            "macs_per_image": count_macs(t)["total"],
+        }
         if label == "small":
             cached_logits = logits
-        log(f"cost[{key}]: caching logits of {a.cost_teacher}@{info['image_size']}px, {n_img} images "
-            f"(first call): {cache_times[label][0]:.2f} s")
+        log(
+            f"cost[{key}]: caching logits of {a.cost_teacher}@{info['image_size']}px, {n_img} images "
+            f"(first call): {cache_times[label][0]:.2f} s"
+        )
 
     def student():
         keras.utils.set_random_seed(0)
-        return build_student(sub.image_shape, k, cfg.student_filters, cfg.student_dense, cfg.student_dropout,
-                             convs_per_block=cfg.student_convs)
+        return build_student(
+            sub.image_shape,
+            k,
+            cfg.student_filters,
+            cfg.student_dense,
+            cfg.student_dropout,
+            convs_per_block=cfg.student_convs,
+        )
 
     configs = {}
     s = student()
-    s.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-              loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=student_metrics())
+    s.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=student_metrics(),
+    )
     configs["student_alone"] = (s, training_batches(run, x_fit, y_fit), (x_va, y_va))
     d = Distiller(student(), k, cfg.alpha, cfg.temperature)
     d.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
-    configs["cached_kd"] = (d, training_batches(run, x_fit, pack_targets(y_fit, cached_logits[0])),
-                            (x_va, pack_targets(y_va, cached_logits[1])))
+    configs["cached_kd"] = (
+        d,
+        training_batches(run, x_fit, pack_targets(y_fit, cached_logits[0])),
+        (x_va, pack_targets(y_va, cached_logits[1])),
+    )
     for label in ("small", "large"):
         d = Distiller(student(), k, cfg.alpha, cfg.temperature, teachers=[teachers[label]])
         d.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), metrics=student_metrics())
@@ -181,27 +222,51 @@ def cost_recipe(h, key: str, cfg, sub) -> dict:
         order = list(configs) if r % 2 == 0 else list(configs)[::-1]  # alternate the order too
         for name in order:
             model, batches, val = configs[name]
-            model.fit(batches, validation_data=val, epochs=1, batch_size=cfg.batch_size, verbose=0,
-                      callbacks=[timers[name]])
+            model.fit(
+                batches, validation_data=val, epochs=1, batch_size=cfg.batch_size, verbose=0, callbacks=[timers[name]]
+            )
         if r:  # caching in the timed rounds only
-            for label in (("small", "large") if r % 2 == 0 else ("large", "small")):
+            for label in ("small", "large") if r % 2 == 0 else ("large", "small"):
                 cache(label)
-        log(f"cost[{key}]: round {r + 1}/{rounds}{' (warm-up, untimed)' if r == 0 else ''}: " + ", ".join(
-            f"{n} {timers[n].rows[-1][1]:.2f}s" for n in configs) + ("" if not r else ", caching " + ", ".join(
-                f"{lb} {cache_times[lb][-1]:.2f}s" for lb in ("small", "large"))))
+        log(
+            f"cost[{key}]: round {r + 1}/{rounds}{' (warm-up, untimed)' if r == 0 else ''}: "
+            + ", ".join(f"{n} {timers[n].rows[-1][1]:.2f}s" for n in configs)
+            + (
+                ""
+                if not r
+                else ", caching " + ", ".join(f"{lb} {cache_times[lb][-1]:.2f}s" for lb in ("small", "large"))
+            )
+        )
     epochs = {}
     for name, tm in timers.items():
         timed = tm.rows[1:]
-        epochs[name] = {"train_seconds": median([t for t, _ in timed]), "epoch_seconds": median([e for _, e in timed]),
-                        "first_epoch_seconds": tm.rows[0][1], "timed": [list(t) for t in timed]}
+        epochs[name] = {
+            "train_seconds": median([t for t, _ in timed]),
+            "epoch_seconds": median([e for _, e in timed]),
+            "first_epoch_seconds": tm.rows[0][1],
+            "timed": [list(t) for t in timed],
+        }
     for label, c in caching.items():
         timed = cache_times[label][1:]
         sec = median(timed)
-        c.update({"seconds": sec, "first_call_seconds": cache_times[label][0], "timed": timed,
-                  "ms_per_image": 1000 * sec / c["images"], "full_data_seconds_estimate": sec / p["cost_fraction"]})
-    return {"augment": cfg.augment, "views": cfg.views if run.views is not None else None,
-            "balance": cfg.balance, "make_views_seconds": views_s, "epochs": epochs, "caching": caching,
-            **cost_ratios(epochs, caching, views_s, p["epochs"])}
+        c.update(
+            {
+                "seconds": sec,
+                "first_call_seconds": cache_times[label][0],
+                "timed": timed,
+                "ms_per_image": 1000 * sec / c["images"],
+                "full_data_seconds_estimate": sec / p["cost_fraction"],
+            }
+        )
+    return {
+        "augment": cfg.augment,
+        "views": cfg.views if run.views is not None else None,
+        "balance": cfg.balance,
+        "make_views_seconds": views_s,
+        "epochs": epochs,
+        "caching": caching,
+        **cost_ratios(epochs, caching, views_s, p["epochs"]),
+    }
 
 
 def cost_ratios(epochs: dict, caching: dict, views_s: float, run_epochs: int) -> dict:
@@ -218,16 +283,26 @@ def cost_ratios(epochs: dict, caching: dict, views_s: float, run_epochs: int) ->
     (1.6, 4.0)
     """
     alone = epochs["student_alone"]
-    ratios = {name: {"train": e["train_seconds"] / alone["train_seconds"],
-                     "epoch": e["epoch_seconds"] / alone["epoch_seconds"]} for name, e in epochs.items()}
+    ratios = {
+        name: {
+            "train": e["train_seconds"] / alone["train_seconds"],
+            "epoch": e["epoch_seconds"] / alone["epoch_seconds"],
+        }
+        for name, e in epochs.items()
+    }
     full_run = {}
     for n in sorted({run_epochs, 20}):
         full_run[str(n)] = {}
         for label in ("small", "large"):
             cached_total = views_s + caching[label]["seconds"] + n * epochs["cached_kd"]["epoch_seconds"]
             online_total = n * epochs[f"online_kd_{label}"]["epoch_seconds"]
-            full_run[str(n)][label] = {"cached_seconds": cached_total, "online_seconds": online_total,
-                                       "online_over_cached": online_total / cached_total}
-    asymptote = {lb: epochs[f"online_kd_{lb}"]["epoch_seconds"] / epochs["cached_kd"]["epoch_seconds"]
-                 for lb in ("small", "large")}
+            full_run[str(n)][label] = {
+                "cached_seconds": cached_total,
+                "online_seconds": online_total,
+                "online_over_cached": online_total / cached_total,
+            }
+    asymptote = {
+        lb: epochs[f"online_kd_{lb}"]["epoch_seconds"] / epochs["cached_kd"]["epoch_seconds"]
+        for lb in ("small", "large")
+    }
     return {"ratios_vs_alone": ratios, "full_run": full_run, "online_over_cached_as_epochs_grow": asymptote}

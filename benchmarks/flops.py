@@ -98,12 +98,18 @@ def matmul_peak_gflops(threads: int = 1, n: int = 1024, repeats: int = 7, second
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
-    return {"threads": threads, "n": n, "gflops": round(best, 2), "dtype": "float32",
-            "blas_limited": threadpool_limits is not None}
+    return {
+        "threads": threads,
+        "n": n,
+        "gflops": round(best, 2),
+        "dtype": "float32",
+        "blas_limited": threadpool_limits is not None,
+    }
 
 
-def tflite_gemm_peak(mode: str = "float32", threads: int = 1, m: int = 256, k: int = 1024, n: int = 1024,
-                     seconds: float = 1.0) -> dict:
+def tflite_gemm_peak(
+    mode: str = "float32", threads: int = 1, m: int = 256, k: int = 1024, n: int = 1024, seconds: float = 1.0
+) -> dict:
     """Best rate of LiteRT's own GEMM (XNNPACK FULLY_CONNECTED, (m x k) @ (k x n)) in ``mode`` (float32 or int8).
 
     The same engine and kernels family as the student's .tflite, so the student's FLOPs over
@@ -130,8 +136,11 @@ def tflite_gemm_peak(mode: str = "float32", threads: int = 1, m: int = 256, k: i
     interp.resize_tensor_input(det["index"], [m, k])
     interp.allocate_tensors()
     det = interp.get_input_details()[0]
-    x = rng.integers(-100, 100, size=(m, k)).astype(det["dtype"]) if det["dtype"] != np.float32 else \
-        rng.standard_normal((m, k)).astype(np.float32)
+    x = (
+        rng.integers(-100, 100, size=(m, k)).astype(det["dtype"])
+        if det["dtype"] != np.float32
+        else rng.standard_normal((m, k)).astype(np.float32)
+    )
     interp.set_tensor(det["index"], x)
     for _ in range(3):
         interp.invoke()
@@ -145,5 +154,11 @@ def tflite_gemm_peak(mode: str = "float32", threads: int = 1, m: int = 256, k: i
         interp.invoke()
         times.append(time.perf_counter() - t0)
     best = 2.0 * m * k * n / float(np.percentile(times, 10)) / 1e9
-    return {"mode": mode, "threads": threads, "shape": [m, k, n], "gops": round(best, 1),
-            "engine": "ai_edge_litert FULLY_CONNECTED (XNNPACK)", "statistic": "10th percentile of invokes"}
+    return {
+        "mode": mode,
+        "threads": threads,
+        "shape": [m, k, n],
+        "gops": round(best, 1),
+        "engine": "ai_edge_litert FULLY_CONNECTED (XNNPACK)",
+        "statistic": "10th percentile of invokes",
+    }

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from common import KD_OVERRIDES, SECTIONS, T_START, distill_defaults, log, presets, rnd
 from render import render_markdown
 
@@ -25,8 +26,14 @@ def section_steps() -> dict:
     import cost
     import sections
 
-    return {"kd": sections.kd_gain, "cost": cost.distill_cost, "quant": sections.quantization,
-            "latency": sections.latency, "compression": sections.compression, "scaling": sections.scaling}
+    return {
+        "kd": sections.kd_gain,
+        "cost": cost.distill_cost,
+        "quant": sections.quantization,
+        "latency": sections.latency,
+        "compression": sections.compression,
+        "scaling": sections.scaling,
+    }
 
 
 def _now() -> str:
@@ -65,9 +72,13 @@ class Harness:
             "mode": self.mode,
             "started": _now(),
             "data": self.data,
-            "settings": {**self.p, **{k: getattr(args, k) for k in KD_OVERRIDES},
-                         "small_teacher": [args.cost_teacher, args.small_size],
-                         "large_teacher": [args.cost_teacher, args.large_size], "sections": self.sections},
+            "settings": {
+                **self.p,
+                **{k: getattr(args, k) for k in KD_OVERRIDES},
+                "small_teacher": [args.cost_teacher, args.small_size],
+                "large_teacher": [args.cost_teacher, args.large_size],
+                "sections": self.sections,
+            },
             "notes": [],
             "json_name": Path(args.json).name,
         }
@@ -79,8 +90,12 @@ class Harness:
         if args.resume:
             self._resume()
         self.results.setdefault("processes", []).append(
-            {"command": self.results["command"], "started": _now(),
-             "sections": [s for s in self.sections if s not in self.done_sections]})
+            {
+                "command": self.results["command"],
+                "started": _now(),
+                "sections": [s for s in self.sections if s not in self.done_sections],
+            }
+        )
 
     def _resume(self) -> None:
         """Carry over what an earlier process of this run recorded in --json (same mode and settings)."""
@@ -98,8 +113,10 @@ class Harness:
             return {k: v for k, v in json.loads(json.dumps(settings, default=str)).items() if k != "sections"}
 
         if prev.get("mode") != self.mode or same(prev.get("settings") or {}) != same(self.results["settings"]):
-            raise SystemExit(f"{path} holds a {prev.get('mode')} run with other settings; drop --resume, or "
-                             "give the same options (or another --json)")
+            raise SystemExit(
+                f"{path} holds a {prev.get('mode')} run with other settings; drop --resume, or "
+                "give the same options (or another --json)"
+            )
         self.done_sections = set(prev.get("section_seconds") or {})
         self.wall_before = float(prev.get("wall_seconds") or 0.0)
         keep = {k: v for k, v in prev.items() if k not in ("command", "json_name", "settings", "wall_seconds")}
@@ -111,10 +128,17 @@ class Harness:
         from kdtool.distill.config import DistillConfig
 
         extra = {k: getattr(self.args, k) for k in KD_OVERRIDES if getattr(self.args, k) is not None}
-        return DistillConfig(data=data or self.data, out=str(out), teachers=list(teachers or self.p["teachers"]),
-                             epochs=self.p["epochs"], teacher_epochs=self.p["teacher_epochs"],
-                             image_size=self.p["image_size"],
-                             ensemble=self.p["ensemble"] if teachers is None else False, seed=seed, **extra)
+        return DistillConfig(
+            data=data or self.data,
+            out=str(out),
+            teachers=list(teachers or self.p["teachers"]),
+            epochs=self.p["epochs"],
+            teacher_epochs=self.p["teacher_epochs"],
+            image_size=self.p["image_size"],
+            ensemble=self.p["ensemble"] if teachers is None else False,
+            seed=seed,
+            **extra,
+        )
 
     def pipeline_config(self, out: Path, data: str):
         """The configuration section 6 times: the quick KD one, or kdtool distill's defaults."""
@@ -188,12 +212,17 @@ class Harness:
         per_seed = lite2 * p["teacher_epochs"] * t_epoch_here + students * p["epochs"] * s_epoch
         kd = len(p["seeds"]) * per_seed
         d = distill_defaults()
-        pipe = ((d.teacher_epochs * t_epoch * d.image_size / t_size + 2 * d.epochs * s_epoch)
-                if p["pipeline"] == "default" else per_seed / lite2)
+        pipe = (
+            (d.teacher_epochs * t_epoch * d.image_size / t_size + 2 * d.epochs * s_epoch)
+            if p["pipeline"] == "default"
+            else per_seed / lite2
+        )
         total = kd + 1.75 * pipe + 300
-        return (f"rough estimate from {self.args.json} ({prev.get('mode')} run's per-epoch rates: student "
-                f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at {t_size} px, scaled by the side): about "
-                f"{total / 60:.0f} min")
+        return (
+            f"rough estimate from {self.args.json} ({prev.get('mode')} run's per-epoch rates: student "
+            f"{s_epoch:.1f} s, teacher {t_epoch:.1f} s at {t_size} px, scaled by the side): about "
+            f"{total / 60:.0f} min"
+        )
 
     # -------------------------------------------------------------- shared by quant, latency, compression
     def seed0_run(self) -> Path:
@@ -226,10 +255,18 @@ class Harness:
         out = self.work / "export_quant"
         log(f"quant: exporting {run / (name + '.keras')} {'/'.join(MODE_ORDER)} -> {out}", bold=True)
         t0 = time.perf_counter()
-        res = export_models(str(run / f"{name}.keras"),
-                            ExportOptions(modes=list(MODE_ORDER), data=self.data, out=str(out), max_drop=100.0))
-        self.exported = {"run": run, "name": name, "out": out, "rows": {r["mode"]: r for r in res.rows},
-                         "seconds": time.perf_counter() - t0, "doc": doc}
+        res = export_models(
+            str(run / f"{name}.keras"),
+            ExportOptions(modes=list(MODE_ORDER), data=self.data, out=str(out), max_drop=100.0),
+        )
+        self.exported = {
+            "run": run,
+            "name": name,
+            "out": out,
+            "rows": {r["mode"]: r for r in res.rows},
+            "seconds": time.perf_counter() - t0,
+            "doc": doc,
+        }
         return self.exported
 
     def bench(self, path: Path, threads: int, runs: int) -> dict:
@@ -243,6 +280,5 @@ class Harness:
             self.runtime = select_runtime()
             self.device = device_facts(self.runtime)
             self.split = SplitData.from_fdata(load_fdata(self.data, splits=("test",)), "test")
-        rec, _ = bench_model(path, self.split, self.runtime, threads=threads, runs=runs, warmup=50,
-                             device=self.device)
+        rec, _ = bench_model(path, self.split, self.runtime, threads=threads, runs=runs, warmup=50, device=self.device)
         return rec

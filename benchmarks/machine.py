@@ -23,8 +23,9 @@ def machine_facts() -> dict:
     try:
         info = Path("/proc/cpuinfo").read_text()
         flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-        facts["cpu_flags"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                                          "amx_int8") if f in flags]
+        facts["cpu_flags"] = [
+            f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags
+        ]
         fam = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu family")), None)
         mod = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model\t")), None)
         facts["cpu_family_model"] = f"family {fam}, model {mod}" if fam else None
@@ -47,10 +48,15 @@ def machine_facts() -> dict:
             pass
     facts["versions"] = versions
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         facts["git"] = {"commit": commit or None, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         facts["git"] = None
@@ -68,7 +74,9 @@ def machine_line(m: dict) -> str:
     cpu = m.get("cpu_model") or "?"
     if m.get("cpu_family_model"):
         cpu += f" ({m['cpu_family_model']})"
-    return (f"{cpu}, {m.get('cpu_cores')} cores ({m.get('cpu_affinity')} usable), {m.get('memory_gb')} GB RAM, "
-            f"{m.get('machine')} {m.get('system')} {m.get('release')}; Python {v.get('python')}, "
-            f"TensorFlow {tf}, Keras {v.get('keras')}, ai-edge-litert {v.get('ai-edge-litert')}, "
-            f"numpy {v.get('numpy')}, kdtool {v.get('kdtool')}")
+    return (
+        f"{cpu}, {m.get('cpu_cores')} cores ({m.get('cpu_affinity')} usable), {m.get('memory_gb')} GB RAM, "
+        f"{m.get('machine')} {m.get('system')} {m.get('release')}; Python {v.get('python')}, "
+        f"TensorFlow {tf}, Keras {v.get('keras')}, ai-edge-litert {v.get('ai-edge-litert')}, "
+        f"numpy {v.get('numpy')}, kdtool {v.get('kdtool')}"
+    )

@@ -70,8 +70,8 @@ sys.path.insert(0, str(ROOT))  # kdtool from the checkout, installed or not
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from common import SECTIONS, T_START, distill_defaults, log  # noqa: E402 - after the sys.path lines above
-from harness import Harness, section_steps  # noqa: E402
-from machine import machine_facts, machine_line  # noqa: E402
+from harness import Harness, section_steps  # noqa: E402 - after the sys.path lines above
+from machine import machine_facts, machine_line  # noqa: E402 - after the sys.path lines above
 
 
 def _ints(v: str) -> list[int]:
@@ -93,38 +93,78 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"), help="FData folder")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue a run an earlier process began (needs --work, which is kept): sections recorded "
-                         "as finished in --json are skipped, and the kd section's kdtool distill runs in --work "
-                         "reuse finished models and resume a killed one from its last epoch; other sections "
-                         "rerun in one piece")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run an earlier process began (needs --work, which is kept): sections recorded "
+        "as finished in --json are skipped, and the kd section's kdtool distill runs in --work "
+        "reuse finished models and resume a killed one from its last epoch; other sections "
+        "rerun in one piece",
+    )
     ap.add_argument("--json", default=str(HERE / "results.json"), help="results JSON")
     ap.add_argument("--md", default=str(HERE / "results.md"), help="results Markdown")
     ap.add_argument("--sections", type=_names, default=list(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
-    ap.add_argument("--run", default=None, help="an existing kdtool distill run folder for quant/latency/compression "
-                                                "(instead of the kd section's seed-0 run)")
+    ap.add_argument(
+        "--run",
+        default=None,
+        help="an existing kdtool distill run folder for quant/latency/compression "
+        "(instead of the kd section's seed-0 run)",
+    )
     ap.add_argument("--seeds", type=_ints, default=None, help="seeds, comma list (quick: 0,1; full: 0,1,2)")
     ap.add_argument("--teachers", type=_names, default=None, help="teachers of the KD section")
-    ap.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=None,
-                    help="distil an ensemble student too (needs >= 2 teachers; full: on)")
-    ap.add_argument("--epochs", type=int, default=None,
-                    help=f"student epochs (quick 4, full {d.epochs} as kdtool distill)")
-    ap.add_argument("--teacher-epochs", type=int, default=None,
-                    help=f"teacher epochs (quick 1, full {d.teacher_epochs} as kdtool distill)")
-    ap.add_argument("--image-size", type=int, default=None,
-                    help=f"teacher input size in the KD section (quick 32, full {d.image_size} as kdtool distill)")
-    ap.add_argument("--balance", default=None, choices=BALANCE_MODES,
-                    help="class balancing of the KD runs (default: kdtool distill's default)")
-    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                    help="augmentation in the KD runs (default: kdtool distill's default)")
-    ap.add_argument("--teacher-head-epochs", type=int, default=None,
-                    help="of --teacher-epochs, head-only epochs (kdtool distill --teacher-head-epochs)")
-    ap.add_argument("--teacher-finetune-learning-rate", type=float, default=None,
-                    help="learning rate of the whole-network phase after a head phase")
+    ap.add_argument(
+        "--ensemble",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="distil an ensemble student too (needs >= 2 teachers; full: on)",
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=None, help=f"student epochs (quick 4, full {d.epochs} as kdtool distill)"
+    )
+    ap.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=None,
+        help=f"teacher epochs (quick 1, full {d.teacher_epochs} as kdtool distill)",
+    )
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"teacher input size in the KD section (quick 32, full {d.image_size} as kdtool distill)",
+    )
+    ap.add_argument(
+        "--balance",
+        default=None,
+        choices=BALANCE_MODES,
+        help="class balancing of the KD runs (default: kdtool distill's default)",
+    )
+    ap.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augmentation in the KD runs (default: kdtool distill's default)",
+    )
+    ap.add_argument(
+        "--teacher-head-epochs",
+        type=int,
+        default=None,
+        help="of --teacher-epochs, head-only epochs (kdtool distill --teacher-head-epochs)",
+    )
+    ap.add_argument(
+        "--teacher-finetune-learning-rate",
+        type=float,
+        default=None,
+        help="learning rate of the whole-network phase after a head phase",
+    )
     ap.add_argument("--temperature", type=float, default=None, help="KD temperature (default: kdtool distill's)")
     ap.add_argument("--alpha", type=float, default=None, help="KD alpha (default: kdtool distill's)")
-    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
-                    help="learning-rate schedule of the KD runs (default: kdtool distill's)")
+    ap.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default=None,
+        help="learning-rate schedule of the KD runs (default: kdtool distill's)",
+    )
     ap.add_argument("--cost-teacher", default="efficientnet_lite0", help="teacher timed in the cost section")
     ap.add_argument("--small-size", type=int, default=32, help="the small teacher's input size in the cost section")
     ap.add_argument("--large-size", type=int, default=96, help="the large teacher's input size in the cost section")

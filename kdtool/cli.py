@@ -50,11 +50,20 @@ def data_synthetic(out, n_train, n_val, n_test, seed) -> None:
 
 @data.command("dermamnist")
 @click.option("--out", default="FData", show_default=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--source-size", type=click.Choice(["28", "64"]), default="64", show_default=True,
-              help="DermaMNIST release to download (resized to --size).")
+@click.option(
+    "--source-size",
+    type=click.Choice(["28", "64"]),
+    default="64",
+    show_default=True,
+    help="DermaMNIST release to download (resized to --size).",
+)
 @click.option("--size", default=32, show_default=True, type=click.IntRange(8, 256), help="Output image side.")
-@click.option("--npz", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Use an already downloaded dermamnist*.npz instead of downloading.")
+@click.option(
+    "--npz",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Use an already downloaded dermamnist*.npz instead of downloading.",
+)
 @click.option("--cache", default="~/.cache/kdtool", show_default=True, help="Where the download is kept.")
 def data_dermamnist(out, source_size, size, npz, cache) -> None:
     """Download DermaMNIST (MedMNIST v2), verify its MD5 and convert it to FData (its split is image-level, so

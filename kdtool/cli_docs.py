@@ -83,8 +83,12 @@ def _command(path: list[str], command: click.Command, ctx: click.Context) -> str
         options = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
         sections = [("Options", options)] if options else []
     for title, params in sections:
-        lines += [f"### {title}" if groups else f"**{title}**", "", "| Option | Default | Description |",
-                  "|---|---|---|"]
+        lines += [
+            f"### {title}" if groups else f"**{title}**",
+            "",
+            "| Option | Default | Description |",
+            "|---|---|---|",
+        ]
         for param in params:
             lines.append(_option_row(param, ctx))
         lines.append("")
@@ -113,7 +117,7 @@ def _option_row(param: click.Parameter, ctx: click.Context) -> str:
         kept = []
         for extra in extras.split("; "):
             if extra.startswith("default: "):
-                default = f"`{extra[len('default: '):]}`"
+                default = f"`{extra[len('default: ') :]}`"
             else:
                 kept.append(extra)
         if kept:

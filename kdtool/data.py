@@ -205,7 +205,7 @@ def read_class_names(root: Path, num_classes: int) -> list[str]:
         if names is None and fname == "dataset_info.json":
             continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InputError(f"{path}: expected a list of class-name strings (or {{\"classes\": [...]}})")
+            raise InputError(f'{path}: expected a list of class-name strings (or {{"classes": [...]}})')
         if len(names) != num_classes:
             raise InputError(f"{path}: lists {len(names)} class names but the labels have {num_classes} classes")
         return names
@@ -315,9 +315,7 @@ def load_fdata(root: str | os.PathLike, splits: Iterable[str] = SPLITS, mmap: bo
         if first is not None:
             f_split, fx, fy = first
             if x.shape[1:] != fx.shape[1:]:
-                raise InputError(
-                    f"{xp}: image shape {x.shape[1:]} differs from X_{f_split}.npy's {fx.shape[1:]}"
-                )
+                raise InputError(f"{xp}: image shape {x.shape[1:]} differs from X_{f_split}.npy's {fx.shape[1:]}")
             if y.shape[1] != fy.shape[1]:
                 raise InputError(f"{yp}: {y.shape[1]} classes but y_{f_split}.npy has {fy.shape[1]}")
         else:
@@ -354,8 +352,9 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     for i in order[:leftover]:
         quota[i] += 1
     quota = np.minimum(quota, counts)
-    picked = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False)
-              for c, q in zip(classes, quota, strict=True)]
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
@@ -414,8 +413,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_fdata(root: str | os.PathLike, arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
-               info: dict | None = None) -> Path:
+def save_fdata(
+    root: str | os.PathLike,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    info: dict | None = None,
+) -> Path:
     """Write an FData folder (atomic per file) with classes.json and an optional dataset_info.json.
 
     Args:

@@ -129,8 +129,9 @@ def convert_medmnist_npz(npz_path: Path, out: Path, size: int = 32, info: dict |
     return save_fdata(out, arrays, HAM_CLASSES, info=dict(info or DERMAMNIST_INFO, source=str(npz_path.name)))
 
 
-def make_synthetic(out: str | os.PathLike, n_train: int = 700, n_val: int = 150, n_test: int = 150,
-                   size: int = 32, seed: int = 0) -> Path:
+def make_synthetic(
+    out: str | os.PathLike, n_train: int = 700, n_val: int = 150, n_test: int = 150, size: int = 32, seed: int = 0
+) -> Path:
     """Write a small SYNTHETIC 7-class FData set for trying the pipeline offline.
 
     Each class is a coloured blob of its own hue, size and texture on a skin-toned

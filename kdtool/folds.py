@@ -60,8 +60,9 @@ def read_groups(root: str | os.PathLike, split: str, n: int) -> np.ndarray | Non
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise InputError(f"{path}: unreadable ({exc})") from None
     if sorted(ids) != list(range(n)):
-        raise InputError(f"{path}: its {split!r} rows do not cover positions 0..{n - 1} exactly "
-                         f"({len(ids)} rows for {n} images)")
+        raise InputError(
+            f"{path}: its {split!r} rows do not cover positions 0..{n - 1} exactly ({len(ids)} rows for {n} images)"
+        )
     return np.array([ids[i] for i in range(n)], dtype=str)
 
 

@@ -46,6 +46,7 @@ BENIGN_LOG_LINES = ("INFO: Created TensorFlow Lite XNNPACK delegate", "INFO: Ini
 
 # ----------------------------------------------------------------------------- runtimes
 
+
 @dataclass(frozen=True)
 class Runtime:
     """A usable TFLite interpreter implementation.

@@ -38,6 +38,7 @@ IN_MEMORY = Path("<in-memory model>")
 
 # ----------------------------------------------------------------------------- model files and sidecars
 
+
 def check_tflite_file(path: str | Path) -> Path:
     """Check a model file before an interpreter sees it (:func:`kdtool.safety.check_tflite_file`).
 
@@ -109,6 +110,7 @@ def read_sidecar(model_path: str | Path, notes: list[str] | None = None) -> dict
 
 
 # ----------------------------------------------------------------------------- loaded models
+
 
 @dataclass
 class TensorIO:
@@ -297,6 +299,7 @@ def load_model(source: str | Path | bytes, runtime: Runtime, threads: int = 1,
 
 
 # ----------------------------------------------------------------------------- running
+
 
 def set_input(model: LoadedModel, x: np.ndarray) -> None:
     """Quantize one batch of float images in [0, 1] (:mod:`kdtool.quant`) and set it as the model's input.

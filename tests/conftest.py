@@ -18,8 +18,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_HAM = ROOT.parent / "shared" / "data" / "ham10000"
 #: kdtool distill options for a tiny, fast run (no ImageNet weights, 32 px, a two-block 8/16 student).
-TINY = ["--epochs", "2", "--teacher-epochs", "1", "--batch-size", "16", "--weights", "none", "--image-size", "32",
-        "--student-filters", "8,16", "--student-dense", "16"]
+TINY = [
+    "--epochs",
+    "2",
+    "--teacher-epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--student-filters",
+    "8,16",
+    "--student-dense",
+    "16",
+]
 
 
 def tiny_backbone(input_shape, weights):
@@ -59,7 +73,7 @@ def write_fdata(folder: Path, n=(40, 12, 12), k=3, size=8, dtype="uint8", seed=0
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, count in zip(("train", "val", "test"), n):
+    for split, count in zip(("train", "val", "test"), n, strict=True):
         labels = np.arange(count) % k
         rng.shuffle(labels)
         x = rng.uniform(0, 0.5, size=(count, size, size, 3))

@@ -16,7 +16,8 @@ DOC = ROOT / "docs" / "cli.md"
 
 def test_docs_cli_md_is_up_to_date():
     assert DOC.read_text() == render(), (
-        "docs/cli.md is stale: regenerate it with `python -m kdtool.cli_docs > docs/cli.md` and commit it")
+        "docs/cli.md is stale: regenerate it with `python -m kdtool.cli_docs > docs/cli.md` and commit it"
+    )
 
 
 def test_every_command_and_option_is_in_the_reference():
@@ -36,8 +37,10 @@ def test_every_command_and_option_is_in_the_reference():
 
 
 def test_rendering_needs_no_tensorflow():
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "from kdtool.cli_docs import render; print(len(render()))")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+        "from kdtool.cli_docs import render; print(len(render()))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout) > 1000

@@ -16,8 +16,11 @@ MAX_CHARS = 200
 # a sentence ends where a full stop, ! or ? is followed by a capital ("e.g. vgg16" continues one)
 SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
 # what belongs in docs/, not in --help: repository paths and measured numbers
-NOT_IN_HELP = re.compile(r"benchmarks/|\w\.md\b|README|HISTORY|\d\s*%|\bover (two|three|four|five|\d+) seeds\b"
-                         r"|\bpercentage points? (better|worse|higher|lower)|\bmeasured\b", re.I)
+NOT_IN_HELP = re.compile(
+    r"benchmarks/|\w\.md\b|README|HISTORY|\d\s*%|\bover (two|three|four|five|\d+) seeds\b"
+    r"|\bpercentage points? (better|worse|higher|lower)|\bmeasured\b",
+    re.I,
+)
 
 
 def commands(group: click.Group = main, path: tuple[str, ...] = ("kdtool",)):
@@ -31,8 +34,12 @@ def commands(group: click.Group = main, path: tuple[str, ...] = ("kdtool",)):
 
 
 COMMANDS = list(commands())
-OPTIONS = [(" ".join(path), param) for path, command in COMMANDS for param in command.params
-           if getattr(param, "help", None) is not None]
+OPTIONS = [
+    (" ".join(path), param)
+    for path, command in COMMANDS
+    for param in command.params
+    if getattr(param, "help", None) is not None
+]
 
 
 def prose(help_text: str) -> str:
@@ -51,9 +58,16 @@ def check(text: str, where: str) -> None:
 
 
 def test_the_commands_are_all_found():
-    assert {" ".join(p) for p, _ in COMMANDS} >= {"kdtool", "kdtool data", "kdtool data synthetic",
-                                                   "kdtool data dermamnist", "kdtool distill", "kdtool export",
-                                                   "kdtool bench", "kdtool predict"}
+    assert {" ".join(p) for p, _ in COMMANDS} >= {
+        "kdtool",
+        "kdtool data",
+        "kdtool data synthetic",
+        "kdtool data dermamnist",
+        "kdtool distill",
+        "kdtool export",
+        "kdtool bench",
+        "kdtool predict",
+    }
     assert len(OPTIONS) > 60
 
 
@@ -67,13 +81,16 @@ def test_command_help_is_one_short_sentence_and_examples(path, command):
     check(prose(command.help or ""), " ".join(path))
 
 
-@pytest.mark.parametrize("text", [
-    "Two sentences. Here is the second.",
-    "x" * 201 + ".",
-    "Measured in benchmarks/recipes.md.",
-    "Raised sensitivity from 55.4 to 59.3% over three seeds.",
-    "no full stop at the end",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Two sentences. Here is the second.",
+        "x" * 201 + ".",
+        "Measured in benchmarks/recipes.md.",
+        "Raised sensitivity from 55.4 to 59.3% over three seeds.",
+        "no full stop at the end",
+    ],
+)
 def test_the_check_refuses_what_it_should(text):
     with pytest.raises(AssertionError):
         check(text, "example")

@@ -41,10 +41,13 @@ def test_without_groups_every_image_is_its_own_group(tmp_path):
     assert np.bincount(f).tolist() == [3, 3] and np.bincount(f[4:], minlength=2).tolist() == [1, 1]
 
 
-@pytest.mark.parametrize("lesions, header, n, message", [
-    (["A", "B"], "split,position,image_id,lesion_id,dx", 3, "do not cover positions 0..2"),
-    (["A", "B"], "split,position,image_id,dx,label", 2, "missing column"),
-])
+@pytest.mark.parametrize(
+    "lesions, header, n, message",
+    [
+        (["A", "B"], "split,position,image_id,lesion_id,dx", 3, "do not cover positions 0..2"),
+        (["A", "B"], "split,position,image_id,dx,label", 2, "missing column"),
+    ],
+)
 def test_bad_image_ids_get_one_line_naming_the_file(tmp_path, lesions, header, n, message):
     _ids(tmp_path, lesions, header)
     with pytest.raises(InputError, match=message) as exc:

@@ -25,13 +25,13 @@ def test_matches_sklearn_with_absent_class(seed):
             warnings.simplefilter("ignore")
             assert r["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred))
             for avg in ("macro", "weighted"):
-                p, rec, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
-                                                                  zero_division=0)
+                p, rec, f, _ = sk.precision_recall_fscore_support(
+                    y_true, y_pred, labels=labels, average=avg, zero_division=0
+                )
                 assert r[avg] == pytest.approx({"precision": p, "recall": rec, "f1": f})
             p, rec, f, s = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     for i, name in enumerate(names):
-        assert r["per_class"][name] == pytest.approx(
-            {"precision": p[i], "recall": rec[i], "f1": f[i], "support": s[i]})
+        assert r["per_class"][name] == pytest.approx({"precision": p[i], "recall": rec[i], "f1": f[i], "support": s[i]})
     assert r["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 README = ROOT / "README.md"
@@ -38,8 +37,12 @@ def test_the_two_commands_come_first_and_run_the_right_things():
     assert [s.split()[1] for s in job[3:]] == ["data", "distill", "export", "bench"]
     assert all(s.startswith("kdtool ") for s in job[3:])
     assert job[3].startswith("kdtool data synthetic ")  # offline: no download in the first command
-    assert tests == ["python3 -m venv .venv", ". .venv/bin/activate", 'pip install -e ".[train,test]"',
-                     "python -m pytest -q"]
+    assert tests == [
+        "python3 -m venv .venv",
+        ". .venv/bin/activate",
+        'pip install -e ".[train,test]"',
+        "python -m pytest -q",
+    ]
 
 
 def test_ci_runs_the_readme_test_command():
@@ -82,8 +85,15 @@ def test_relative_links_resolve(page):
 
 def test_readme_links_the_docs():
     links = set(re.findall(r"\]\(([^)\s#]+)", README.read_text()))
-    want = {"docs/cli.md", "docs/performance.md", "docs/reliability.md", "docs/decisions.md", "CHANGELOG.md",
-            "benchmarks/run.py", "benchmarks/results.md"}
+    want = {
+        "docs/cli.md",
+        "docs/performance.md",
+        "docs/reliability.md",
+        "docs/decisions.md",
+        "CHANGELOG.md",
+        "benchmarks/run.py",
+        "benchmarks/results.md",
+    }
     assert want <= links, f"README.md does not link {sorted(want - links)}"
 
 
@@ -120,7 +130,7 @@ def test_readme_and_performance_quote_the_same_numbers():
     rows = [r for r in section.splitlines() if r.startswith("| ") and "±" in r]
     assert len(rows) == 2, "the README's table should have the distilled student and the student alone"
     perf_rows = [r for r in perf.splitlines() if r.startswith("| ") and "±" in r]
-    for row, label in zip(rows, ("distilled student, export defaults", "student alone, export defaults")):
+    for row, label in zip(rows, ("distilled student, export defaults", "student alone, export defaults"), strict=True):
         values = re.findall(r"\d+\.\d ± \d+\.\d", row)
         assert len(values) == 5
         match = [r for r in perf_rows if r.startswith(f"| {label} |")]
@@ -135,7 +145,8 @@ def test_readme_main_job_runs(tmp_path):
     kdtool_steps = [s for s in _steps(_bash_blocks()[0]) if s.startswith("kdtool ")]
     for step in kdtool_steps:
         argv = shlex.split(step)[1:]
-        proc = subprocess.run([sys.executable, "-m", "kdtool", *argv], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kdtool", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=900
+        )
         assert proc.returncode == 0, f"{step}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert "bal.acc" in proc.stdout

@@ -56,6 +56,7 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     import click
 
     with click.progressbar(length=total, label=label, file=_progress_file) as bar:
+
         def update(n: int) -> None:
             bar.update(n)
             beat()
@@ -116,8 +117,10 @@ def job_classify(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     beat("L")
     model = load_model(req["model"], runtime, threads=req["threads"])
     beat("P")
-    return {"notes": model.notes, "results": classify(model, req["images"], top=req["top"],
-                                                                        tta=req.get("tta", "none"))}, {}
+    return {
+        "notes": model.notes,
+        "results": classify(model, req["images"], top=req["top"], tta=req.get("tta", "none")),
+    }, {}
 
 
 #: job name -> function(request) -> (JSON-ready result, arrays).

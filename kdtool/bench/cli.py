@@ -28,9 +28,13 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 #: ``--tta`` of both commands (:mod:`kdtool.bench.tta`).
 _tta_option = click.option(
-    "--tta", type=click.Choice(list_tta_modes()), default="none", show_default=True,
+    "--tta",
+    type=click.Choice(list_tta_modes()),
+    default="none",
+    show_default=True,
     help="Test-time augmentation: average the scores over the image and its mirror (flip, 2 invokes) or its 8 "
-         "rotations and mirrors (d4, 8 invokes) before deciding.")
+    "rotations and mirrors (d4, 8 invokes) before deciding.",
+)
 
 
 @contextmanager
@@ -93,35 +97,71 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
 @click.command(context_settings=_CTX)
 @click.argument("models", nargs=-1, required=True, metavar="MODEL.tflite|DIR...")
 @click.option("--data", default="FData", show_default=True, help="FData folder with X_<split>.npy and y_<split>.npy.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
-              help="Split to measure accuracy on.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Interpreter threads (num_threads; XNNPACK stays on).")
-@click.option("--runs", type=click.IntRange(min=0), default=200, show_default=True,
-              help="Timed invokes (0: no latency).")
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Untimed invokes before timing.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Resize the input tensor to this batch size.")
-@click.option("--json", "json_path", metavar="PATH",
-              help="Write results as JSON (a list, one object per model); '-' for stdout.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Split to measure accuracy on.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Interpreter threads (num_threads; XNNPACK stays on).",
+)
+@click.option(
+    "--runs", type=click.IntRange(min=0), default=200, show_default=True, help="Timed invokes (0: no latency)."
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Untimed invokes before timing."
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Resize the input tensor to this batch size.",
+)
+@click.option(
+    "--json", "json_path", metavar="PATH", help="Write results as JSON (a list, one object per model); '-' for stdout."
+)
 @click.option("--csv", "csv_path", metavar="PATH", help="Write results as CSV (one row per model); '-' for stdout.")
 @click.option("--reference", metavar="MODEL.tflite", help="Also report top-1 agreement with this model.")
-@click.option("--predictions", "predictions_path", metavar="PATH",
-              help="Write the top-1 predictions on the split as an int64 .npy (one model only).")
-@click.option("--compare", is_flag=True,
-              help="Treat the arguments as bench JSON files (from several devices, say) and merge them into one "
-                   "table and a pareto.png.")
-@click.option("--out", metavar="DIR|FILE.png",
-              help="--compare: where pareto.png goes (default: beside --json, else the current folder).")
+@click.option(
+    "--predictions",
+    "predictions_path",
+    metavar="PATH",
+    help="Write the top-1 predictions on the split as an int64 .npy (one model only).",
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Treat the arguments as bench JSON files (from several devices, say) and merge them into one "
+    "table and a pareto.png.",
+)
+@click.option(
+    "--out",
+    metavar="DIR|FILE.png",
+    help="--compare: where pareto.png goes (default: beside --json, else the current folder).",
+)
 @click.option("--plot/--no-plot", default=True, show_default=True, help="--compare: write pareto.png.")
-@click.option("--isolate/--no-isolate", default=None,
-              help="Run each model's interpreter in a child process so that a crash or hang becomes one error line "
-                   "(default: only models without a kdtool export sidecar whose sha256 matches).")
+@click.option(
+    "--isolate/--no-isolate",
+    default=None,
+    help="Run each model's interpreter in a child process so that a crash or hang becomes one error line "
+    "(default: only models without a kdtool export sidecar whose sha256 matches).",
+)
 @_tta_option
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
-              metavar="SECONDS", help="Isolated models: stop one that shows no progress (loading, or between "
-                                      "invokes) for this long.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Isolated models: stop one that shows no progress (loading, or between invokes) for this long.",
+)
 def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
                   predictions_path, compare, out, plot, isolate, timeout, tta) -> None:  # fmt: skip
     """Accuracy, size and latency of .tflite models, without TensorFlow.
@@ -178,8 +218,14 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     device = device_facts(runtime)
     notes: list[str] = []
 
-    common = {"data": str(fdata.root), "split": split, "threads": threads, "batch": batch, "runtime": runtime.name,
-              "tta": tta}
+    common = {
+        "data": str(fdata.root),
+        "split": split,
+        "threads": threads,
+        "batch": batch,
+        "runtime": runtime.name,
+        "tta": tta,
+    }
 
     ref = None
     if ref_path is not None:
@@ -226,11 +272,20 @@ def _save_predictions(path: str, preds: np.ndarray) -> None:
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="How many classes to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one object per image) instead of text.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
-@click.option("--isolate/--no-isolate", default=None,
-              help="Run the interpreter in a child process so that a crash or hang becomes one error line "
-                   "(default: only for a model without a kdtool export sidecar whose sha256 matches).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S, show_default=True,
-              metavar="SECONDS", help="Isolated: stop an interpreter that shows no progress for this long.")
+@click.option(
+    "--isolate/--no-isolate",
+    default=None,
+    help="Run the interpreter in a child process so that a crash or hang becomes one error line "
+    "(default: only for a model without a kdtool export sidecar whose sha256 matches).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Isolated: stop an interpreter that shows no progress for this long.",
+)
 @_tta_option
 def predict_command(model, images, top, as_json, threads, isolate, timeout, tta) -> None:
     """Classify image files (JPEG, PNG, ...) with a .tflite model.

@@ -245,8 +245,11 @@ def format_table(records: Sequence[dict]) -> str:
         f"split {first.get('split')} ({first.get('n_images')} images); {first.get('runtime')} "
         f"{first.get('runtime_version')}, {first.get('threads')} thread(s), batch {first.get('batch')}, "
         f"{first.get('runs')} timed runs after {first.get('warmup')} warm-up"
-        + (f"; TTA {first['tta']} ({first.get('tta_views')} invokes per image: img/s counts them all)"
-           if first.get("tta") not in (None, "none") else ""),
+        + (
+            f"; TTA {first['tta']} ({first.get('tta_views')} invokes per image: img/s counts them all)"
+            if first.get("tta") not in (None, "none")
+            else ""
+        ),
         f"device: {dev.get('machine')}, {dev.get('cpu_model')}, {dev.get('cpu_cores')} cores; "
         f"Python {dev.get('python')}, numpy {dev.get('numpy')}; "
         f"peak RSS {fmt_number(records[-1].get('peak_rss_mb'), '.1f')} MiB",
@@ -293,8 +296,10 @@ def operating_point_note(point: dict | None) -> str:
     if held and "skipped" in held:
         parts.append(f"melanoma floor {100 * held['target']:g}% not held")
     elif held:
-        parts.append(f"{held['class']} logit {held['offset']:+.3f} (val {held['detected']}/{held['images']}, "
-                     f">= {100 * held['target']:g}% at {100 * held['confidence']:g}%)")
+        parts.append(
+            f"{held['class']} logit {held['offset']:+.3f} (val {held['detected']}/{held['images']}, "
+            f">= {100 * held['target']:g}% at {100 * held['confidence']:g}%)"
+        )
     return ", ".join(parts)
 
 

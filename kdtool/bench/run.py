@@ -67,8 +67,13 @@ class SplitData:
 
     @classmethod
     def from_fdata(cls, fdata: FData, split: str) -> SplitData:
-        return cls(fdata.x(split), fdata.labels(split), list(fdata.class_names), split,
-                   str(Path(fdata.root) / f"X_{split}.npy"))
+        return cls(
+            fdata.x(split),
+            fdata.labels(split),
+            list(fdata.class_names),
+            split,
+            str(Path(fdata.root) / f"X_{split}.npy"),
+        )
 
     @property
     def image_shape(self) -> tuple[int, ...]:

@@ -44,7 +44,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, shift: int = 2, jitter: flo
             dy, dx = rng.integers(-shift, shift + 1, size=2)
             if dy or dx:
                 padded = np.pad(img, ((shift, shift), (shift, shift), (0, 0)), mode="reflect")
-                img = padded[shift + dy: shift + dy + h, shift + dx: shift + dx + w]
+                img = padded[shift + dy : shift + dy + h, shift + dx : shift + dx + w]
         if jitter:
             brightness = 1.0 + rng.uniform(-jitter, jitter)
             contrast = 1.0 + rng.uniform(-jitter, jitter)
@@ -71,7 +71,7 @@ def make_views(x: np.ndarray, k: int, seed: int, batch: int = 1024) -> np.ndarra
     views[0] = x
     for v in range(1, k):
         for start in range(0, len(x), batch):
-            views[v, start:start + batch] = augment(x[start:start + batch], rng)
+            views[v, start : start + batch] = augment(x[start : start + batch], rng)
     return views
 
 
@@ -93,8 +93,17 @@ class TrainBatches(keras.utils.PyDataset):
             (class-balanced sampling); epoch length stays N.
     """
 
-    def __init__(self, x, targets, batch_size: int, sample_weight=None, augment: bool = False, seed: int = 0,
-                 sampling_probs=None, **kwargs):
+    def __init__(
+        self,
+        x,
+        targets,
+        batch_size: int,
+        sample_weight=None,
+        augment: bool = False,
+        seed: int = 0,
+        sampling_probs=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.views = x.ndim == 5
         self.x, self.targets = x, targets
@@ -127,7 +136,7 @@ class TrainBatches(keras.utils.PyDataset):
         self.on_epoch_end()
 
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         if self.views:
             v = self.view_of[idx]
             xb, yb = self.x[v, idx], self.targets[v, idx]

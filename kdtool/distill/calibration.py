@@ -65,11 +65,20 @@ def fold_data(run: Run, folds: np.ndarray, f: int, folder: Path) -> Path:
         return folder
     fd = run.fd
     x, y = fd.raw_x("train"), fd.onehot("train")
-    arrays = {"train": (x[folds != f], y[folds != f]), "val": (fd.raw_x("val"), fd.onehot("val")),
-              "test": (x[folds == f], y[folds == f])}
-    save_fdata(folder, arrays, fd.class_names,
-               info={"note": f"fold {f} of {int(folds.max()) + 1} of {fd.root}'s train split "
-                             "(kdtool distill --calibration-folds); test = the held-out fold"})
+    arrays = {
+        "train": (x[folds != f], y[folds != f]),
+        "val": (fd.raw_x("val"), fd.onehot("val")),
+        "test": (x[folds == f], y[folds == f]),
+    }
+    save_fdata(
+        folder,
+        arrays,
+        fd.class_names,
+        info={
+            "note": f"fold {f} of {int(folds.max()) + 1} of {fd.root}'s train split "
+            "(kdtool distill --calibration-folds); test = the held-out fold"
+        },
+    )
     return folder
 
 
@@ -127,14 +136,17 @@ def out_of_fold_logits(run: Run, strategy, stage) -> dict[str, np.ndarray]:
     labels = fd.labels("train")
     groups, folds = plan_folds(fd, k, cfg.seed)
     if groups is None:
-        run.warn(f"{fd.root / GROUPS_FILE} not found: calibration folds split images, not lesions, so images "
-                 "of one lesion may score each other and the out-of-fold logits are optimistic")
+        run.warn(
+            f"{fd.root / GROUPS_FILE} not found: calibration folds split images, not lesions, so images "
+            "of one lesion may score each other and the out-of-fold logits are optimistic"
+        )
     home = run.out / "calibration" / f"k{k}"
     home.mkdir(parents=True, exist_ok=True)
     if (home / "folds.npy").is_file():
         if not np.array_equal(safe_load_npy(home / "folds.npy"), folds):
-            raise InputError(f"{home / 'folds.npy'}: differs from this run's folds (other lesion ids?); "
-                             f"remove {home} to redo them")
+            raise InputError(
+                f"{home / 'folds.npy'}: differs from this run's folds (other lesion ids?); remove {home} to redo them"
+            )
     else:
         _save_npy(home / "folds.npy", folds)
     students = [rec for rec in run.records.values() if rec["role"] in STUDENT_ROLES]
@@ -162,7 +174,9 @@ def out_of_fold_logits(run: Run, strategy, stage) -> dict[str, np.ndarray]:
         path = home / f"{name}.oof_logits.npy"
         digest = _save_npy(path, pooled[name])
         rec["calibration"] = {
-            "file": str(path.relative_to(run.out)), "sha256": digest, "folds": k,
+            "file": str(path.relative_to(run.out)),
+            "sha256": digest,
+            "folds": k,
             "grouped_by": "lesion_id" if groups is not None else "image",
             "model_sha256": rec["sha256"],
             "fold_best_epochs": epochs[name],

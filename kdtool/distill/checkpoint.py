@@ -117,9 +117,11 @@ def random_state(model, batches=None) -> dict:
         ``{"python": ..., "seed_generators": [...], "batches": ... or None}``.
     """
     version, internal, gauss = random.getstate()
-    return {"python": [version, list(internal), gauss],
-            "seed_generators": [np.asarray(v).tolist() for v in _seed_states(model)],
-            "batches": batches.random_state() if hasattr(batches, "random_state") else None}
+    return {
+        "python": [version, list(internal), gauss],
+        "seed_generators": [np.asarray(v).tolist() for v in _seed_states(model)],
+        "batches": batches.random_state() if hasattr(batches, "random_state") else None,
+    }
 
 
 def restore_random_state(model, batches, state: dict) -> None:
@@ -206,8 +208,12 @@ class BestOnValidation(keras.callbacks.Callback):
     def _score(self) -> float:
         from kdtool.metrics import classification_report
 
-        preds = np.concatenate([np.asarray(self.model(self.x_val[i:i + 512], training=False)).argmax(1)
-                                for i in range(0, len(self.x_val), 512)])
+        preds = np.concatenate(
+            [
+                np.asarray(self.model(self.x_val[i : i + 512], training=False)).argmax(1)
+                for i in range(0, len(self.x_val), 512)
+            ]
+        )
         k = int(max(preds.max(), self.labels_val.max())) + 1
         return classification_report(self.labels_val, preds, [str(c) for c in range(k)])["balanced_accuracy"]
 
@@ -252,8 +258,17 @@ def _state(folder: Path) -> tuple[int, Path, dict | None] | None:
     return (epoch, weights, saved if isinstance(saved, dict) else None) if weights.is_file() else None
 
 
-def fit_resumable(model, backup_dir: Path, x, y, epochs: int, select: tuple | None = None,
-                  patience: int = 0, keep_best: bool = True, **fit_kwargs) -> tuple[dict[str, list[float]], int | None]:
+def fit_resumable(
+    model,
+    backup_dir: Path,
+    x,
+    y,
+    epochs: int,
+    select: tuple | None = None,
+    patience: int = 0,
+    keep_best: bool = True,
+    **fit_kwargs,
+) -> tuple[dict[str, list[float]], int | None]:
     """``model.fit`` that resumes from ``backup_dir`` and returns the whole history.
 
     Args:

@@ -43,38 +43,75 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
 @cloup.command(context_settings={"show_default": True}, align_option_groups=True)
 @cloup.option_group(
     "Data",
-    _option("data", "FData folder holding X_{train,val,test}.npy and y_{train,val,test}.npy.",
-            type=click.Path(file_okay=False)),
-    _option("out", "Output folder for run.json, summary.csv and the models; re-running into it skips finished models.",
-            type=click.Path(file_okay=False)),
-    _option("balance", "Class imbalance, for teachers and students: logit-adjust (log class prior added to the "
-                       "logits), weights (class-weighted loss), sampling (class-balanced batches) or none.",
-            type=click.Choice(BALANCE_MODES)),
-    _option("augment", "Augment training images with flips, 90-degree rotations, small shifts and colour jitter.",
-            "--augment/--no-augment"),
-    _option("views", "With --augment and cached logits, the fixed augmented views of each training image whose "
-                     "teacher logits are cached."),
+    _option(
+        "data",
+        "FData folder holding X_{train,val,test}.npy and y_{train,val,test}.npy.",
+        type=click.Path(file_okay=False),
+    ),
+    _option(
+        "out",
+        "Output folder for run.json, summary.csv and the models; re-running into it skips finished models.",
+        type=click.Path(file_okay=False),
+    ),
+    _option(
+        "balance",
+        "Class imbalance, for teachers and students: logit-adjust (log class prior added to the "
+        "logits), weights (class-weighted loss), sampling (class-balanced batches) or none.",
+        type=click.Choice(BALANCE_MODES),
+    ),
+    _option(
+        "augment",
+        "Augment training images with flips, 90-degree rotations, small shifts and colour jitter.",
+        "--augment/--no-augment",
+    ),
+    _option(
+        "views",
+        "With --augment and cached logits, the fixed augmented views of each training image whose "
+        "teacher logits are cached.",
+    ),
 )
 @cloup.option_group(
     "Teachers",
-    _option("teachers", "Comma-separated teacher names, or all (see --list-teachers); an empty string trains "
-                        "the student alone only."),
+    _option(
+        "teachers",
+        "Comma-separated teacher names, or all (see --list-teachers); an empty string trains the student alone only.",
+    ),
     cloup.option("--list-teachers", is_flag=True, help="List the registered teachers and exit."),
-    _option("weights", "Teacher initialisation: imagenet (fail if unavailable), auto (ImageNet, else random with "
-                       "a warning) or none (from scratch).", type=click.Choice(WEIGHTS)),
-    _option("image_size", "Side the teachers resize images to inside the model, raised to each architecture's "
-                          "minimum."),
+    _option(
+        "weights",
+        "Teacher initialisation: imagenet (fail if unavailable), auto (ImageNet, else random with "
+        "a warning) or none (from scratch).",
+        type=click.Choice(WEIGHTS),
+    ),
+    _option(
+        "image_size", "Side the teachers resize images to inside the model, raised to each architecture's minimum."
+    ),
     _option("teacher_epochs", "Fine-tuning epochs of each teacher, head phase included."),
-    _option("teacher_head_epochs", "Of --teacher-epochs, the first ones train only the new logits head with the "
-                                   "pretrained backbone frozen (skipped for randomly initialised teachers)."),
-    _option("teacher_seeds", "Teachers fine-tuned per architecture, with seeds --seed, --seed+1 and so on; its "
-                             "student distils from the mean of their soft targets."),
-    _option("teacher_learning_rate", "Adam learning rate of the teachers (their head phase, or all of "
-                                     "fine-tuning without one)."),
-    _option("teacher_finetune_learning_rate", "Adam learning rate of the whole-network phase after a head phase "
-                                              "(default: --teacher-learning-rate).", type=float),
-    _option("teacher_logits", "cached runs each teacher once per training view and keeps its logits; online runs "
-                              "the frozen teacher at every step.", type=click.Choice(TEACHER_LOGITS)),
+    _option(
+        "teacher_head_epochs",
+        "Of --teacher-epochs, the first ones train only the new logits head with the "
+        "pretrained backbone frozen (skipped for randomly initialised teachers).",
+    ),
+    _option(
+        "teacher_seeds",
+        "Teachers fine-tuned per architecture, with seeds --seed, --seed+1 and so on; its "
+        "student distils from the mean of their soft targets.",
+    ),
+    _option(
+        "teacher_learning_rate",
+        "Adam learning rate of the teachers (their head phase, or all of fine-tuning without one).",
+    ),
+    _option(
+        "teacher_finetune_learning_rate",
+        "Adam learning rate of the whole-network phase after a head phase (default: --teacher-learning-rate).",
+        type=float,
+    ),
+    _option(
+        "teacher_logits",
+        "cached runs each teacher once per training view and keeps its logits; online runs "
+        "the frozen teacher at every step.",
+        type=click.Choice(TEACHER_LOGITS),
+    ),
 )
 @cloup.option_group(
     "Student",
@@ -87,35 +124,59 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
     "Distillation",
     _option("alpha", "Weight of the hard-label cross-entropy; 1 - alpha weighs the soft KL term."),
     _option("temperature", "KD temperature T: soft targets are softmax(z/T) and the KL term is scaled by T^2."),
-    _option("temperatures", "Temperatures to sweep: one student per (T, alpha) pair and teacher, the best by "
-                            "validation balanced accuracy reported with a heatmap.", show_default="no sweep"),
+    _option(
+        "temperatures",
+        "Temperatures to sweep: one student per (T, alpha) pair and teacher, the best by "
+        "validation balanced accuracy reported with a heatmap.",
+        show_default="no sweep",
+    ),
     _option("alphas", "Alphas to sweep, with --sweep-temperatures or alone.", show_default="no sweep"),
     _option("ensemble", "Also distil one student from the mean of all teachers' soft targets."),
-    _option("kd_balance", "Distilled students only: weights scales each image's KD term by its class weight "
-                          "N/(K*n_c), not with --balance weights; none counts every image the same.",
-            type=click.Choice(KD_BALANCE_MODES)),
+    _option(
+        "kd_balance",
+        "Distilled students only: weights scales each image's KD term by its class weight "
+        "N/(K*n_c), not with --balance weights; none counts every image the same.",
+        type=click.Choice(KD_BALANCE_MODES),
+    ),
 )
 @cloup.option_group(
     "Schedule",
     _option("epochs", "Training epochs of every student, distilled or alone."),
     _option("batch_size", "Batch size of teachers and students."),
     _option("learning_rate", "Adam learning rate of the students."),
-    _option("lr_schedule", "Learning rate over each model's training: cosine decays it to 0 by the last epoch, "
-                           "constant keeps it.", type=click.Choice(LR_SCHEDULES)),
-    _option("select_best", "Keep each model's epoch with the best validation balanced accuracy, or its last "
-                           "epoch.", "--select-best/--last-epoch"),
+    _option(
+        "lr_schedule",
+        "Learning rate over each model's training: cosine decays it to 0 by the last epoch, constant keeps it.",
+        type=click.Choice(LR_SCHEDULES),
+    ),
+    _option(
+        "select_best",
+        "Keep each model's epoch with the best validation balanced accuracy, or its last epoch.",
+        "--select-best/--last-epoch",
+    ),
     _option("patience", "With --select-best, stop a model after this many epochs without improvement (0: never)."),
 )
 @cloup.option_group(
     "Runtime",
-    cloup.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="A TOML recipe, or a run.json to replay, keyed by the option names without their leading -- "
-                      "(or run.json's field names); options given here override it."),
+    cloup.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="A TOML recipe, or a run.json to replay, keyed by the option names without their leading -- "
+        "(or run.json's field names); options given here override it.",
+    ),
     _option("seed", "Random seed; every student starts from the same weights."),
-    _option("strategy", "tf.distribute strategy: auto (mirrored on more than one GPU), mirrored (all local GPUs, "
-                        "else logical CPUs) or multiworker (TF_CONFIG).", type=click.Choice(STRATEGIES)),
-    _option("calibration_folds", "K >= 2: then train the recipe K more times on lesion-disjoint folds of the "
-                                 "train split and save out-of-fold logits for kdtool export (0: off)."),
+    _option(
+        "strategy",
+        "tf.distribute strategy: auto (mirrored on more than one GPU), mirrored (all local GPUs, "
+        "else logical CPUs) or multiworker (TF_CONFIG).",
+        type=click.Choice(STRATEGIES),
+    ),
+    _option(
+        "calibration_folds",
+        "K >= 2: then train the recipe K more times on lesion-disjoint folds of the "
+        "train split and save out-of-fold logits for kdtool export (0: off).",
+    ),
     cloup.option("--fresh", is_flag=True, help="Retrain every model even if --out holds finished ones."),
 )
 @click.pass_context
@@ -143,8 +204,9 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
 
         for name in names():
             spec = TEACHERS[name]
-            click.echo(f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} "
-                       f"weights: {spec.source}")
+            click.echo(
+                f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} weights: {spec.source}"
+            )
         return
     cfg = config_from(ctx, config, options)  # a bad --config file is refused before TensorFlow loads
     from kdtool.distill.train import run_distill

@@ -31,8 +31,13 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 # Settings added after run.json's config was first written, with the value that means "what kdtool did
 # before the setting existed": a run.json without the key matches that value, so re-running an older
 # folder still skips its finished models. A new setting must be added here.
-SETTINGS_BEFORE_THEY_EXISTED = {"lr_schedule": "constant", "teacher_seeds": 1, "calibration_folds": 0,
-                                "student_convs": 1, "kd_balance": "none"}
+SETTINGS_BEFORE_THEY_EXISTED = {
+    "lr_schedule": "constant",
+    "teacher_seeds": 1,
+    "calibration_folds": 0,
+    "student_convs": 1,
+    "kd_balance": "none",
+}
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
 # Settings kdtool no longer has, with the value that meant "off": a run.json recording that value is
@@ -146,18 +151,23 @@ class DistillConfig:
         if self.teacher_epochs < 0:
             raise InputError(f"--teacher-epochs must be >= 0, got {self.teacher_epochs}")
         if not 0 <= self.teacher_head_epochs <= self.teacher_epochs:
-            raise InputError(f"--teacher-head-epochs must lie in [0, --teacher-epochs={self.teacher_epochs}], "
-                             f"got {self.teacher_head_epochs}")
+            raise InputError(
+                f"--teacher-head-epochs must lie in [0, --teacher-epochs={self.teacher_epochs}], "
+                f"got {self.teacher_head_epochs}"
+            )
         finetune = self.teacher_finetune_learning_rate
         if self.learning_rate <= 0 or self.teacher_learning_rate <= 0 or (finetune is not None and finetune <= 0):
             raise InputError("learning rates must be > 0")
         if any(not 0.0 <= a <= 1.0 for a in self.alphas) or any(t <= 0 for t in self.temperatures):
-            raise InputError(f"--sweep-alphas must lie in [0, 1] and --sweep-temperatures be > 0, got "
-                             f"{list(self.alphas)} and {list(self.temperatures)}")
+            raise InputError(
+                f"--sweep-alphas must lie in [0, 1] and --sweep-temperatures be > 0, got "
+                f"{list(self.alphas)} and {list(self.temperatures)}"
+            )
         for name, choices in (("weights", WEIGHTS), ("teacher_logits", TEACHER_LOGITS), ("strategy", STRATEGIES)):
             if getattr(self, name) not in choices:
-                raise InputError(f"{option_name(name)} must be one of {', '.join(choices)}, "
-                                 f"got {getattr(self, name)!r}")
+                raise InputError(
+                    f"{option_name(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}"
+                )
         if self.balance not in BALANCE_MODES:
             raise InputError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -173,8 +183,9 @@ class DistillConfig:
         if self.kd_balance not in KD_BALANCE_MODES:
             raise InputError(f"--kd-balance must be one of {', '.join(KD_BALANCE_MODES)}, got {self.kd_balance!r}")
         if self.kd_balance == "weights" and self.balance == "weights":
-            raise InputError("--kd-balance weights with --balance weights would weight the KD term twice; "
-                             "use one of them")
+            raise InputError(
+                "--kd-balance weights with --balance weights would weight the KD term twice; use one of them"
+            )
         if self.ensemble and len(self.teachers) < 2:
             raise InputError("--ensemble needs at least two teachers")
 

@@ -39,8 +39,9 @@ else:  # Python 3.10
 FIELDS = {f.name for f in fields(DistillConfig)}
 _TYPES = typing.get_type_hints(DistillConfig)
 # option spellings whose field has another name (sweep_temperatures -> temperatures)
-_ALIASES = {option_name(name)[2:].replace("-", "_"): name for name in FIELDS
-            if option_name(name)[2:].replace("-", "_") != name}
+_ALIASES = {
+    option_name(name)[2:].replace("-", "_"): name for name in FIELDS if option_name(name)[2:].replace("-", "_") != name
+}
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _PLURALS = {int: "integers", float: "numbers", str: "strings"}
 
@@ -80,8 +81,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
             raise InputError(f'{path}: not a kdtool run.json (no "config" object)')
-        values = {**{k: v for k, v in SETTINGS_BEFORE_THEY_EXISTED.items() if k not in doc["config"]},
-                  **doc["config"]}
+        values = {**{k: v for k, v in SETTINGS_BEFORE_THEY_EXISTED.items() if k not in doc["config"]}, **doc["config"]}
     elif path.suffix.lower() == ".toml":
         try:
             values = tomllib.loads(raw.decode("utf-8"))
@@ -125,8 +125,10 @@ def parse_config(values: dict[str, Any], source: str) -> dict[str, Any]:
         name = _ALIASES.get(name, name)
         if name in REMOVED_SETTINGS:
             if value != REMOVED_SETTINGS[name]:
-                raise InputError(f"{source}: {key} = {value!r} records {option_name(name)}, which kdtool no "
-                                 "longer has; remove the key to run without it")
+                raise InputError(
+                    f"{source}: {key} = {value!r} records {option_name(name)}, which kdtool no "
+                    "longer has; remove the key to run without it"
+                )
             continue
         if name not in FIELDS:
             close = difflib.get_close_matches(name, sorted(FIELDS | set(_ALIASES)), n=1)

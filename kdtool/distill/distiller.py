@@ -57,8 +57,17 @@ class Distiller(keras.Model):
         kd_class_weights: (K,) per-class weights of the KL term (``--kd-balance weights``), or None.
     """
 
-    def __init__(self, student, num_classes: int, alpha: float = 0.3, temperature: float = 4.0,
-                 teachers=None, logit_offset=None, kd_class_weights=None, **kwargs):
+    def __init__(
+        self,
+        student,
+        num_classes: int,
+        alpha: float = 0.3,
+        temperature: float = 4.0,
+        teachers=None,
+        logit_offset=None,
+        kd_class_weights=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.student = student
         self.num_classes = int(num_classes)
@@ -80,14 +89,21 @@ class Distiller(keras.Model):
     def teacher_logits(self, x, y):
         """Teacher logits for a batch: from ``y`` (cached) or the frozen teachers (online)."""
         if not self.online:
-            return y[:, self.num_classes:]
+            return y[:, self.num_classes :]
         logits = [ops.stop_gradient(t(x, training=False)) for t in self.teachers]
         return logits[0] if len(logits) == 1 else ensemble_logits(logits, self.temperature)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         onehot = y[:, : self.num_classes]
-        per_sample = kd_loss(onehot, self.teacher_logits(x, y), y_pred, self.alpha, self.temperature,
-                             self.logit_offset, self.kd_class_weights)
+        per_sample = kd_loss(
+            onehot,
+            self.teacher_logits(x, y),
+            y_pred,
+            self.alpha,
+            self.temperature,
+            self.logit_offset,
+            self.kd_class_weights,
+        )
         if sample_weight is not None:
             sw = ops.cast(ops.reshape(sample_weight, (-1,)), per_sample.dtype)
             return ops.sum(per_sample * sw) / ops.maximum(ops.sum(sw), 1e-12)

@@ -203,20 +203,25 @@ def _load_weights(model, mapping, weights, variant: str) -> None:
         try:
             arrays = _convert(kind, sd, prefix)
         except KeyError as exc:
-            raise InputError(f"{path}: no parameter {exc.args[0]} for EfficientNet-{variant} "
-                             f"(is it an EfficientNet-{variant} state dict?)") from None
+            raise InputError(
+                f"{path}: no parameter {exc.args[0]} for EfficientNet-{variant} "
+                f"(is it an EfficientNet-{variant} state dict?)"
+            ) from None
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
         if expected != got:
-            raise InputError(f"{path}: {prefix} has shapes {got}, EfficientNet-{variant} layer {lname} "
-                             f"needs {expected}")
+            raise InputError(
+                f"{path}: {prefix} has shapes {got}, EfficientNet-{variant} layer {lname} needs {expected}"
+            )
         layer.set_weights([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
         used.update(k for k in sd if k.startswith(prefix + "."))
     ignorable = {k for k in sd if k.endswith(".num_batches_tracked") or k.startswith("_fc.")}
     extra = sorted(set(sd) - used - ignorable)
     if extra:
-        raise InputError(f"{path}: {len(extra)} parameters unused by EfficientNet-{variant} "
-                         f"(e.g. {', '.join(extra[:3])}): wrong variant?")
+        raise InputError(
+            f"{path}: {len(extra)} parameters unused by EfficientNet-{variant} "
+            f"(e.g. {', '.join(extra[:3])}): wrong variant?"
+        )
 
 
 def build_efficientnet_lite(
@@ -293,8 +298,9 @@ def build_efficientnet_lite_classifier(
         207
     """
     _, input_shape = _check_args(variant, input_shape, weights)
-    model, mapping = _build(variant, input_shape, True, include_preprocessing,
-                            name or f"efficientnet_{variant}_classifier")
+    model, mapping = _build(
+        variant, input_shape, True, include_preprocessing, name or f"efficientnet_{variant}_classifier"
+    )
     if weights is not None:
         _load_weights(model, mapping, weights, variant)
     return model

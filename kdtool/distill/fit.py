@@ -62,8 +62,14 @@ def make_optimizer(learning_rate: float, schedule: str = "constant", epochs: int
     return keras.optimizers.Adam(learning_rate)
 
 
-def compile_classifier(model, lr: float, schedule: str = "constant", epochs: int = 1, steps_per_epoch: int = 1,
-                       offset: np.ndarray | None = None) -> None:
+def compile_classifier(
+    model,
+    lr: float,
+    schedule: str = "constant",
+    epochs: int = 1,
+    steps_per_epoch: int = 1,
+    offset: np.ndarray | None = None,
+) -> None:
     """Compile a model that learns from hard labels alone (a teacher, or the baseline student).
 
     Args:
@@ -79,10 +85,12 @@ def compile_classifier(model, lr: float, schedule: str = "constant", epochs: int
     from kdtool.distill.distiller import student_metrics
     from kdtool.distill.losses import logit_adjusted_crossentropy
 
-    loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if offset is None
-            else logit_adjusted_crossentropy(offset))
-    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch), loss=loss,
-                  metrics=student_metrics())
+    loss = (
+        keras.losses.CategoricalCrossentropy(from_logits=True)
+        if offset is None
+        else logit_adjusted_crossentropy(offset)
+    )
+    model.compile(optimizer=make_optimizer(lr, schedule, epochs, steps_per_epoch), loss=loss, metrics=student_metrics())
 
 
 def logit_offset(run: Run) -> np.ndarray | None:
@@ -115,8 +123,15 @@ def training_batches(run: Run, x: np.ndarray, targets: np.ndarray, seed: int | N
     from kdtool.distill.augment import TrainBatches
 
     cfg, bal = run.cfg, run.balancing
-    return TrainBatches(x, targets, cfg.batch_size, sample_weight=bal.sample_weight, augment=cfg.augment,
-                        seed=cfg.seed if seed is None else seed, sampling_probs=bal.sampling_probs)
+    return TrainBatches(
+        x,
+        targets,
+        cfg.batch_size,
+        sample_weight=bal.sample_weight,
+        augment=cfg.augment,
+        seed=cfg.seed if seed is None else seed,
+        sampling_probs=bal.sampling_probs,
+    )
 
 
 def progress_verbosity() -> int:
@@ -151,9 +166,18 @@ def fit_model(run: Run, name: str, model, batches, validation_data, epochs: int)
     if done:
         click.echo(f"  resuming {name} after epoch {done}/{epochs}")
     select = (run.fd.x("val"), run.fd.labels("val"))  # scored every epoch; kept only with --select-best
-    history, best = fit_resumable(model, backup, batches, None, epochs, select=select, patience=run.cfg.patience,
-                                  keep_best=run.cfg.select_best, validation_data=validation_data,
-                                  verbose=progress_verbosity())
+    history, best = fit_resumable(
+        model,
+        backup,
+        batches,
+        None,
+        epochs,
+        select=select,
+        patience=run.cfg.patience,
+        keep_best=run.cfg.select_best,
+        validation_data=validation_data,
+        verbose=progress_verbosity(),
+    )
     if best is not None:
         click.echo(f"  kept epoch {best} (best validation balanced accuracy)")
     return history, best
@@ -187,10 +211,15 @@ def train_teacher(run: Run, strategy, arch: str, name: str, seed: int) -> tuple[
     head = cfg.teacher_head_epochs if info["weights"] != "none" else 0
     lr = cfg.teacher_learning_rate
     lr2 = (cfg.teacher_finetune_learning_rate or lr) if head else lr
-    plan = (f"{head} head epoch(s) at lr={lr:g}, then {cfg.teacher_epochs - head} at lr={lr2:g}" if head
-            else f"{cfg.teacher_epochs} epoch(s), lr={lr:g}")
-    click.echo(f"  {name}: {model.count_params():,} params, {info['image_size']}px, "
-               f"weights={info['weights']}, seed {seed}, {plan}")
+    plan = (
+        f"{head} head epoch(s) at lr={lr:g}, then {cfg.teacher_epochs - head} at lr={lr2:g}"
+        if head
+        else f"{cfg.teacher_epochs} epoch(s), lr={lr:g}"
+    )
+    click.echo(
+        f"  {name}: {model.count_params():,} params, {info['image_size']}px, "
+        f"weights={info['weights']}, seed {seed}, {plan}"
+    )
     t0 = time.perf_counter()
     train = training_batches(run, fd.x("train"), fd.onehot("train"), seed=seed)
     val = (fd.x("val"), fd.onehot("val"))
@@ -208,22 +237,33 @@ def train_teacher(run: Run, strategy, arch: str, name: str, seed: int) -> tuple[
             click.echo("  phase 2: whole network")
     if cfg.teacher_epochs > head:
         with strategy.scope():
-            compile_classifier(model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train),
-                               offset=logit_offset(run))
+            compile_classifier(
+                model, lr2, cfg.lr_schedule, cfg.teacher_epochs - head, len(train), offset=logit_offset(run)
+            )
         history, best = fit_model(run, name, model, train, val, cfg.teacher_epochs - head)
     if head:
-        best = keep_better_phase(model, run.out / ".backup" / name / "head", head,
-                                 head_history, head_best, history, best)
-        history = {k: list(head_history.get(k, [])) + list(history.get(k, []))
-                   for k in dict.fromkeys([*head_history, *history])}
-    record = {"weights": info["weights"], "image_size": info["image_size"], "learning_rate": lr,
-              "head_epochs": head, "finetune_learning_rate": lr2 if head else None, "best_epoch": best,
-              "seed": seed}
+        best = keep_better_phase(
+            model, run.out / ".backup" / name / "head", head, head_history, head_best, history, best
+        )
+        history = {
+            k: list(head_history.get(k, [])) + list(history.get(k, []))
+            for k in dict.fromkeys([*head_history, *history])
+        }
+    record = {
+        "weights": info["weights"],
+        "image_size": info["image_size"],
+        "learning_rate": lr,
+        "head_epochs": head,
+        "finetune_learning_rate": lr2 if head else None,
+        "best_epoch": best,
+        "seed": seed,
+    }
     return model, {"history": history, "seconds": time.perf_counter() - t0, "record": record}
 
 
-def keep_better_phase(model, head_backup: Path, head: int, head_history: dict, head_best: int | None,
-                      history: dict, best: int | None) -> int | None:
+def keep_better_phase(
+    model, head_backup: Path, head: int, head_history: dict, head_best: int | None, history: dict, best: int | None
+) -> int | None:
     """After two phases, keep the head phase's best weights when they beat the whole-network phase.
 
     Args:
@@ -265,13 +305,27 @@ def new_student(cfg: DistillConfig, fd: FData, name: str):
     from kdtool.distill.student import build_student
 
     keras.utils.set_random_seed(cfg.seed)
-    return build_student(fd.image_shape, fd.num_classes, cfg.student_filters, cfg.student_dense,
-                         cfg.student_dropout, name=name, convs_per_block=cfg.student_convs)
+    return build_student(
+        fd.image_shape,
+        fd.num_classes,
+        cfg.student_filters,
+        cfg.student_dense,
+        cfg.student_dropout,
+        name=name,
+        convs_per_block=cfg.student_convs,
+    )
 
 
-def distil_student(run: Run, strategy, name: str, role: str, teacher_label: str | None,
-                   teacher_models: list, cached: tuple[np.ndarray, np.ndarray] | None,
-                   kd: tuple[float, float] | None = None) -> tuple[object, dict]:
+def distil_student(
+    run: Run,
+    strategy,
+    name: str,
+    role: str,
+    teacher_label: str | None,
+    teacher_models: list,
+    cached: tuple[np.ndarray, np.ndarray] | None,
+    kd: tuple[float, float] | None = None,
+) -> tuple[object, dict]:
     """Train one student: alone (the baseline), from cached teacher logits, or online.
 
     With the run's fixed views (``run.views``), the student (the baseline too) trains on the same
@@ -308,23 +362,40 @@ def distil_student(run: Run, strategy, name: str, role: str, teacher_label: str 
     with strategy.scope():
         student = new_student(cfg, fd, name)
         if role == "baseline":
-            compile_classifier(student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data),
-                               offset=logit_offset(run))
+            compile_classifier(
+                student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data), offset=logit_offset(run)
+            )
             trainer = student
         else:
-            trainer = Distiller(student, fd.num_classes, alpha, temperature,
-                                teachers=teacher_models if online else None, logit_offset=logit_offset(run),
-                                kd_class_weights=kd_class_weights(run))
-            trainer.compile(optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
-                            metrics=student_metrics())
-    click.echo(f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
-               + ("" if role == "baseline" else f", {cfg.teacher_logits} logits from {teacher_label}, "
-                  f"alpha={alpha:g}, T={temperature:g}"
-                  + (", class-weighted KD term" if cfg.kd_balance == "weights" else "")))
+            trainer = Distiller(
+                student,
+                fd.num_classes,
+                alpha,
+                temperature,
+                teachers=teacher_models if online else None,
+                logit_offset=logit_offset(run),
+                kd_class_weights=kd_class_weights(run),
+            )
+            trainer.compile(
+                optimizer=make_optimizer(cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data)),
+                metrics=student_metrics(),
+            )
+    click.echo(
+        f"  {name}: {student.count_params():,} params, {cfg.epochs} epoch(s)"
+        + (
+            ""
+            if role == "baseline"
+            else f", {cfg.teacher_logits} logits from {teacher_label}, "
+            f"alpha={alpha:g}, T={temperature:g}" + (", class-weighted KD term" if cfg.kd_balance == "weights" else "")
+        )
+    )
     trainer(x_va[:1])  # build before restoring a backup
     history, best = fit_model(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs)
     baseline = role == "baseline"
-    record = {"teacher_logits": None if baseline else cfg.teacher_logits,
-              "temperature": None if baseline else temperature,
-              "alpha": None if baseline else alpha, "best_epoch": best}
+    record = {
+        "teacher_logits": None if baseline else cfg.teacher_logits,
+        "temperature": None if baseline else temperature,
+        "alpha": None if baseline else alpha,
+        "best_epoch": best,
+    }
     return student, {"history": history, "seconds": time.perf_counter() - t0, "record": record}

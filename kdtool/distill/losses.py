@@ -45,8 +45,9 @@ def logit_adjusted_crossentropy(offset: np.ndarray):
     return logit_adjusted_ce
 
 
-def kd_loss(y_true, teacher_logits, student_logits, alpha: float, temperature: float, logit_offset=None,
-            kd_class_weights=None):
+def kd_loss(
+    y_true, teacher_logits, student_logits, alpha: float, temperature: float, logit_offset=None, kd_class_weights=None
+):
     """Per-sample KD loss (average it yourself, so sample weights can apply).
 
     Args:

@@ -101,16 +101,21 @@ def headline(report: dict) -> dict:
         ROC-AUC and ECE (None where the report has none).
     """
     return {
-        "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
-        "macro_precision": report["macro"]["precision"], "macro_recall": report["macro"]["recall"],
-        "macro_f1": report["macro"]["f1"], "melanoma_sensitivity": report.get("melanoma_sensitivity"),
-        "melanoma_specificity": report.get("melanoma_specificity"), "roc_auc": report.get("roc_auc_macro"),
+        "accuracy": report["accuracy"],
+        "balanced_accuracy": report["balanced_accuracy"],
+        "macro_precision": report["macro"]["precision"],
+        "macro_recall": report["macro"]["recall"],
+        "macro_f1": report["macro"]["f1"],
+        "melanoma_sensitivity": report.get("melanoma_sensitivity"),
+        "melanoma_specificity": report.get("melanoma_specificity"),
+        "roc_auc": report.get("roc_auc_macro"),
         "ece": report.get("ece"),
     }
 
 
-def finish_model(run: Run, name: str, role: str, teacher: str | None, model, history: dict,
-                 seconds: float, extra: dict | None = None) -> dict:
+def finish_model(
+    run: Run, name: str, role: str, teacher: str | None, model, history: dict, seconds: float, extra: dict | None = None
+) -> dict:
     """Evaluate a trained model, write its files, record it in run.json and drop its epoch backups.
 
     Args:
@@ -141,10 +146,17 @@ def finish_model(run: Run, name: str, role: str, teacher: str | None, model, his
     path = out / f"{name}.keras"
     digest = save_model_atomic(model, path)
     rec = {
-        "name": name, "role": role, "teacher": teacher, "file": path.name, "sha256": digest,
-        "params": int(model.count_params()), "size_bytes": path.stat().st_size,
-        "train_seconds": round(seconds, 2), "epochs": len(next(iter(history.values()), [])),
-        "val": headline(metrics["val"]), "test": headline(metrics.get("test", metrics["val"])),
+        "name": name,
+        "role": role,
+        "teacher": teacher,
+        "file": path.name,
+        "sha256": digest,
+        "params": int(model.count_params()),
+        "size_bytes": path.stat().st_size,
+        "train_seconds": round(seconds, 2),
+        "epochs": len(next(iter(history.values()), [])),
+        "val": headline(metrics["val"]),
+        "test": headline(metrics.get("test", metrics["val"])),
         **(extra or {}),
     }
     run.add(rec)

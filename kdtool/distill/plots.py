@@ -38,8 +38,14 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values:
-                ax.plot(np.arange(1, len(values) + 1), values, style, marker="o", ms=3,
-                        label=(f"validation {key}" if prefix else f"train {key}"))
+                ax.plot(
+                    np.arange(1, len(values) + 1),
+                    values,
+                    style,
+                    marker="o",
+                    ms=3,
+                    label=(f"validation {key}" if prefix else f"train {key}"),
+                )
         values = history.get("val_balanced_accuracy") if key == "accuracy" else None
         if values:
             ax.plot(np.arange(1, len(values) + 1), values, ":", ms=3, label="validation balanced accuracy")
@@ -73,8 +79,15 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
@@ -84,8 +97,9 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
     plt.close(fig)
 
 
-def plot_sweep(temperatures: Sequence[float], alphas: Sequence[float], scores: np.ndarray, path: Path,
-               title: str) -> None:
+def plot_sweep(
+    temperatures: Sequence[float], alphas: Sequence[float], scores: np.ndarray, path: Path, title: str
+) -> None:
     """Heatmap of validation balanced accuracy over the (temperature, alpha) sweep grid.
 
     Args:
@@ -113,8 +127,15 @@ def plot_sweep(temperatures: Sequence[float], alphas: Sequence[float], scores: n
     best = np.unravel_index(np.nanargmax(scores), scores.shape) if np.isfinite(scores).any() else None
     for (i, j), v in np.ndenumerate(scores):
         if np.isfinite(v):
-            ax.text(j, i, f"{100 * v:.1f}" + (" *" if best == (i, j) else ""), ha="center", va="center",
-                    color="white" if v < np.nanmean(scores) else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{100 * v:.1f}" + (" *" if best == (i, j) else ""),
+                ha="center",
+                va="center",
+                color="white" if v < np.nanmean(scores) else "black",
+                fontsize=9,
+            )
     fig.colorbar(im, ax=ax, label="val balanced accuracy, %")
     ax.set_title(title)
     _save(fig, path)

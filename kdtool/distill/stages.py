@@ -39,8 +39,7 @@ def teacher_instances(cfg: DistillConfig, arch: str) -> list[tuple[str, int]]:
         >>> teacher_instances(DistillConfig(seed=0, teacher_seeds=3), "vgg16")
         [('teacher_vgg16', 0), ('teacher_vgg16_seed1', 1), ('teacher_vgg16_seed2', 2)]
     """
-    return [(f"teacher_{arch}" + (f"_seed{cfg.seed + i}" if i else ""), cfg.seed + i)
-            for i in range(cfg.teacher_seeds)]
+    return [(f"teacher_{arch}" + (f"_seed{cfg.seed + i}" if i else ""), cfg.seed + i) for i in range(cfg.teacher_seeds)]
 
 
 def sweep_grid(cfg: DistillConfig) -> list[tuple[float, float]]:
@@ -101,7 +100,8 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
     for arch in cfg.teachers:
         snames = {kd: student_name(arch, kd, swept) for kd in grid}
         need_cached = not online and (
-            not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble")))
+            not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble"))
+        )
         members, member_logits = [], []
         for tname, seed in teacher_instances(cfg, arch):
             stage(f"{tname}: fine-tune")
@@ -113,8 +113,16 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
                 teacher = run.load_model(tname)
             else:
                 teacher, info = train_teacher(run, strategy, arch, tname, seed)
-                finish_model(run, tname, "teacher", None, teacher, info["history"] or {"loss": []},
-                             info["seconds"], info["record"])
+                finish_model(
+                    run,
+                    tname,
+                    "teacher",
+                    None,
+                    teacher,
+                    info["history"] or {"loss": []},
+                    info["seconds"],
+                    info["record"],
+                )
             teacher.trainable = False
             members.append((tname, teacher))
             if need_cached:
@@ -144,8 +152,16 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
             _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
 
 
-def _distil(run: Run, strategy, name: str, role: str, teacher_label: str | None, teacher_models: list,
-            cached, kd: tuple[float, float] | None = None) -> dict:
+def _distil(
+    run: Run,
+    strategy,
+    name: str,
+    role: str,
+    teacher_label: str | None,
+    teacher_models: list,
+    cached,
+    kd: tuple[float, float] | None = None,
+) -> dict:
     """Train one student (:func:`kdtool.distill.fit.distil_student`), then save and record it."""
     student, info = distil_student(run, strategy, name, role, teacher_label, teacher_models, cached, kd)
     return finish_model(run, name, role, teacher_label, student, info["history"], info["seconds"], info["record"])
@@ -163,9 +179,16 @@ def _report_sweep(run: Run, arch: str, snames: dict) -> None:
         rec = run.done(sname)
         score = rec["val"]["balanced_accuracy"]
         scores[temps.index(t), alphas.index(a)] = score
-        points.append({"name": sname, "temperature": t, "alpha": a, "val_balanced_accuracy": score,
-                       "val_accuracy": rec["val"]["accuracy"],
-                       "val_melanoma_sensitivity": rec["val"].get("melanoma_sensitivity")})
+        points.append(
+            {
+                "name": sname,
+                "temperature": t,
+                "alpha": a,
+                "val_balanced_accuracy": score,
+                "val_accuracy": rec["val"]["accuracy"],
+                "val_melanoma_sensitivity": rec["val"].get("melanoma_sensitivity"),
+            }
+        )
     best = max(points, key=lambda p: p["val_balanced_accuracy"])
     run.doc.setdefault("sweep", {})[f"teacher_{arch}"] = {"best": best, "points": points}
     run.save()
@@ -174,6 +197,8 @@ def _report_sweep(run: Run, arch: str, snames: dict) -> None:
     click.echo("  " + "T \\ alpha".ljust(10) + "".join(f"{a:>8g}" for a in alphas))
     for i, t in enumerate(temps):
         click.echo("  " + f"{t:<10g}" + "".join(f"{100 * v:>8.1f}" for v in scores[i]))
-    click.echo(f"  best: {best['name']} (T={best['temperature']:g}, alpha={best['alpha']:g}, "
-               f"val balanced accuracy {100 * best['val_balanced_accuracy']:.1f}%); heatmap "
-               f"{run.out / f'sweep_{arch}.png'}")
+    click.echo(
+        f"  best: {best['name']} (T={best['temperature']:g}, alpha={best['alpha']:g}, "
+        f"val balanced accuracy {100 * best['val_balanced_accuracy']:.1f}%); heatmap "
+        f"{run.out / f'sweep_{arch}.png'}"
+    )

@@ -56,8 +56,9 @@ def _lite(variant: str) -> Callable:
         from kdtool.distill.efficientnet_lite import build_efficientnet_lite
 
         # create_teacher applies the "lite" preprocessing itself
-        return build_efficientnet_lite(variant, input_shape=tuple(input_shape), weights=weights,
-                                       include_preprocessing=False)
+        return build_efficientnet_lite(
+            variant, input_shape=tuple(input_shape), weights=weights, include_preprocessing=False
+        )
 
     build.__name__ = f"build_efficientnet_{variant}"
     return build

@@ -83,9 +83,14 @@ def _mean_error(keras_logits: np.ndarray, tflite_logits: np.ndarray) -> np.ndarr
     return (np.asarray(tflite_logits, np.float64) - np.asarray(keras_logits, np.float64)).mean(axis=0)
 
 
-def correct_output_bias(model, tflite: bytes, calibration, convert: Callable[[], tuple[bytes, dict]],
-                        keras_logits: Callable[[np.ndarray], np.ndarray],
-                        run_tflite: Callable[[bytes, np.ndarray], np.ndarray]) -> tuple[bytes, dict]:
+def correct_output_bias(
+    model,
+    tflite: bytes,
+    calibration,
+    convert: Callable[[], tuple[bytes, dict]],
+    keras_logits: Callable[[np.ndarray], np.ndarray],
+    run_tflite: Callable[[bytes, np.ndarray], np.ndarray],
+) -> tuple[bytes, dict]:
     """Remove the int8 model's mean per-class logit error on the calibration images.
 
     Args:
@@ -118,7 +123,7 @@ def correct_output_bias(model, tflite: bytes, calibration, convert: Callable[[],
     after = _mean_error(reference, run_tflite(corrected, x))
     record = {
         "method": "mean int8-minus-Keras logit per class on the calibration images (train split), "
-                  "subtracted from the output layer's bias in the .tflite only",
+        "subtracted from the output layer's bias in the .tflite only",
         "layer": layer.name,
         "images": int(len(x)),
         "shift": [round(float(v), 6) for v in shift],

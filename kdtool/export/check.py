@@ -61,8 +61,10 @@ def io_details(model_content: bytes) -> dict:
         'int8'
     """
     interp = _without_delegates(model_content)
-    return {"input": _tensor_record(interp.get_input_details()[0]),
-            "output": _tensor_record(interp.get_output_details()[0])}
+    return {
+        "input": _tensor_record(interp.get_input_details()[0]),
+        "output": _tensor_record(interp.get_output_details()[0]),
+    }
 
 
 def graph_summary(model_content: bytes) -> dict:
@@ -136,8 +138,14 @@ def _pts(a: float, b: float) -> float:
     return round(100.0 * (a - b), 4)
 
 
-def compare(keras_logits: np.ndarray, tflite_logits: np.ndarray, labels: np.ndarray,
-            class_names: Sequence[str], max_drop: float = 1.0, split: str = "val") -> dict:
+def compare(
+    keras_logits: np.ndarray,
+    tflite_logits: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    max_drop: float = 1.0,
+    split: str = "val",
+) -> dict:
     """Compare a Keras model and its .tflite on the same images.
 
     Args:
@@ -179,19 +187,23 @@ def compare(keras_logits: np.ndarray, tflite_logits: np.ndarray, labels: np.ndar
 
 # ----------------------------------------------------------------------------- printing
 
+
 def format_table(rows: Sequence[dict]) -> str:
     """The check table: one row per exported file.
 
     Args:
         rows: dicts with ``name``, ``mode``, ``size_bytes``, ``ratio_to_float32`` and ``check``.
     """
+
     def pct(v):
         return f"{100 * v:6.2f}"
 
     w = max([26, *(len(r["name"]) for r in rows)])
     wm = max([8, *(len(r["mode"]) for r in rows)])
-    head = (f"{'model':<{w}} {'mode':<{wm}} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
-            f"{'bal K':>6} {'bal T':>6} {'F1 K':>6} {'F1 T':>6} {'agree':>6}  gate")
+    head = (
+        f"{'model':<{w}} {'mode':<{wm}} {'KB':>8} {'xf32':>5} {'acc K':>6} {'acc T':>6} {'drop':>6} "
+        f"{'bal K':>6} {'bal T':>6} {'F1 K':>6} {'F1 T':>6} {'agree':>6}  gate"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         c = r["check"]
@@ -204,8 +216,10 @@ def format_table(rows: Sequence[dict]) -> str:
             f"{pct(c['keras']['macro_f1'])} {pct(c['tflite']['macro_f1'])} {pct(c['agreement'])}  "
             f"{'ok' if c['passed'] else 'FAIL'}"
         )
-    lines.append("acc/bal/F1: val accuracy, balanced accuracy, macro-F1 in % (K = Keras, T = TFLite); "
-                 "drop = K - T accuracy in points; xf32 = size / float32 .tflite")
+    lines.append(
+        "acc/bal/F1: val accuracy, balanced accuracy, macro-F1 in % (K = Keras, T = TFLite); "
+        "drop = K - T accuracy in points; xf32 = size / float32 .tflite"
+    )
     return "\n".join(lines)
 
 

@@ -53,46 +53,117 @@ def _tau(ctx, param, value):  # click callback: (context, parameter, value)
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model", metavar="MODEL.keras|RUN_DIR", type=click.Path())
-@click.option("--quantize", "quantize", default=",".join(DEFAULTS.modes), metavar="|".join((*MODE_ORDER, "all")),
-              help="Quantization mode(s): float32, float16, dynamic, int8, int8-floatends (int8 except the first "
-                   "conv and the logits layer), a comma list, or all.")
-@click.option("--data", default=DEFAULTS.data, type=click.Path(file_okay=False),
-              show_default="run.json's data path, else FData",
-              help="FData folder: int8 calibration draws from its train split and the check runs on its val split.")
-@click.option("--representative-samples", default=DEFAULTS.representative_samples, type=click.IntRange(1),
-              help="Number of int8 calibration images, drawn from the train split, stratified by class, fixed seed.")
-@click.option("--io", "io_type", default=DEFAULTS.io, type=click.Choice(IO_TYPES),
-              help="Input and output tensor type of int8 models.")
-@click.option("--out", default=DEFAULTS.out, type=click.Path(file_okay=False),
-              show_default="RUN_DIR/export, or the .keras file's folder", help="Output folder.")
-@click.option("--max-drop", default=DEFAULTS.max_drop, type=click.FloatRange(0.0),
-              help="Largest acceptable val accuracy drop in points (Keras minus TFLite); above it the file is "
-                   "still written and the command exits 3.")
-@click.option("--include-teachers", is_flag=True, default=DEFAULTS.include_teachers,
-              help="Also export a run's teachers, and compare each student's size with its teacher's float32 file.")
-@click.option("--bias-correction/--no-bias-correction", default=DEFAULTS.bias_correction,
-              help="For int8 modes, remove the mean per-class logit error on the calibration images from the "
-                   "output layer's bias, then convert again.")
-@click.option("--prior-shift", default=DEFAULTS.prior_shift, type=str, callback=_tau, metavar="TAU",
-              help="Add TAU * log(train class frequencies) to every exported file's logits: 0 keeps the model's "
-                   "own decisions, 1 favours frequent classes.")
-@click.option("--majority-offset", default=DEFAULT_MAJORITY_OFFSET, type=click.FloatRange(0.0), metavar="C",
-              help="Add C to the logit of the train split's majority class (more than half of its images) "
-                   "before the prior shift; the default applies with --prior-shift 0 only, and 0 turns it off.")
-@click.option("--melanoma-sensitivity", default=DEFAULTS.melanoma_sensitivity, type=click.FloatRange(0.0, 1.0),
-              metavar="TARGET",
-              help="Raise the melanoma logit by the least offset that makes melanoma sensitivity reach TARGET "
-                   "at --sensitivity-confidence; 0 turns it off.")
-@click.option("--sensitivity-confidence", default=DEFAULTS.sensitivity_confidence,
-              type=click.FloatRange(0.0, 1.0, max_open=True), metavar="C",
-              help="Confidence of the --melanoma-sensitivity claim (a one-sided Clopper-Pearson lower bound); "
-                   "0 asks only that the observed sensitivity reach TARGET.")
-@click.option("--floor-on", "floor_on", default=DEFAULTS.floor_on, type=click.Choice(FLOOR_SOURCES),
-              help="Where the melanoma offset is chosen: val (the validation split), oof (out-of-fold logits "
-                   "from kdtool distill --calibration-folds) or auto (oof when the run has them).")
-def export_command(model, quantize, data, representative_samples, io_type, out, max_drop, include_teachers,
-                   bias_correction, prior_shift, majority_offset, melanoma_sensitivity, sensitivity_confidence,
-                   floor_on):
+@click.option(
+    "--quantize",
+    "quantize",
+    default=",".join(DEFAULTS.modes),
+    metavar="|".join((*MODE_ORDER, "all")),
+    help="Quantization mode(s): float32, float16, dynamic, int8, int8-floatends (int8 except the first "
+    "conv and the logits layer), a comma list, or all.",
+)
+@click.option(
+    "--data",
+    default=DEFAULTS.data,
+    type=click.Path(file_okay=False),
+    show_default="run.json's data path, else FData",
+    help="FData folder: int8 calibration draws from its train split and the check runs on its val split.",
+)
+@click.option(
+    "--representative-samples",
+    default=DEFAULTS.representative_samples,
+    type=click.IntRange(1),
+    help="Number of int8 calibration images, drawn from the train split, stratified by class, fixed seed.",
+)
+@click.option(
+    "--io",
+    "io_type",
+    default=DEFAULTS.io,
+    type=click.Choice(IO_TYPES),
+    help="Input and output tensor type of int8 models.",
+)
+@click.option(
+    "--out",
+    default=DEFAULTS.out,
+    type=click.Path(file_okay=False),
+    show_default="RUN_DIR/export, or the .keras file's folder",
+    help="Output folder.",
+)
+@click.option(
+    "--max-drop",
+    default=DEFAULTS.max_drop,
+    type=click.FloatRange(0.0),
+    help="Largest acceptable val accuracy drop in points (Keras minus TFLite); above it the file is "
+    "still written and the command exits 3.",
+)
+@click.option(
+    "--include-teachers",
+    is_flag=True,
+    default=DEFAULTS.include_teachers,
+    help="Also export a run's teachers, and compare each student's size with its teacher's float32 file.",
+)
+@click.option(
+    "--bias-correction/--no-bias-correction",
+    default=DEFAULTS.bias_correction,
+    help="For int8 modes, remove the mean per-class logit error on the calibration images from the "
+    "output layer's bias, then convert again.",
+)
+@click.option(
+    "--prior-shift",
+    default=DEFAULTS.prior_shift,
+    type=str,
+    callback=_tau,
+    metavar="TAU",
+    help="Add TAU * log(train class frequencies) to every exported file's logits: 0 keeps the model's "
+    "own decisions, 1 favours frequent classes.",
+)
+@click.option(
+    "--majority-offset",
+    default=DEFAULT_MAJORITY_OFFSET,
+    type=click.FloatRange(0.0),
+    metavar="C",
+    help="Add C to the logit of the train split's majority class (more than half of its images) "
+    "before the prior shift; the default applies with --prior-shift 0 only, and 0 turns it off.",
+)
+@click.option(
+    "--melanoma-sensitivity",
+    default=DEFAULTS.melanoma_sensitivity,
+    type=click.FloatRange(0.0, 1.0),
+    metavar="TARGET",
+    help="Raise the melanoma logit by the least offset that makes melanoma sensitivity reach TARGET "
+    "at --sensitivity-confidence; 0 turns it off.",
+)
+@click.option(
+    "--sensitivity-confidence",
+    default=DEFAULTS.sensitivity_confidence,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    metavar="C",
+    help="Confidence of the --melanoma-sensitivity claim (a one-sided Clopper-Pearson lower bound); "
+    "0 asks only that the observed sensitivity reach TARGET.",
+)
+@click.option(
+    "--floor-on",
+    "floor_on",
+    default=DEFAULTS.floor_on,
+    type=click.Choice(FLOOR_SOURCES),
+    help="Where the melanoma offset is chosen: val (the validation split), oof (out-of-fold logits "
+    "from kdtool distill --calibration-folds) or auto (oof when the run has them).",
+)
+def export_command(
+    model,
+    quantize,
+    data,
+    representative_samples,
+    io_type,
+    out,
+    max_drop,
+    include_teachers,
+    bias_correction,
+    prior_shift,
+    majority_offset,
+    melanoma_sensitivity,
+    sensitivity_confidence,
+    floor_on,
+):
     """Convert a .keras model, or every student of a `kdtool distill` run, to TFLite and check it.
 
     \b
@@ -131,13 +202,21 @@ def export_command(model, quantize, data, representative_samples, io_type, out, 
         raise InputError(f"--quantize: {exc}") from None
     if _given("io_type") and "int8" not in modes:
         raise InputError("--io applies to int8 models only; add int8 to --quantize")
-    options = ExportOptions(modes=modes, data=data, representative_samples=representative_samples,
-                            io=io_type, out=out, max_drop=max_drop, include_teachers=include_teachers,
-                            bias_correction=bias_correction, prior_shift=prior_shift,
-                            majority_offset=majority_offset if _given("majority_offset") else None,
-                            majority_required=_given("majority_offset") and bool(majority_offset),
-                            melanoma_sensitivity=melanoma_sensitivity or None,
-                            sensitivity_confidence=sensitivity_confidence,
-                            sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity),
-                            floor_on=floor_on)
+    options = ExportOptions(
+        modes=modes,
+        data=data,
+        representative_samples=representative_samples,
+        io=io_type,
+        out=out,
+        max_drop=max_drop,
+        include_teachers=include_teachers,
+        bias_correction=bias_correction,
+        prior_shift=prior_shift,
+        majority_offset=majority_offset if _given("majority_offset") else None,
+        majority_required=_given("majority_offset") and bool(majority_offset),
+        melanoma_sensitivity=melanoma_sensitivity or None,
+        sensitivity_confidence=sensitivity_confidence,
+        sensitivity_required=_given("melanoma_sensitivity") and bool(melanoma_sensitivity),
+        floor_on=floor_on,
+    )
     export_models(model, options)

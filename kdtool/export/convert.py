@@ -34,6 +34,7 @@ SIDECAR_FORMAT = 1
 
 # ----------------------------------------------------------------------------- quiet TensorFlow
 
+
 @contextlib.contextmanager
 def quiet() -> Iterator[list[str]]:
     """Silence TensorFlow/LiteRT chatter (C++ logs on fd 1/2, Keras prints, Python warnings).
@@ -97,6 +98,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def check_model_path(path: str | os.PathLike) -> Path:
     """Refuse anything but a safe ``.keras`` zip file, in one line (InputError).
 
@@ -110,8 +112,9 @@ def check_model_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            raise InputError(f"{path}: a TensorFlow SavedModel folder; only .keras files (or a kdtool run folder) "
-                             "are accepted")
+            raise InputError(
+                f"{path}: a TensorFlow SavedModel folder; only .keras files (or a kdtool run folder) are accepted"
+            )
         raise InputError(f"{path}: not a kdtool run folder (no run.json) and not a .keras file")
     check_keras_file(path)
     return path
@@ -174,6 +177,7 @@ def check_model_matches_data(model, fd: FData, path: str | os.PathLike) -> None:
 
 # ----------------------------------------------------------------------------- calibration
 
+
 class RepresentativeData:
     """Calibration images for int8: a stratified, seeded sample of the TRAIN split only.
 
@@ -234,6 +238,7 @@ def representative_dataset(fd: FData, n: int = 300, seed: int = REPRESENTATIVE_S
 
 # ----------------------------------------------------------------------------- conversion
 
+
 def convert_model(model, mode: str, representative: Callable | None = None, io: str = "int8") -> tuple[bytes, dict]:
     """Convert a Keras model with ``tf.lite.TFLiteConverter.from_keras_model`` in one mode.
 
@@ -279,8 +284,9 @@ def first_and_last(names: list[str]) -> list[str]:
     return list(dict.fromkeys([names[0], names[-1]]))
 
 
-def convert_selective(tf, configured: Callable, representative, pick: Callable[[list[str]], list[str]],
-                      debug_images: int = 32) -> tuple[bytes, list[str]]:
+def convert_selective(
+    tf, configured: Callable, representative, pick: Callable[[list[str]], list[str]], debug_images: int = 32
+) -> tuple[bytes, list[str]]:
     """Selective quantization: int8 except the ops whose output tensors ``pick`` chooses, left float32.
 
     TFLite's quantization debugger lists the quantized ops' output tensors in
@@ -333,8 +339,13 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    return {"kdtool": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "ai_edge_litert": dist("ai-edge-litert"), "numpy": np.__version__}
+    return {
+        "kdtool": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": dist("ai-edge-litert"),
+        "numpy": np.__version__,
+    }
 
 
 def preprocess_record(input_details: dict, image_shape) -> dict:
@@ -350,8 +361,13 @@ def preprocess_record(input_details: dict, image_shape) -> dict:
     }
     if dtype in ("int8", "uint8"):
         lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
-        rec["quantize"] = {"scale": scale, "zero_point": zp, "min": lo, "max": hi,
-                           "formula": f"q = clip(round(x / {scale!r}) + {zp}, {lo}, {hi}).astype({dtype})"}
+        rec["quantize"] = {
+            "scale": scale,
+            "zero_point": zp,
+            "min": lo,
+            "max": hi,
+            "formula": f"q = clip(round(x / {scale!r}) + {zp}, {lo}, {hi}).astype({dtype})",
+        }
         rec["steps"] = ["x = uint8_rgb.astype(float32) / 255", rec["quantize"]["formula"]]
     else:
         rec["quantize"] = None
@@ -371,6 +387,7 @@ def postprocess_record(output_details: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def export_paths(out: str | os.PathLike, name: str, mode: str) -> tuple[Path, Path]:
     """``(<out>/<name>.<mode>.tflite, <out>/<name>.<mode>.json)``."""

@@ -35,8 +35,9 @@ mode                function                      what the .tflite holds
 
 Why ``int8-floatends``: in kdtool's students the full-int8 model changes about 2%
 of top-1 decisions, and two layers cause nearly all of it
-(measured with ``benchmarks/int8_noise.py`` at commit a31cf42; see docs/decisions.md): the stem's int8 weights (a 3x3 filter over raw
-RGB responds to small colour differences on a large common level), and the int8
+(measured with ``benchmarks/int8_noise.py`` at commit a31cf42; see docs/decisions.md):
+the stem's int8 weights (a 3x3 filter over raw RGB responds to small colour differences
+on a large common level), and the int8
 logits themselves, whose output step (about 0.06-0.10 logits) ties the two top
 classes on 1-3% of images, ties that ``argmax`` gives to the lower class index.
 Keeping just those two small layers float (about 7 KB more) brings agreement with

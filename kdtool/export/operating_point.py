@@ -50,8 +50,9 @@ def keras_logits(model, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float32)
 
 
-def offset_majority(model, fd: FData, offset: float, path: Path,
-                    required: bool = True) -> tuple[dict | None, np.ndarray]:
+def offset_majority(
+    model, fd: FData, offset: float, path: Path, required: bool = True
+) -> tuple[dict | None, np.ndarray]:
     """Add ``offset`` to the in-memory model's output bias for the train split's majority class (more than half).
 
     Args:
@@ -82,19 +83,28 @@ def offset_majority(model, fd: FData, offset: float, path: Path,
         counts = np.bincount(fd.labels("train"), minlength=fd.num_classes)
         major = int(np.argmax(counts))
         if counts[major] * 2 <= counts.sum():
-            problem = (fd.root, f"needs a majority class, one with more than half of the train split (the most "
-                                f"frequent, {fd.class_names[major]}, has {100 * counts[major] / counts.sum():.1f}%)")
+            problem = (
+                fd.root,
+                f"needs a majority class, one with more than half of the train split (the most "
+                f"frequent, {fd.class_names[major]}, has {100 * counts[major] / counts.sum():.1f}%)",
+            )
     if problem is not None:
         if required:
             raise InputError(f"{problem[0]}: --majority-offset {problem[1]}")
         return None, added  # data without a majority class: nothing to raise, nothing to say
     if layer is None:  # data that could take the offset, a model that cannot: say so
-        return {"offset": 0.0, "asked": float(offset),
-                "skipped": f"needs a linear Dense output layer with a bias ({why})"}, added
+        return {
+            "offset": 0.0,
+            "asked": float(offset),
+            "skipped": f"needs a linear Dense output layer with a bias ({why})",
+        }, added
     added[major] = np.float32(offset)
     add_to_bias(layer, added.astype(np.float32))
-    return {"class": str(fd.class_names[major]), "offset": float(offset),
-            "train_share": round(float(counts[major] / counts.sum()), 6)}, added
+    return {
+        "class": str(fd.class_names[major]),
+        "offset": float(offset),
+        "train_share": round(float(counts[major] / counts.sum()), 6),
+    }, added
 
 
 def shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.ndarray]:
@@ -123,9 +133,13 @@ def shift_prior(model, fd: FData, tau: float, path: Path) -> tuple[dict, np.ndar
     prior = log_prior(labels, fd.num_classes)
     shift = (float(tau) * prior).astype(np.float32)
     add_to_bias(layer, shift)
-    return {"prior_shift": float(tau), "log_prior": [round(float(v), 6) for v in prior],
-            "bias_added": [round(float(v), 6) for v in shift], "prior_from": "train split class frequencies",
-            "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist()}, shift.astype(np.float64)
+    return {
+        "prior_shift": float(tau),
+        "log_prior": [round(float(v), 6) for v in prior],
+        "bias_added": [round(float(v), 6) for v in shift],
+        "prior_from": "train split class frequencies",
+        "train_counts": np.bincount(labels, minlength=fd.num_classes).tolist(),
+    }, shift.astype(np.float64)
 
 
 def melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str | None]:
@@ -148,8 +162,10 @@ def melanoma_class(fd: FData, options: ExportOptions) -> tuple[int | None, str |
     mel = melanoma_index(fd.class_names)
     if mel is None:  # nothing to hold: a dataset without melanomas, not a note on every export
         if options.sensitivity_required:
-            raise InputError(f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
-                             f"(classes: {', '.join(map(str, fd.class_names))})")
+            raise InputError(
+                f"{fd.root}: --melanoma-sensitivity needs a class named 'mel' or 'melanoma' "
+                f"(classes: {', '.join(map(str, fd.class_names))})"
+            )
         return None, None
     why = shortfall(int(np.sum(fd.labels("val") == mel)), target, conf, "validation melanoma image(s)")
     if why:
@@ -179,27 +195,41 @@ def out_of_fold_logits(src: ExportSource, fd: FData, floor_on: str) -> np.ndarra
     cal = src.calibration
     if not cal:
         if floor_on == "oof":
-            raise InputError(f"{src.path}: --floor-on oof needs the model's out-of-fold logits; "
-                             "train it with `kdtool distill --calibration-folds 3` (or use --floor-on val)")
+            raise InputError(
+                f"{src.path}: --floor-on oof needs the model's out-of-fold logits; "
+                "train it with `kdtool distill --calibration-folds 3` (or use --floor-on val)"
+            )
         return None
     path = Path(cal["path"])
     if not path.is_file():
-        raise InputError(f"{path}: out-of-fold logits listed in run.json ({src.name}) but the file is missing; "
-                         "re-run the distill command, or pass --floor-on val")
+        raise InputError(
+            f"{path}: out-of-fold logits listed in run.json ({src.name}) but the file is missing; "
+            "re-run the distill command, or pass --floor-on val"
+        )
     if cal.get("sha256") and sha256_file(path) != cal["sha256"]:
         raise InputError(f"{path}: SHA-256 differs from run.json's record (changed after kdtool distill)")
     z = safe_load_npy(path)
     n = len(fd.labels("train"))
     if z.shape != (n, fd.num_classes) or not np.issubdtype(z.dtype, np.floating) or not np.isfinite(z).all():
-        raise InputError(f"{path}: expected finite float logits of shape ({n}, {fd.num_classes}) for {fd.root}'s "
-                         f"train split, got {z.dtype} {z.shape} (another dataset?)")
+        raise InputError(
+            f"{path}: expected finite float logits of shape ({n}, {fd.num_classes}) for {fd.root}'s "
+            f"train split, got {z.dtype} {z.shape} (another dataset?)"
+        )
     if cal.get("grouped_by") == "image":
         warn(f"{path}: folds split images, not lesions (no image_ids.csv): the floor chosen on them is optimistic")
     return z.astype(np.float64)
 
 
-def hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, mel: int | None,
-                  not_held: str | None, val_logits: np.ndarray, oof: np.ndarray | None) -> dict | None:
+def hold_melanoma(
+    model,
+    fd: FData,
+    options: ExportOptions,
+    src: ExportSource,
+    mel: int | None,
+    not_held: str | None,
+    val_logits: np.ndarray,
+    oof: np.ndarray | None,
+) -> dict | None:
     """Add the melanoma offset of :func:`kdtool.export.sensitivity.floor_offset` to the in-memory model's bias.
 
     Args:
@@ -225,17 +255,35 @@ def hold_melanoma(model, fd: FData, options: ExportOptions, src: ExportSource, m
     layer, why = output_dense_layer(model)
     if mel is not None and layer is None:
         if options.sensitivity_required:
-            raise InputError(f"{src.path}: --melanoma-sensitivity needs a linear Dense output layer with a bias "
-                             f"({why})")
+            raise InputError(
+                f"{src.path}: --melanoma-sensitivity needs a linear Dense output layer with a bias ({why})"
+            )
         not_held = f"no linear logits layer to shift ({why})"
     if mel is None or layer is None:
-        return {"target": options.melanoma_sensitivity, "confidence": options.sensitivity_confidence,
-                "skipped": not_held}
+        return {
+            "target": options.melanoma_sensitivity,
+            "confidence": options.sensitivity_confidence,
+            "skipped": not_held,
+        }
     y_val = fd.labels("val")
-    rec = floor_offset(val_logits, y_val, mel, options.melanoma_sensitivity, options.sensitivity_confidence,
-                       oof, fd.labels("train") if oof is not None else None)
-    where = {} if oof is None else {"oof_file": src.calibration["path"], "oof_folds": src.calibration.get("folds"),
-                                    "oof_grouped_by": src.calibration.get("grouped_by")}
+    rec = floor_offset(
+        val_logits,
+        y_val,
+        mel,
+        options.melanoma_sensitivity,
+        options.sensitivity_confidence,
+        oof,
+        fd.labels("train") if oof is not None else None,
+    )
+    where = (
+        {}
+        if oof is None
+        else {
+            "oof_file": src.calibration["path"],
+            "oof_folds": src.calibration.get("folds"),
+            "oof_grouped_by": src.calibration.get("grouped_by"),
+        }
+    )
     shift = np.zeros(fd.num_classes, dtype=np.float32)
     shift[mel] = rec["offset"]
     add_to_bias(layer, shift)
@@ -270,8 +318,15 @@ class OperatingPoint:
         return self.record.get("melanoma_sensitivity")
 
 
-def set_operating_point(model, fd: FData, options: ExportOptions, src: ExportSource, x_val: np.ndarray,
-                        mel: int | None = None, not_held: str | None = None) -> OperatingPoint:
+def set_operating_point(
+    model,
+    fd: FData,
+    options: ExportOptions,
+    src: ExportSource,
+    x_val: np.ndarray,
+    mel: int | None = None,
+    not_held: str | None = None,
+) -> OperatingPoint:
     """Apply the majority offset, the prior shift and the melanoma floor to the in-memory model, in that order.
 
     Args:
@@ -289,8 +344,9 @@ def set_operating_point(model, fd: FData, options: ExportOptions, src: ExportSou
         InputError: an offset the user asked for that the model or data cannot take.
     """
     oof = out_of_fold_logits(src, fd, options.floor_on) if mel is not None else None  # loaded once per model
-    majority, majority_bias = offset_majority(model, fd, options.resolved_majority_offset(), src.path,
-                                              options.majority_required)
+    majority, majority_bias = offset_majority(
+        model, fd, options.resolved_majority_offset(), src.path, options.majority_required
+    )
     record, prior_bias = shift_prior(model, fd, options.prior_shift, src.path)
     if majority is not None:
         record["majority_offset"] = majority

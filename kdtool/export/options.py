@@ -85,14 +85,18 @@ class ExportOptions:
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODE_ORDER]
         if unknown or not self.modes:
-            raise InputError(f"--quantize: unknown mode(s) {', '.join(unknown) or '(none)'}; "
-                             f"choose from {', '.join(MODE_ORDER)}")
+            raise InputError(
+                f"--quantize: unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODE_ORDER)}"
+            )
         if self.io not in IO_TYPES:
             raise InputError(f"--io: {self.io!r} is not one of {', '.join(IO_TYPES)}")
         if self.floor_on not in FLOOR_SOURCES:
             raise InputError(f"--floor-on: {self.floor_on!r} is not one of {', '.join(FLOOR_SOURCES)}")
-        if isinstance(self.prior_shift, bool) or not isinstance(self.prior_shift, (int, float)) \
-                or not 0.0 <= self.prior_shift <= 1.0:
+        if (
+            isinstance(self.prior_shift, bool)
+            or not isinstance(self.prior_shift, (int, float))
+            or not 0.0 <= self.prior_shift <= 1.0
+        ):
             raise InputError(f"--prior-shift: {self.prior_shift!r} is not a number in [0, 1]")
 
     def resolved_majority_offset(self) -> float:

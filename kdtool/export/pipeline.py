@@ -70,16 +70,18 @@ def load_data(plan: ExportPlan, data: str | None) -> FData:
     run_data = plan.run.get("data") or {}
     names = run_data.get("class_names")
     if names is not None and list(names) != list(fd.class_names):
-        raise InputError(f"{fd.root}: class names {fd.class_names} differ from run.json's {list(names)}; "
-                         "pass the run's --data")
+        raise InputError(
+            f"{fd.root}: class names {fd.class_names} differ from run.json's {list(names)}; pass the run's --data"
+        )
     fp = run_data.get("fingerprint")
     if fp and fp != fd.fingerprint():
         warn(f"{fd.root}: data fingerprint differs from run.json's (not the data the run was trained on?)")
     return fd
 
 
-def bias_corrected(model, converted: tuple[bytes, dict], representative,
-                   convert: Callable[[], tuple[bytes, dict]]) -> tuple[bytes, dict]:
+def bias_corrected(
+    model, converted: tuple[bytes, dict], representative, convert: Callable[[], tuple[bytes, dict]]
+) -> tuple[bytes, dict]:
     """``converted`` after :func:`kdtool.export.bias.correct_output_bias`.
 
     Args:
@@ -98,13 +100,20 @@ def bias_corrected(model, converted: tuple[bytes, dict], representative,
         True
     """
     data, record = converted
-    data, correction = correct_output_bias(model, data, representative, convert=convert,
-                                           keras_logits=lambda x: keras_logits(model, x), run_tflite=run_tflite)
+    data, correction = correct_output_bias(
+        model,
+        data,
+        representative,
+        convert=convert,
+        keras_logits=lambda x: keras_logits(model, x),
+        run_tflite=run_tflite,
+    )
     return data, {**record, "bias_correction": correction}
 
 
-def _convert_modes(model, modes: list[str], representative, options: ExportOptions,
-                   errors: list[str]) -> dict[str, tuple[bytes, dict]]:
+def _convert_modes(
+    model, modes: list[str], representative, options: ExportOptions, errors: list[str]
+) -> dict[str, tuple[bytes, dict]]:
     """Convert ``model`` in each mode (bias-corrected where asked), printing a line per mode.
 
     A failed conversion is printed and appended to ``errors``; the other modes go on.
@@ -116,15 +125,21 @@ def _convert_modes(model, modes: list[str], representative, options: ExportOptio
         try:
             result = convert_model(model, mode, representative, options.io)
             if mode in CALIBRATED_MODES and options.bias_correction:
-                result = bias_corrected(model, result, representative,
-                                        lambda mode=mode: convert_model(model, mode, representative, options.io))
+                result = bias_corrected(
+                    model,
+                    result,
+                    representative,
+                    lambda mode=mode: convert_model(model, mode, representative, options.io),
+                )
         except RuntimeFailure as exc:
             errors.append(exc.format_message())
             click.secho(f"  error: {exc.format_message()}", fg="red", err=True)
             continue
         converted[mode] = result
-        click.echo(f"  {mode:<{wm}} converted in {time.perf_counter() - t0:5.1f} s, "
-                   f"{len(result[0]) / 1024:8.1f} KB{bias_note(result[1])}")
+        click.echo(
+            f"  {mode:<{wm}} converted in {time.perf_counter() - t0:5.1f} s, "
+            f"{len(result[0]) / 1024:8.1f} KB{bias_note(result[1])}"
+        )
     return converted
 
 
@@ -141,10 +156,15 @@ def _float32_size(model, converted: dict[str, tuple[bytes, dict]]) -> int | None
 
 
 def _gate_line(name: str, mode: str, check: dict, max_drop: float) -> str:
-    hint = ("; --quantize int8-floatends keeps the two layers behind most int8 flips (first conv, logits) in "
-            "float32" if mode == "int8" else "")
-    return (f"  !!! QUALITY GATE FAILED: {name}.{mode} loses {check['accuracy_drop']:.2f} points of val accuracy "
-            f"(> --max-drop {max_drop:g}); the file is written but should not ship{hint}")
+    hint = (
+        "; --quantize int8-floatends keeps the two layers behind most int8 flips (first conv, logits) in float32"
+        if mode == "int8"
+        else ""
+    )
+    return (
+        f"  !!! QUALITY GATE FAILED: {name}.{mode} loses {check['accuracy_drop']:.2f} points of val accuracy "
+        f"(> --max-drop {max_drop:g}); the file is written but should not ship{hint}"
+    )
 
 
 @dataclass
@@ -173,8 +193,10 @@ def _export_one(src: ExportSource, header: str, run: _Export) -> None:
     check_model_matches_data(model, fd, src.path)
     x_val, y_val = run.x_val, run.y_val
     point = set_operating_point(model, fd, options, src, x_val, *run.mel)
-    click.secho(f"{header} {src.name}{f' ({src.role})' if src.role else ''}: {src.path}, "
-                f"{model.count_params():,} params", bold=True)
+    click.secho(
+        f"{header} {src.name}{f' ({src.role})' if src.role else ''}: {src.path}, {model.count_params():,} params",
+        bold=True,
+    )
     if point.majority is not None:
         click.echo(majority_note(point.majority))
     if point.melanoma is not None:
@@ -192,13 +214,28 @@ def _export_one(src: ExportSource, header: str, run: _Export) -> None:
         calibration = representative.record() if mode in CALIBRATED_MODES else None
         sizes = size_record(src, len(data), f32, run.teacher_f32)
         tflite_path, _ = export_paths(run.out, src.name, mode)
-        sidecar = build_sidecar(src, mode, data, model.count_params(), fd, conv, calibration, run.versions,
-                                sizes, check, point.record, digest, tflite_path.name)
+        sidecar = build_sidecar(
+            src,
+            mode,
+            data,
+            model.count_params(),
+            fd,
+            conv,
+            calibration,
+            run.versions,
+            sizes,
+            check,
+            point.record,
+            digest,
+            tflite_path.name,
+        )
         write_export(run.out, src.name, mode, data, sidecar)
         run.rows.append({**sidecar, "ratio_to_float32": sizes["ratio_to_float32"]})
-        click.echo(f"  {mode:<{wm}} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
-                   f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, "
-                   f"agreement {100 * check['agreement']:.1f}%)")
+        click.echo(
+            f"  {mode:<{wm}} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
+            f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, "
+            f"agreement {100 * check['agreement']:.1f}%)"
+        )
         if not check["passed"]:
             run.gate.append(f"{src.name}.{mode} ({check['accuracy_drop']:+.2f})")
             click.secho(_gate_line(src.name, mode, check, options.max_drop), fg="red", bold=True, err=True)
@@ -239,8 +276,18 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     representative = None
     if any(m in CALIBRATED_MODES for m in modes):
         representative = representative_dataset(fd, options.representative_samples, REPRESENTATIVE_SEED)
-    run = _Export(fd, options, modes, out, representative, melanoma_class(fd, options), versions(),
-                  teacher_float32_from_files(plan, out), fd.x("val"), fd.labels("val"))
+    run = _Export(
+        fd,
+        options,
+        modes,
+        out,
+        representative,
+        melanoma_class(fd, options),
+        versions(),
+        teacher_float32_from_files(plan, out),
+        fd.x("val"),
+        fd.labels("val"),
+    )
     for i, src in enumerate(plan.sources, 1):
         _export_one(src, f"[{i}/{len(plan.sources)}]", run)
 
@@ -255,6 +302,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     if errors:
         raise RuntimeFailure(f"{len(errors)} conversion(s) failed: " + "; ".join(errors))
     if gate:
-        raise QualityGateFailed(f"accuracy drop above --max-drop {options.max_drop:g} points: {', '.join(gate)} "
-                                "(files written; see the table above)")
+        raise QualityGateFailed(
+            f"accuracy drop above --max-drop {options.max_drop:g} points: {', '.join(gate)} "
+            "(files written; see the table above)"
+        )
     return ExportResult(out, rows, gate, errors)

@@ -53,14 +53,18 @@ def sensitivity_note(rec: dict) -> str:
         '  note: melanoma sensitivity not held at 70%: too few melanomas; no melanoma offset'
     """
     if "skipped" in rec:
-        return (f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; "
-                "no melanoma offset")
-    conf = (f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"]
-            else "observed")
+        return (
+            f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; no melanoma offset"
+        )
+    conf = (
+        f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"] else "observed"
+    )
     where = "val" if rec["chosen_on"] == "val" else f"out-of-fold ({rec['oof_folds']} folds of train)"
-    line = (f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: {where} finds {rec['detected']}/"
-            f"{rec['images']} ({100 * rec['sensitivity']:.1f}%, {conf} >= target {100 * rec['target']:g}%; "
-            f"{rec['before']}/{rec['images']} without the offset)")
+    line = (
+        f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: {where} finds {rec['detected']}/"
+        f"{rec['images']} ({100 * rec['sensitivity']:.1f}%, {conf} >= target {100 * rec['target']:g}%; "
+        f"{rec['before']}/{rec['images']} without the offset)"
+    )
     if rec["chosen_on"] == "oof":
         line += f"; val finds {rec['val_detected']}/{rec['val_images']}"
     return line
@@ -122,8 +126,9 @@ def size_lines(rows: list[dict]) -> list[str]:
         if s["float32_bytes"] and r["mode"] != "float32":
             parts.append(f"{s['ratio_to_float32']:.3f}x its float32 ({human(s['float32_bytes'])})")
         if s["teacher_float32_bytes"]:
-            parts.append(f"{s['ratio_to_teacher_float32']:.4f}x {s['teacher']} float32 "
-                         f"({human(s['teacher_float32_bytes'])})")
+            parts.append(
+                f"{s['ratio_to_teacher_float32']:.4f}x {s['teacher']} float32 ({human(s['teacher_float32_bytes'])})"
+            )
         elif s["teacher"]:
             parts.append(f"{s['teacher']} float32 size unknown (export with --include-teachers)")
         if len(parts) > 1:

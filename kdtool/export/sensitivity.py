@@ -49,8 +49,10 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0
     lp, lq = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
-             for i in range(k, n + 1)]
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+        for i in range(k, n + 1)
+    ]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
@@ -101,6 +103,7 @@ def fewest_detections(n: int, target: float, confidence: float) -> int | None:
         >>> fewest_detections(5, 0.9, 0.95) is None    # 5 of 5 bounds it at 0.55 only
         True
     """
+
     def enough(k: int) -> bool:
         return binomial_lower_bound(k, n, confidence) >= target - 1e-12
 
@@ -125,12 +128,15 @@ def shortfall(n: int, target: float, confidence: float, what: str = "images of t
     if n and fewest_detections(n, target, confidence) is not None:
         return None
     best = binomial_lower_bound(n, n, confidence) if n else 0.0
-    return (f"{n} {what} cannot show sensitivity >= {target:g} at confidence {confidence:g} "
-            f"(finding all {n} bounds it at {best:.3f})")
+    return (
+        f"{n} {what} cannot show sensitivity >= {target:g} at confidence {confidence:g} "
+        f"(finding all {n} bounds it at {best:.3f})"
+    )
 
 
-def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target: float,
-                       confidence: float = 0.95, floor: bool = True) -> dict:
+def sensitivity_offset(
+    logits: np.ndarray, labels: np.ndarray, cls: int, target: float, confidence: float = 0.95, floor: bool = True
+) -> dict:
     """The offset on class ``cls``'s logit that makes ``argmax(logits + offset * e_cls)`` find enough of it.
 
     For each image of the class, ``m_i = max_{j != cls} z_ij - z_i,cls`` is the offset from which it is
@@ -185,13 +191,28 @@ def sensitivity_offset(logits: np.ndarray, labels: np.ndarray, cls: int, target:
     if detected < k:  # tied margins: step just past the k-th one
         offset = float(np.nextafter(margins[k - 1], np.inf)) + 1e-6 * max(1.0, abs(float(margins[k - 1])))
         detected = found(offset)
-    return {"offset": offset, "images": n, "detected": detected, "sensitivity": detected / n,
-            "lower_bound": binomial_lower_bound(detected, n, confidence), "target": float(target),
-            "confidence": float(confidence), "floor": bool(floor), "before": found(0.0)}
+    return {
+        "offset": offset,
+        "images": n,
+        "detected": detected,
+        "sensitivity": detected / n,
+        "lower_bound": binomial_lower_bound(detected, n, confidence),
+        "target": float(target),
+        "confidence": float(confidence),
+        "floor": bool(floor),
+        "before": found(0.0),
+    }
 
 
-def floor_offset(val_logits: np.ndarray, val_labels: np.ndarray, cls: int, target: float, confidence: float,
-                 oof_logits: np.ndarray | None = None, oof_labels: np.ndarray | None = None) -> dict:
+def floor_offset(
+    val_logits: np.ndarray,
+    val_labels: np.ndarray,
+    cls: int,
+    target: float,
+    confidence: float,
+    oof_logits: np.ndarray | None = None,
+    oof_labels: np.ndarray | None = None,
+) -> dict:
     """:func:`sensitivity_offset` on the out-of-fold logits when given, else on validation.
 
     Args:

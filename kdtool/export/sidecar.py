@@ -59,10 +59,15 @@ def size_record(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: di
         >>> size_record(src, 100, 400, {"t": (10000, "t.float32.tflite")})["ratio_to_teacher_float32"]
         0.01
     """
-    rec = {"bytes": nbytes, "float32_bytes": f32,
-           "ratio_to_float32": round(nbytes / f32, 4) if f32 else None,
-           "teacher": src.teacher if src.role != "teacher" else None,
-           "teacher_float32_bytes": None, "ratio_to_teacher_float32": None, "teacher_float32_source": None}
+    rec = {
+        "bytes": nbytes,
+        "float32_bytes": f32,
+        "ratio_to_float32": round(nbytes / f32, 4) if f32 else None,
+        "teacher": src.teacher if src.role != "teacher" else None,
+        "teacher_float32_bytes": None,
+        "ratio_to_teacher_float32": None,
+        "teacher_float32_source": None,
+    }
     names = src.teachers() if src.role != "teacher" else []
     if names and all(n in teacher_f32 for n in names):
         total = sum(teacher_f32[n][0] for n in names)
@@ -72,9 +77,21 @@ def size_record(src: ExportSource, nbytes: int, f32: int | None, teacher_f32: di
     return rec
 
 
-def build_sidecar(src: ExportSource, mode: str, data: bytes, params: int, fd: FData, converter: dict,
-                  calibration: dict | None, versions: dict, sizes: dict, check: dict, operating_point: dict,
-                  source_sha256: str, file_name: str) -> dict:
+def build_sidecar(
+    src: ExportSource,
+    mode: str,
+    data: bytes,
+    params: int,
+    fd: FData,
+    converter: dict,
+    calibration: dict | None,
+    versions: dict,
+    sizes: dict,
+    check: dict,
+    operating_point: dict,
+    source_sha256: str,
+    file_name: str,
+) -> dict:
     """The sidecar of one exported file.
 
     Args:
@@ -112,8 +129,12 @@ def build_sidecar(src: ExportSource, mode: str, data: bytes, params: int, fd: FD
         "output": tensors["output"],
         "preprocess": preprocess_record(tensors["input"], fd.image_shape),
         "postprocess": postprocess_record(tensors["output"]),
-        "source": {"file": src.path.name, "path": str(src.path.resolve()), "sha256": source_sha256,
-                   "size_bytes": src.path.stat().st_size},
+        "source": {
+            "file": src.path.name,
+            "path": str(src.path.resolve()),
+            "sha256": source_sha256,
+            "size_bytes": src.path.stat().st_size,
+        },
         "converter": {**converter, "calibration": calibration},
         "versions": versions,
         "graph": graph_summary(data),

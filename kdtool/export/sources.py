@@ -47,6 +47,7 @@ class ExportSource:
         """The teacher names (an ensemble lists several, joined by ``+``)."""
         return [t for t in (self.teacher or "").split("+") if t]
 
+
 @dataclass
 class ExportPlan:
     """Everything resolved from the positional argument (no TensorFlow, no data loaded).
@@ -77,6 +78,7 @@ class ExportPlan:
                 return str(cand)
         return None
 
+
 def read_run_json(run_dir: Path) -> dict:
     """Parse and sanity-check ``run_dir/run.json`` (InputError in one line)."""
     path = run_dir / "run.json"
@@ -92,9 +94,11 @@ def read_run_json(run_dir: Path) -> dict:
         if rec.get("role") not in ROLES:
             raise InputError(f"{path}: model {rec['name']!r} has unknown role {rec.get('role')!r}")
         if os.sep in rec["file"] or "/" in rec["file"] or rec["file"].startswith("."):
-            raise InputError(f"{path}: model {rec['name']!r} file {rec['file']!r} must be a plain file name in the "
-                             "run folder")
+            raise InputError(
+                f"{path}: model {rec['name']!r} file {rec['file']!r} must be a plain file name in the run folder"
+            )
     return doc
+
 
 def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> ExportPlan:
     """Resolve the positional argument of ``kdtool export``.
@@ -137,16 +141,19 @@ def plan_export(target: str | os.PathLike, include_teachers: bool = False) -> Ex
         if isinstance(cal, dict) and isinstance(cal.get("file"), str) and cal["file"]:
             rel = Path(cal["file"])
             if rel.is_absolute() or ".." in rel.parts:
-                raise InputError(f"{target}/run.json: model {rec['name']!r} calibration file {cal['file']!r} must lie "
-                                 "inside the run folder")
+                raise InputError(
+                    f"{target}/run.json: model {rec['name']!r} calibration file {cal['file']!r} must lie "
+                    "inside the run folder"
+                )
             cal = {**cal, "path": str(target / rel)}
         else:
             cal = None
-        src = ExportSource(rec["name"], check_model_path(path), rec["role"], rec.get("teacher"), rec.get("sha256"),
-                           cal)
+        src = ExportSource(rec["name"], check_model_path(path), rec["role"], rec.get("teacher"), rec.get("sha256"), cal)
         (teachers if rec["role"] == "teacher" else students).append(src)
     plan.sources = teachers + students
     if not plan.sources:
-        raise InputError(f"{target}/run.json: lists no model to export (student roles: {', '.join(STUDENT_ROLES)}; "
-                         "teachers need --include-teachers)")
+        raise InputError(
+            f"{target}/run.json: lists no model to export (student roles: {', '.join(STUDENT_ROLES)}; "
+            "teachers need --include-teachers)"
+        )
     return plan

@@ -31,7 +31,8 @@ TFLITE_SCHEMA_VERSION = 3
 MAX_TFLITE_ITEMS = 1_000_000  # operator codes, operators, buffers: far above any classifier
 
 #: TFLite BuiltinOperator names by code (schema v3, codes 0..209, from LiteRT 2.3's schema).
-BUILTIN_OPS = tuple("""
+BUILTIN_OPS = tuple(
+    """
 ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE
 EMBEDDING_LOOKUP FLOOR FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D
 LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1 RELU6
@@ -61,7 +62,8 @@ STABLEHLO_DYNAMIC_SLICE STABLEHLO_DYNAMIC_UPDATE_SLICE STABLEHLO_PAD STABLEHLO_I
 STABLEHLO_DOT_GENERAL STABLEHLO_REDUCE_WINDOW STABLEHLO_SORT STABLEHLO_WHILE STABLEHLO_GATHER
 STABLEHLO_TRANSPOSE DILATE STABLEHLO_RNG_BIT_GENERATOR REDUCE_WINDOW STABLEHLO_COMPOSITE
 STABLEHLO_SHIFT_LEFT STABLEHLO_CBRT STABLEHLO_CASE
-""".split())
+""".split()
+)
 CUSTOM_OP = BUILTIN_OPS.index("CUSTOM")  # 32
 #: Builtin codes that stand for foreign code all the same.
 REFUSED_BUILTINS = frozenset({CUSTOM_OP, BUILTIN_OPS.index("STABLEHLO_CUSTOM_CALL")})
@@ -140,8 +142,9 @@ class _FlatBuffer:
     def indirect(self, pos: int, what: str) -> int:
         return pos + self.u32(pos, what)
 
-    def vector(self, table: int, index: int, elem_size: int, what: str,
-               max_items: int | None = MAX_TFLITE_ITEMS) -> tuple[int, int]:
+    def vector(
+        self, table: int, index: int, elem_size: int, what: str, max_items: int | None = MAX_TFLITE_ITEMS
+    ) -> tuple[int, int]:
         """(offset of the first element, length) of a vector field; (0, 0) when absent.
 
         ``max_items`` bounds tables (operators, buffers); byte vectors (weights) pass None

@@ -24,8 +24,7 @@ def _train_tiny(fd: FData, filters=(8, 16), dense=16, epochs=3, seed=0):
 
     keras.utils.set_random_seed(seed)
     model = build_student(fd.image_shape, fd.num_classes, filters=filters, dense_units=dense, dropout=0.0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     model.fit(fd.x("train"), fd.onehot("train"), epochs=epochs, batch_size=8, verbose=0)
     return model
 
@@ -52,15 +51,34 @@ def tiny(tmp_path_factory):
     run = root / "run"
     run.mkdir()
     records = []
-    for name, role, t, m in (("student_alone", "baseline", None, model), ("teacher_tiny", "teacher", None, teacher),
-                             ("student_tiny", "student", "teacher_tiny", model)):
+    for name, role, t, m in (
+        ("student_alone", "baseline", None, model),
+        ("teacher_tiny", "teacher", None, teacher),
+        ("student_tiny", "student", "teacher_tiny", model),
+    ):
         path = run / f"{name}.keras"
         digest = save(m, path)
-        records.append({"name": name, "role": role, "teacher": t, "file": path.name, "sha256": digest,
-                        "params": int(m.count_params())})
-    doc = {"status": "FINISHED", "config": {}, "models": records,
-           "data": {"path": str(data), "fingerprint": fd.fingerprint(), "class_names": fd.class_names,
-                    "image_shape": list(fd.image_shape)}}
+        records.append(
+            {
+                "name": name,
+                "role": role,
+                "teacher": t,
+                "file": path.name,
+                "sha256": digest,
+                "params": int(m.count_params()),
+            }
+        )
+    doc = {
+        "status": "FINISHED",
+        "config": {},
+        "models": records,
+        "data": {
+            "path": str(data),
+            "fingerprint": fd.fingerprint(),
+            "class_names": fd.class_names,
+            "image_shape": list(fd.image_shape),
+        },
+    }
     (run / "run.json").write_text(json.dumps(doc))
     return {"root": root, "data": data, "fd": fd, "model": model, "keras": keras_file, "run": run}
 
@@ -100,12 +118,21 @@ def test_each_mode_converts_and_runs_in_litert(tiny, mode, tmp_path):
     keras_pred = tiny["model"].predict(fd.x("val"), verbose=0).argmax(1)
     assert logits.shape == (60, 3)
     assert (logits.argmax(1) == keras_pred).mean() >= 0.95
-    assert record["recipe"] == {"float32": "wfp32_afp32", "float16": "wfp16_afp32", "dynamic": "dynamic_wi8_afp32",
-                                "int8": "static_wi8_ai8", "int8-floatends": "static_wi8_ai8_floatends"}[mode]
+    assert (
+        record["recipe"]
+        == {
+            "float32": "wfp32_afp32",
+            "float16": "wfp16_afp32",
+            "dynamic": "dynamic_wi8_afp32",
+            "int8": "static_wi8_ai8",
+            "int8-floatends": "static_wi8_ai8_floatends",
+        }[mode]
+    )
     if mode == "int8":
         assert record["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
 
 
+@pytest.mark.slow
 def test_floatends_keeps_only_the_first_and_last_layers_in_float(tiny):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -156,12 +183,15 @@ def test_every_option_has_one_short_sentence_of_help_and_its_default_from_export
         assert opt.default == want, (name, opt.default, want)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("floor_on", "both", "--floor-on: 'both' is not one of val, oof, auto"),
-    ("prior_shift", "auto", "--prior-shift: 'auto' is not a number"),
-    ("io", "int4", "--io: 'int4' is not one of"),
-    ("modes", ["int4"], "--quantize: unknown mode(s) int4"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("floor_on", "both", "--floor-on: 'both' is not one of val, oof, auto"),
+        ("prior_shift", "auto", "--prior-shift: 'auto' is not a number"),
+        ("io", "int4", "--io: 'int4' is not one of"),
+        ("modes", ["int4"], "--quantize: unknown mode(s) int4"),
+    ],
+)
 def test_export_options_refuse_what_the_command_would_in_one_line(field, value, message):
     from kdtool.errors import InputError
     from kdtool.export.options import ExportOptions
@@ -174,6 +204,7 @@ def test_export_options_refuse_what_the_command_would_in_one_line(field, value, 
 # ----------------------------------------------------------------------------- int8 I/O and the sidecar
 
 
+@pytest.mark.slow
 def test_int8_io_and_quantization_match_the_json(tiny, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -243,6 +274,7 @@ def test_representative_data_comes_only_from_train(tiny):
     assert [b[0] for b in rep()][0] is not None  # callable again: a fresh generator each time
 
 
+@pytest.mark.slow
 def test_export_calibrates_on_train_only(tiny, tmp_path, monkeypatch):
     from kdtool.export import pipeline
 
@@ -263,6 +295,7 @@ def test_export_calibrates_on_train_only(tiny, tmp_path, monkeypatch):
     assert cal["split"] == "train" and cal["samples"] == 45 and len(seen) == 1
 
 
+@pytest.mark.slow
 def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_path):
     out = tmp_path / "out"
     result = _invoke(tiny["keras"], "--data", tiny["data"], "--out", out, "--quantize", "int8-floatends")
@@ -277,8 +310,21 @@ def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_pa
     assert np.abs(correction["mean_error_before"]).max() > 1e-4
     np.testing.assert_allclose(correction["mean_error_after"], 0.0, atol=1e-5)
     assert side["check"]["agreement"] >= 0.95
-    bench = CliRunner().invoke(main, ["bench", str(out / "tiny.int8-floatends.tflite"), "--data", str(tiny["data"]),
-                                      "--runs", "2", "--warmup", "0", "--json", str(tmp_path / "b.json")])
+    bench = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(out / "tiny.int8-floatends.tflite"),
+            "--data",
+            str(tiny["data"]),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(tmp_path / "b.json"),
+        ],
+    )
     assert bench.exit_code == 0, bench.output  # the light bench reads the mixed file from its sidecar
     (rec,) = json.loads((tmp_path / "b.json").read_text())
     assert rec["mode"] == "int8-floatends" and rec["accuracy"] > 0.9
@@ -287,6 +333,7 @@ def test_floatends_from_the_cli_records_calibration_and_float_nodes(tiny, tmp_pa
 # ----------------------------------------------------------------------------- quality gate
 
 
+@pytest.mark.slow
 def test_sabotaged_calibration_trips_the_gate(tiny, tmp_path, monkeypatch):
     from kdtool.export import pipeline
     from kdtool.export.convert import RepresentativeData
@@ -392,6 +439,7 @@ def test_model_data_mismatch(tiny, tmp_path):
 # ----------------------------------------------------------------------------- atomic writes
 
 
+@pytest.mark.slow
 def test_interrupted_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
     import kdtool.data
 
@@ -447,6 +495,7 @@ def test_killed_write_leaves_previous_file(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- run folders
 
 
+@pytest.mark.slow
 def test_run_dir_exports_students_only_by_default(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run)
@@ -459,6 +508,7 @@ def test_run_dir_exports_students_only_by_default(tiny, tmp_path):
     assert side["sizes"]["teacher_float32_bytes"] is None  # teacher not converted without --include-teachers
 
 
+@pytest.mark.slow
 def test_run_dir_with_teachers_reports_size_ratio(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run)
@@ -506,8 +556,7 @@ def test_default_student_on_real_slice_int8(ham_slice, tmp_path):
     fd = load_fdata(ham_slice)
     keras.utils.set_random_seed(0)
     model = build_student(fd.image_shape, fd.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     model.fit(fd.x("train"), fd.onehot("train"), epochs=3, batch_size=64, verbose=0)
     path = tmp_path / "student.keras"
     model.save(path)

@@ -32,8 +32,10 @@ def _model(last: str = "logits"):
     return keras.Model(inputs, x)
 
 
-@pytest.mark.parametrize("last,reason", [("softmax", "is not linear"), ("no_bias", "has no bias"),
-                                         ("activation", "is a Activation, not a Dense layer")])
+@pytest.mark.parametrize(
+    "last,reason",
+    [("softmax", "is not linear"), ("no_bias", "has no bias"), ("activation", "is a Activation, not a Dense layer")],
+)
 def test_only_a_linear_dense_output_with_bias_is_corrected(last, reason):
     from kdtool.export.bias import correct_output_bias, output_dense_layer
 
@@ -144,8 +146,9 @@ def test_export_records_the_correction_and_leaves_the_keras_file_alone(tmp_path)
 
     runner = CliRunner()
     on = runner.invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "on")])
-    off = runner.invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "off"),
-                               "--no-bias-correction"])
+    off = runner.invoke(
+        main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "off"), "--no-bias-correction"]
+    )
     assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert "bias_correction" not in json.loads((tmp_path / "off" / "m.int8.json").read_text())["converter"]
@@ -165,6 +168,7 @@ def test_export_records_the_correction_and_leaves_the_keras_file_alone(tmp_path)
         np.testing.assert_allclose(err_on, err_off, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp_path):
     import keras
 
@@ -178,8 +182,23 @@ def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp
     path = tmp_path / "m.keras"
     model.save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "o"),
-                                       "--quantize", "float32", "--prior-shift", "0.5", "--melanoma-sensitivity", "0"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(path),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--quantize",
+            "float32",
+            "--prior-shift",
+            "0.5",
+            "--melanoma-sensitivity",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     side = json.loads((tmp_path / "o" / "m.float32.json").read_text())
@@ -191,8 +210,21 @@ def test_prior_shift_moves_every_exported_file_to_the_chosen_operating_point(tmp
     got = run_tflite((tmp_path / "o" / "m.float32.tflite").read_bytes(), x)
     np.testing.assert_allclose(got, model.predict(x, verbose=0) + np.asarray(point["bias_added"]), atol=1e-4)
 
-    plain = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "p"),
-                                      "--quantize", "float32", "--melanoma-sensitivity", "0"])
+    plain = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(path),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "p"),
+            "--quantize",
+            "float32",
+            "--melanoma-sensitivity",
+            "0",
+        ],
+    )
     assert plain.exit_code == 0
     assert json.loads((tmp_path / "p" / "m.float32.json").read_text())["operating_point"] == {"prior_shift": 0.0}
 
@@ -215,14 +247,33 @@ def test_majority_offset_raises_only_the_most_frequent_class_before_the_prior_sh
     model = build_student(fd.image_shape, fd.num_classes, filters=(8,), dense_units=8, dropout=0.0)
     path = tmp_path / "m.keras"
     model.save(path)
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(tmp_path / "o"),
-                                       "--quantize", "float32", "--prior-shift", "0.5", "--majority-offset", "1.25",
-                                       "--melanoma-sensitivity", "0"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(path),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--quantize",
+            "float32",
+            "--prior-shift",
+            "0.5",
+            "--majority-offset",
+            "1.25",
+            "--melanoma-sensitivity",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "majority offset: +1.25 to nv's logit" in result.output
     point = json.loads((tmp_path / "o" / "m.float32.json").read_text())["operating_point"]
-    assert point["majority_offset"] == {"class": "nv", "offset": 1.25,
-                                        "train_share": round(counts[2] / counts.sum(), 6)}
+    assert point["majority_offset"] == {
+        "class": "nv",
+        "offset": 1.25,
+        "train_share": round(counts[2] / counts.sum(), 6),
+    }
     x = fd.x("val")
     want = model.predict(x, verbose=0) + 0.5 * np.log(counts / counts.sum()) + np.array([0.0, 0.0, 1.25])
     got = run_tflite((tmp_path / "o" / "m.float32.tflite").read_bytes(), x)
@@ -250,14 +301,30 @@ def test_majority_offset_refuses_data_without_a_majority_class(tmp_path):
     assert str(data) in lines[0] and "needs a majority class" in lines[0] and "has 33.3%" in lines[0]
 
 
+@pytest.mark.slow
 def test_by_default_export_raises_the_majority_class_by_one_and_a_half_where_there_is_one(tmp_path):
     """The default --majority-offset (1.5) applies where the train split has a majority class and --prior-shift is 0;
     balanced data are exported without it without a word, and a model without a logits layer with the reason in
     its sidecar."""
+
     def export(path, data, *args):
         out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
-        result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
-                                           "--quantize", "float32", "--melanoma-sensitivity", "0", *args])
+        result = CliRunner().invoke(
+            main,
+            [
+                "export",
+                str(path),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--quantize",
+                "float32",
+                "--melanoma-sensitivity",
+                "0",
+                *args,
+            ],
+        )
         assert result.exit_code == 0, result.output
         return result.output, json.loads((out / f"{path.stem}.float32.json").read_text())["operating_point"]
 

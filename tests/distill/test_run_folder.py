@@ -40,13 +40,17 @@ def test_run_json_records_the_full_config_under_the_dataclass_keys(tmp_path):
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert list(recorded) == [f.name for f in dataclasses.fields(DistillConfig)]
     assert recorded == config_doc(cfg) and recorded["temperatures"] == [1.0, 4.0]
-    assert DistillConfig(**{k: tuple(v) if isinstance(v, list) and k != "teachers" else v
-                            for k, v in recorded.items()}) == cfg
+    assert (
+        DistillConfig(**{k: tuple(v) if isinstance(v, list) and k != "teachers" else v for k, v in recorded.items()})
+        == cfg
+    )
 
 
-@pytest.mark.parametrize("edit", [lambda c: {**c, "ema": 0.0}, lambda c: {**c, "ema": 0},
-                                  lambda c: {k: v for k, v in c.items() if k != "ema"}],
-                         ids=["ema-0.0", "ema-0", "no-ema-key"])
+@pytest.mark.parametrize(
+    "edit",
+    [lambda c: {**c, "ema": 0.0}, lambda c: {**c, "ema": 0}, lambda c: {k: v for k, v in c.items() if k != "ema"}],
+    ids=["ema-0.0", "ema-0", "no-ema-key"],
+)
 def test_an_older_folder_without_ema_on_is_reused(tmp_path, edit):
     cfg, fd = _older_folder(tmp_path, edit)
     run = Run(cfg, fd, fresh=False)
@@ -59,8 +63,10 @@ def test_an_older_folder_that_used_ema_gets_one_line(tmp_path):
     with pytest.raises(InputError) as err:
         Run(cfg, fd, fresh=False)
     message = err.value.format_message()
-    assert message == (f"{cfg.out}/run.json: this run used --ema 0.999, which kdtool no longer supports; "
-                       "use another --out, or --fresh to retrain here")
+    assert message == (
+        f"{cfg.out}/run.json: this run used --ema 0.999, which kdtool no longer supports; "
+        "use another --out, or --fresh to retrain here"
+    )
     assert Run(cfg, fd, fresh=True).done("student_alone") is None  # --fresh starts over in the folder
 
 

@@ -16,8 +16,9 @@ from kdtool.data import load_fdata
 from kdtool.export.sensitivity import binomial_lower_bound, fewest_detections, sensitivity_offset
 
 
-@pytest.mark.parametrize("k,n,conf", [(66, 95, 0.95), (57, 95, 0.9), (1, 3, 0.95), (50, 50, 0.99), (0, 7, 0.95),
-                                      (300, 1000, 0.999)])
+@pytest.mark.parametrize(
+    "k,n,conf", [(66, 95, 0.95), (57, 95, 0.9), (1, 3, 0.95), (50, 50, 0.99), (0, 7, 0.95), (300, 1000, 0.999)]
+)
 def test_lower_bound_is_clopper_pearson(k, n, conf):
     beta = pytest.importorskip("scipy.stats").beta
     expected = 0.0 if k == 0 else beta.ppf(1 - conf, k, n - k + 1)
@@ -115,9 +116,25 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     path = tmp_path / "m.keras"
     model.save(path)
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
-                                       "--quantize", "float32", "--prior-shift", "0.5",
-                                       "--melanoma-sensitivity", "0.8", "--sensitivity-confidence", "0.9"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(path),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--quantize",
+            "float32",
+            "--prior-shift",
+            "0.5",
+            "--melanoma-sensitivity",
+            "0.8",
+            "--sensitivity-confidence",
+            "0.9",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "operating point: mel logit" in result.output
     point = json.loads((out / "m.float32.json").read_text())["operating_point"]
@@ -134,9 +151,23 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert int(np.sum(np.argmax(got[y == mel], axis=1) == mel)) == held["detected"]
     # kdtool bench carries the operating point into its JSON and CSV
-    bench = CliRunner().invoke(main, ["bench", str(out / "m.float32.tflite"), "--data", str(data), "--split", "val",
-                                      "--runs", "0", "--json", str(tmp_path / "b.json"),
-                                      "--csv", str(tmp_path / "b.csv")])
+    bench = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(out / "m.float32.tflite"),
+            "--data",
+            str(data),
+            "--split",
+            "val",
+            "--runs",
+            "0",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--csv",
+            str(tmp_path / "b.csv"),
+        ],
+    )
     assert bench.exit_code == 0, bench.output
     assert "operating points set at export: m.float32.tflite: prior shift 0.5, mel logit" in bench.output
     rec = json.loads((tmp_path / "b.json").read_text())[0]
@@ -146,26 +177,37 @@ def test_export_holds_validation_melanoma_sensitivity_in_the_written_file(tmp_pa
     assert float(row["prior_shift"]) == 0.5 and float(row["melanoma_offset"]) == pytest.approx(held["offset"])
 
 
-@pytest.mark.parametrize("names,args,message", [
-    (["akiec", "bcc", "nv"], ["--melanoma-sensitivity", "0.6"],
-     "--melanoma-sensitivity needs a class named 'mel' or 'melanoma' (classes: akiec, bcc, nv)"),
-    (["akiec", "mel", "nv"], ["--melanoma-sensitivity", "0.99"],
-     "--melanoma-sensitivity on the validation split: 4 validation melanoma image(s) cannot show sensitivity "
-     ">= 0.99"),
-])
+@pytest.mark.parametrize(
+    "names,args,message",
+    [
+        (
+            ["akiec", "bcc", "nv"],
+            ["--melanoma-sensitivity", "0.6"],
+            "--melanoma-sensitivity needs a class named 'mel' or 'melanoma' (classes: akiec, bcc, nv)",
+        ),
+        (
+            ["akiec", "mel", "nv"],
+            ["--melanoma-sensitivity", "0.99"],
+            "--melanoma-sensitivity on the validation split: 4 validation melanoma image(s) cannot show sensitivity "
+            ">= 0.99",
+        ),
+    ],
+)
 def test_export_refuses_a_sensitivity_it_cannot_hold_in_one_line(tmp_path, names, args, message):
     data = write_fdata(tmp_path / "FData", n=(30, 12, 6), class_names=names)
     path = tmp_path / "m.keras"
     _tiny(load_fdata(data)).save(path)
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
-                                       "--quantize", "float32", *args])
+    result = CliRunner().invoke(
+        main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize", "float32", *args]
+    )
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert message in lines[0] and str(data.name) in lines[0]
     assert not list(out.glob("*.tflite"))
 
 
+@pytest.mark.slow
 def test_by_default_export_holds_seventy_percent_where_it_can_and_says_where_it_cannot(tmp_path):
     runner = CliRunner()
 
@@ -174,8 +216,9 @@ def test_by_default_export_holds_seventy_percent_where_it_can_and_says_where_it_
         path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.keras"
         _tiny(load_fdata(data)).save(path)
         out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
-        result = runner.invoke(main, ["export", str(path), "--data", str(data), "--out", str(out),
-                                      "--quantize", "float32", *args])
+        result = runner.invoke(
+            main, ["export", str(path), "--data", str(data), "--out", str(out), "--quantize", "float32", *args]
+        )
         assert result.exit_code == 0, result.output
         export.last = (out / f"{path.stem}.float32.tflite", data)
         return result.output, json.loads((out / f"{path.stem}.float32.json").read_text())["operating_point"]
@@ -201,13 +244,16 @@ def test_by_default_export_holds_seventy_percent_where_it_can_and_says_where_it_
     assert point == {"prior_shift": 0.0} and "operating point" not in output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prior-shift", "nope"], "'nope' is not a number in [0, 1]"),
-    (["--prior-shift", "1.5"], "not in the range"),
-    (["--prior-shift", "auto"], "'auto' is no longer available; give TAU, a number in [0, 1]"),
-    (["--floor-on", "both"], "'both' is not one of 'val', 'oof', 'auto'"),
-    (["--min-balanced-accuracy", "0.6"], "No such option '--min-balanced-accuracy'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prior-shift", "nope"], "'nope' is not a number in [0, 1]"),
+        (["--prior-shift", "1.5"], "not in the range"),
+        (["--prior-shift", "auto"], "'auto' is no longer available; give TAU, a number in [0, 1]"),
+        (["--floor-on", "both"], "'both' is not one of 'val', 'oof', 'auto'"),
+        (["--min-balanced-accuracy", "0.6"], "No such option '--min-balanced-accuracy'"),
+    ],
+)
 def test_removed_and_out_of_range_operating_points_are_refused_in_one_error_line(tmp_path, args, message):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), *args])
     errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]

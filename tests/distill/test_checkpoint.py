@@ -40,6 +40,7 @@ def _dropout_model(seed: int):
     return m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("views", [False, True])
 def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views):
     from kdtool.distill.augment import TrainBatches
@@ -62,6 +63,7 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path, views)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
+@pytest.mark.slow
 def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path):
     """--last-epoch (keep_best False) scores every epoch for history.csv but keeps none: the weights are
     bit-identical to a fit that never scored, no best epoch is saved, and patience is refused."""
@@ -74,25 +76,37 @@ def test_scoring_without_keeping_ends_where_a_plain_fit_ends(tmp_path):
     history, best = fit_resumable(plain, tmp_path / "plain", batches(), None, 3, verbose=0)
     assert best is None and "val_balanced_accuracy" not in history
     scored = _dropout_model(0)
-    history, best = fit_resumable(scored, tmp_path / "scored", batches(), None, 3, select=(X, Y.argmax(1)),
-                                  keep_best=False, verbose=0)
+    history, best = fit_resumable(
+        scored, tmp_path / "scored", batches(), None, 3, select=(X, Y.argmax(1)), keep_best=False, verbose=0
+    )
     assert best is None and len(history["val_balanced_accuracy"]) == 3
     assert not (tmp_path / "scored" / "best.weights.h5").exists()
     for a, b in zip(plain.get_weights(), scored.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="patience stops on the best validation epoch"):
-        fit_resumable(_dropout_model(0), tmp_path / "p", batches(), None, 3, select=(X, Y.argmax(1)),
-                      keep_best=False, patience=2, verbose=0)
+        fit_resumable(
+            _dropout_model(0),
+            tmp_path / "p",
+            batches(),
+            None,
+            3,
+            select=(X, Y.argmax(1)),
+            keep_best=False,
+            patience=2,
+            verbose=0,
+        )
 
 
+@pytest.mark.slow
 def test_a_metric_that_starts_logging_after_a_resume_stays_aligned_with_the_epochs(tmp_path):
     """Epochs run before a resume by a kdtool that did not score them (--last-epoch before it scored every
     epoch) read back as NaN, so history.csv and the curves keep each value at its own epoch."""
     from kdtool.distill.outputs import write_history
 
     fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 2, batch_size=8, verbose=0)
-    history, best = fit_resumable(_dropout_model(0), tmp_path / "b", X, Y, 4, select=(X, Y.argmax(1)),
-                                  keep_best=False, batch_size=8, verbose=0)
+    history, best = fit_resumable(
+        _dropout_model(0), tmp_path / "b", X, Y, 4, select=(X, Y.argmax(1)), keep_best=False, batch_size=8, verbose=0
+    )
     scores = history["val_balanced_accuracy"]
     assert best is None and len(scores) == len(history["loss"]) == 4
     assert np.isnan(scores[:2]).all() and not np.isnan(scores[2:]).any()

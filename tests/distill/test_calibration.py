@@ -53,7 +53,7 @@ def calibrated_run(tmp_path_factory, tinynet_teacher):
 def test_every_student_gets_out_of_fold_logits_from_models_that_never_saw_the_lesion(calibrated_run):
     import keras
 
-    import kdtool.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
 
     data, out, _, lesions, output = calibrated_run
     doc = json.loads((out / "run.json").read_text())
@@ -86,8 +86,11 @@ def test_rerunning_trains_nothing_and_keeps_the_logits(calibrated_run):
     _, out, args, _, _ = calibrated_run
 
     def cal():
-        return {m["name"]: m["calibration"]["sha256"] for m in json.loads((out / "run.json").read_text())["models"]
-                if "calibration" in m}
+        return {
+            m["name"]: m["calibration"]["sha256"]
+            for m in json.loads((out / "run.json").read_text())["models"]
+            if "calibration" in m
+        }
 
     before = cal()
     result = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -103,8 +106,16 @@ def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_
     data, out, _, _, _ = calibrated_run
     fd = load_fdata(data)
     runner = CliRunner()
-    common = ["--quantize", "float32", "--prior-shift", "0.5", "--melanoma-sensitivity", "0.75",
-              "--sensitivity-confidence", "0"]
+    common = [
+        "--quantize",
+        "float32",
+        "--prior-shift",
+        "0.5",
+        "--melanoma-sensitivity",
+        "0.75",
+        "--sensitivity-confidence",
+        "0",
+    ]
     result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), "--floor-on", "auto", *common])
     assert result.exit_code == 0, result.output
     assert "out-of-fold (2 folds of train) finds" in result.output and "; val finds" in result.output
@@ -137,10 +148,29 @@ def test_the_out_of_fold_floor_sees_the_majority_offset(calibrated_run, tmp_path
     y[::3] = np.eye(3, dtype=y.dtype)[0]
     np.save(copy / "y_train.npy", y)
     fd = load_fdata(copy)
-    result = CliRunner().invoke(main, ["export", str(out), "--data", str(copy), "--out", str(tmp_path / "o"),
-                                       "--quantize", "float32", "--majority-offset", "1", "--prior-shift", "0.5",
-                                       "--melanoma-sensitivity", "0.75", "--sensitivity-confidence", "0",
-                                       "--floor-on", "oof"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(out),
+            "--data",
+            str(copy),
+            "--out",
+            str(tmp_path / "o"),
+            "--quantize",
+            "float32",
+            "--majority-offset",
+            "1",
+            "--prior-shift",
+            "0.5",
+            "--melanoma-sensitivity",
+            "0.75",
+            "--sensitivity-confidence",
+            "0",
+            "--floor-on",
+            "oof",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "run.json").read_text())
     for rec in (m for m in doc["models"] if "calibration" in m):
@@ -162,8 +192,10 @@ def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibr
     runner = CliRunner()
 
     def refused(target, *args):
-        result = runner.invoke(main, ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"),
-                                      "--floor-on", "oof", *args])
+        result = runner.invoke(
+            main,
+            ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"), "--floor-on", "oof", *args],
+        )
         lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1, result.output
         return lines[0]
@@ -190,8 +222,9 @@ def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
     path = tmp_path / "m.keras"
     build_student((8, 8, 3), 3, filters=(8,), dense_units=8, dropout=0.0).save(path)
     runner = CliRunner()
-    result = runner.invoke(main, ["export", str(path), "--data", str(data), "--quantize", "float32",
-                                  "--floor-on", "oof"])
+    result = runner.invoke(
+        main, ["export", str(path), "--data", str(data), "--quantize", "float32", "--floor-on", "oof"]
+    )
     assert result.exit_code == 2 and "--floor-on oof needs the model's out-of-fold logits" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     result = runner.invoke(main, ["distill", "--data", str(data), "--calibration-folds", "1", *TINY])

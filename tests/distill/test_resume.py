@@ -23,10 +23,32 @@ MODELS = ["student_alone", "teacher_efficientnet_lite0", "student_efficientnet_l
 
 
 def _cmd(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "kdtool", "distill", "--data", str(data), "--out", str(out),
-            "--teachers", "efficientnet_lite0", "--weights", "none", "--epochs", str(EPOCHS),
-            "--teacher-epochs", str(TEACHER_EPOCHS), "--batch-size", "16", "--image-size", "32",
-            "--student-filters", "8,16", "--student-dense", "16"]
+    return [
+        sys.executable,
+        "-m",
+        "kdtool",
+        "distill",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--teachers",
+        "efficientnet_lite0",
+        "--weights",
+        "none",
+        "--epochs",
+        str(EPOCHS),
+        "--teacher-epochs",
+        str(TEACHER_EPOCHS),
+        "--batch-size",
+        "16",
+        "--image-size",
+        "32",
+        "--student-filters",
+        "8,16",
+        "--student-dense",
+        "16",
+    ]
 
 
 def _backed_up(folder: Path) -> int:
@@ -41,9 +63,15 @@ def _start_and_interrupt(data, out, sig, model, epoch, timeout=300):
     """Start the run; send ``sig`` once ``model`` has backed up ``epoch`` epochs (the marker file)."""
     # A shell's background job (`pytest ... &`) starts with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt: give the run the default disposition, as a terminal's Ctrl-C finds it.
-    proc = subprocess.Popen(_cmd(data, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _cmd(data, out),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     marker = out / ".backup" / model
     deadline = time.monotonic() + timeout
     while _backed_up(marker) < epoch and not (out / model / "metrics.json").exists():
@@ -63,7 +91,7 @@ def _assert_finished(data, out):
     assert sorted(m["name"] for m in doc["models"]) == sorted(MODELS)
     import keras
 
-    import kdtool.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
 
     for rec in doc["models"]:
         keras.saving.load_model(out / rec["file"], safe_mode=True)

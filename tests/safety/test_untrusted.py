@@ -45,6 +45,7 @@ FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthChe
 
 # ----------------------------------------------------------------------------- fixtures: good files to spoil
 
+
 def _quiet_convert(converter) -> bytes:
     from kdtool.export.convert import quiet
 
@@ -144,6 +145,7 @@ def expect_nothing_written(tmp_path: Path, result_fn):
 
 # ----------------------------------------------------------------------------- bad data (.npy)
 
+
 def _npy_header(d: dict) -> bytes:
     h = repr(d).encode("latin1")
     h += b" " * ((64 - (10 + len(h) + 1) % 64) % 64) + b"\n"
@@ -228,6 +230,7 @@ def test_bad_data_is_one_line_via_bench_and_distill(good, sandbox, case):
 
 # ----------------------------------------------------------------------------- bad .keras
 
+
 def _zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate names
@@ -264,9 +267,22 @@ def _os_system(cfg: dict) -> None:
 
 def _nested_lambda(cfg: dict) -> None:
     # a Lambda hidden inside a nested functional model's layer list
-    inner = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-             "config": {"name": "inner", "layers": [{"module": "keras.layers", "class_name": "Lambda",
-                                                      "config": {"name": "sneaky"}, "registered_name": None}]}}
+    inner = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": "Functional",
+        "config": {
+            "name": "inner",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "Lambda",
+                    "config": {"name": "sneaky"},
+                    "registered_name": None,
+                }
+            ],
+        },
+    }
     cfg["config"]["layers"].append(inner)
 
 
@@ -296,12 +312,18 @@ def _keras_cases(good, d: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     cases["declared-huge"] = (bomb, ("zip bomb",))
     ratio = _zip(d / "ratio.keras", {**m, "assets/zeros.bin": b"\0" * (8 << 20)}, zipfile.ZIP_DEFLATED)
     cases["ratio-bomb"] = (ratio, ("zip bomb", "assets/zeros.bin"))
-    cases["os-system-class"] = (_zip(d / "os.keras", {**m, "config.json": _config_with(good, _os_system)}),
-                                ("os.system", "neither a Keras built-in"))
-    cases["nested-lambda"] = (_zip(d / "nested.keras", {**m, "config.json": _config_with(good, _nested_lambda)}),
-                              ("Lambda", "sneaky"))
+    cases["os-system-class"] = (
+        _zip(d / "os.keras", {**m, "config.json": _config_with(good, _os_system)}),
+        ("os.system", "neither a Keras built-in"),
+    )
+    cases["nested-lambda"] = (
+        _zip(d / "nested.keras", {**m, "config.json": _config_with(good, _nested_lambda)}),
+        ("Lambda", "sneaky"),
+    )
     cases["foreign-registered"] = (
-        _zip(d / "reg.keras", {**m, "config.json": _config_with(good, _foreign_registered)}), ("evil>Conv2D",))
+        _zip(d / "reg.keras", {**m, "config.json": _config_with(good, _foreign_registered)}),
+        ("evil>Conv2D",),
+    )
     cases["not-json-config"] = (_zip(d / "nojson.keras", {**m, "config.json": b"{not json"}), ("not valid JSON",))
     deep = b"[" * 100_000 + b"]" * 100_000
     cases["deep-json"] = (_zip(d / "deep.keras", {**m, "config.json": deep}), ("config.json",))
@@ -364,6 +386,7 @@ def test_kdtool_registered_layer_passes_and_loads(good, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad .tflite
+
 
 def _tflite_cases(good, d: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     raw = good.tflite.read_bytes()
@@ -446,8 +469,10 @@ NPY_DTYPES = st.one_of(
     hnp.byte_string_dtypes(max_len=3), hnp.unicode_string_dtypes(max_len=3),
 )  # fmt: skip
 ANY_ARRAY = hnp.arrays(NPY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=3))
-IMAGES = hnp.arrays(st.sampled_from([np.uint8, np.int16, np.uint16, np.float16, np.float32, np.float64]),
-                    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 3), st.sampled_from([1, 3])))
+IMAGES = hnp.arrays(
+    st.sampled_from([np.uint8, np.int16, np.uint16, np.float16, np.float32, np.float64]),
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 3), st.sampled_from([1, 3])),
+)
 LABEL_SHAPES = st.tuples(st.integers(0, 3), st.integers(1, 3))
 LABELS = st.one_of(
     hnp.arrays(st.sampled_from([np.float32, np.float64]), LABEL_SHAPES,
@@ -483,10 +508,11 @@ def _valid_npy(arr) -> bytes:
 NPY_BYTES = st.one_of(
     st.binary(max_size=300),
     st.binary(max_size=300).map(lambda b: b"\x93NUMPY" + b),
-    st.tuples(hnp.arrays(NPY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, max_side=3)),
-              st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
-              st.integers(0, 400) | st.none())  # fmt: skip
-    .map(lambda t: _mutate(_valid_npy(t[0]), t[1], t[2])),
+    st.tuples(
+        hnp.arrays(NPY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, max_side=3)),
+        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+        st.integers(0, 400) | st.none(),
+    ).map(lambda t: _mutate(_valid_npy(t[0]), t[1], t[2])),  # fmt: skip
 )
 
 
@@ -558,8 +584,9 @@ JSONISH = st.recursive(
 MEMBER_NAMES = st.sampled_from(["config.json", "metadata.json", "model.weights.h5", "assets/", "assets/v.txt",
                                 "../x", "/abs", "a\\b", "assets/../x", "model.pkl", "assets//x"]) | st.text(
     min_size=1, max_size=12)  # fmt: skip
-MEMBER_DATA = st.one_of(st.binary(max_size=64), JSONISH.map(lambda o: json.dumps(o).encode()),
-                        st.just(b"\x89HDF\r\n\x1a\n" + b"\0" * 16))
+MEMBER_DATA = st.one_of(
+    st.binary(max_size=64), JSONISH.map(lambda o: json.dumps(o).encode()), st.just(b"\x89HDF\r\n\x1a\n" + b"\0" * 16)
+)
 
 
 @FUZZ
@@ -591,7 +618,7 @@ def test_fuzz_check_keras_raises_only_input_error(good, data):
 
 # ----------------------------------------------------------------------------- isolation: crash and hang
 
-CHILD = '''
+CHILD = """
 import ctypes, os, sys, time
 from ai_edge_litert import interpreter as _litert
 
@@ -607,7 +634,7 @@ def invoke(self):
 _litert.Interpreter.invoke = invoke  # the real child, with an interpreter whose invoke() misbehaves
 from kdtool.bench._child import main
 sys.exit(main())
-'''
+"""
 
 
 @pytest.fixture
@@ -646,6 +673,7 @@ def test_isolated_crash_is_one_line(good, sandbox, bad_child, mode, signal_name)
     one_line_error(r, str(foreign), f"crashed ({signal_name})", "classifying")
 
 
+@pytest.mark.slow
 def test_isolated_hang_is_a_timeout_line(good, sandbox, bad_child):
     bad_child("hang")
     _, foreign = _trusted_copy(good, sandbox / "m")
@@ -704,9 +732,11 @@ def test_isolated_errors_keep_their_line(good, sandbox):
 
 
 def test_safety_and_child_import_no_tensorflow():
-    code = ("import sys, kdtool.safety, kdtool.bench._child, kdtool.bench.isolation, kdtool.bench.run\n"
-            "import kdtool.bench.predict, kdtool.litert, kdtool.tflite_model, kdtool.quant\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn')))")
+    code = (
+        "import sys, kdtool.safety, kdtool.bench._child, kdtool.bench.isolation, kdtool.bench.run\n"
+        "import kdtool.bench.predict, kdtool.litert, kdtool.tflite_model, kdtool.quant\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
     assert out.returncode == 0, out.stderr

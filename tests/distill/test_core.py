@@ -23,9 +23,9 @@ def test_kd_loss_by_hand():
     s = np.array([[2.0, 0.0]], np.float32)
     t = np.array([[0.0, 4.0]], np.float32)
     T, alpha = 2.0, 0.25
-    ce = -math.log(math.exp(2) / (math.exp(2) + 1))                      # 0.126928
-    pt = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]        # softmax(t/T) = softmax([0, 2])
-    ps = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]        # softmax(s/T) = softmax([1, 0])
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1))  # 0.126928
+    pt = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]  # softmax(t/T) = softmax([0, 2])
+    ps = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]  # softmax(s/T) = softmax([1, 0])
     kl = sum(p * math.log(p / q) for p, q in zip(pt, ps, strict=True))
     expected = alpha * ce + (1 - alpha) * T * T * kl
     got = float(np.asarray(kd_loss(y, t, s, alpha, T))[0])
@@ -50,9 +50,11 @@ def test_logit_adjustment_by_hand():
     t = np.array([[0.0, 2.0, 1.0]], np.float32)
     assert float(np.asarray(kd_loss(y, t, s, 1.0, 2.0, prior))[0]) == pytest.approx(expected, rel=1e-5)
     assert float(np.asarray(kd_loss(y, t, s, 0.0, 2.0, prior))[0]) == pytest.approx(
-        float(np.asarray(kd_loss(y, t, s, 0.0, 2.0))[0]), rel=1e-6)
+        float(np.asarray(kd_loss(y, t, s, 0.0, 2.0))[0]), rel=1e-6
+    )
     assert float(np.asarray(kd_loss(y, t, s, 0.5, 2.0, np.zeros(3, np.float32)))[0]) == pytest.approx(
-        float(np.asarray(kd_loss(y, t, s, 0.5, 2.0))[0]), rel=1e-6)
+        float(np.asarray(kd_loss(y, t, s, 0.5, 2.0))[0]), rel=1e-6
+    )
     # a rare class's (adjusted) loss is larger: the model must push its raw logit further up
     assert expected > -math.log(math.exp(1.0) / (2 * math.exp(1.0) + 1))
 
@@ -84,8 +86,11 @@ def test_class_weighted_kd_term_by_hand():
     np.testing.assert_allclose(got, 0.3 * ce + 0.7 * kl * np.array([0.5, 4.0]), rtol=1e-5)
     # hard-label only: the weights change nothing; all-ones weights are the plain loss
     np.testing.assert_allclose(np.asarray(kd_loss(y, t, s, 1.0, 2.0, prior, kd_class_weights=w)), ce, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior, kd_class_weights=np.ones(3))),
-                               np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior, kd_class_weights=np.ones(3))),
+        np.asarray(kd_loss(y, t, s, 0.3, 2.0, prior)),
+        rtol=1e-6,
+    )
 
 
 def test_distiller_applies_the_kd_class_weights():
@@ -210,13 +215,17 @@ def test_deeper_student_stacks_convs_per_block_and_the_earlier_one_keeps_its_nam
 
 
 # the default teacher in the quick suite; building the ImageNet-sized others takes 5-25 s each on 2 cores
-@pytest.mark.parametrize("name", [n if n == "efficientnet_lite0" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in TEACHERS])
+@pytest.mark.parametrize(
+    "name", [n if n == "efficientnet_lite0" else pytest.param(n, marks=pytest.mark.slow) for n in TEACHERS]
+)
 def test_every_teacher_builds_at_its_minimum(name):
     spec = TEACHERS[name]
     model, info = create_teacher(name, num_classes=4, input_shape=(16, 16, 3), image_size=8, weights="none")
     assert {k: info[k] for k in ("weights", "image_size", "warning")} == {
-        "weights": "none", "image_size": spec.min_size, "warning": None}
+        "weights": "none",
+        "image_size": spec.min_size,
+        "warning": None,
+    }
     assert model.get_layer(info["backbone"]).count_params() > 0.9 * model.count_params()  # what a head phase freezes
     out = model(np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32"), training=False)
     assert tuple(out.shape) == (2, 4)
@@ -253,6 +262,7 @@ def _lr_now(opt) -> float:
     return float(lr(opt.iterations) if callable(lr) else lr)
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_to_zero_and_resumes(tmp_path):
     from kdtool.distill.checkpoint import fit_resumable
     from kdtool.distill.fit import make_optimizer
@@ -264,8 +274,10 @@ def test_cosine_schedule_decays_to_zero_and_resumes(tmp_path):
     def model(schedule):
         keras.utils.set_random_seed(0)
         m = build_student((8, 8, 3), 3, filters=(4,), dense_units=0, dropout=0.0)
-        m.compile(optimizer=make_optimizer(1e-2, schedule, epochs=3, steps_per_epoch=4),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        m.compile(
+            optimizer=make_optimizer(1e-2, schedule, epochs=3, steps_per_epoch=4),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
         return m
 
     assert _lr_now(model("constant").optimizer) == pytest.approx(1e-2)

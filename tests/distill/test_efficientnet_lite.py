@@ -19,9 +19,9 @@ import pytest
 
 from kdtool.errors import InputError, RuntimeFailure
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REFERENCE = FIXTURES / "efficientnet_lite_reference.npz"
-KDTOOL = Path(__file__).resolve().parents[1] / "kdtool"
+KDTOOL = Path(__file__).resolve().parents[2] / "kdtool"
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper photo
 
 pytest.importorskip("keras")
@@ -88,8 +88,10 @@ def _evil_pickles(marker: Path) -> dict[str, tuple[bytes, str]]:
 
     return {
         "os.system/protocol0": (f"cos\nsystem\n(S'touch {marker}'\ntR.".encode(), "os.system"),
-        "builtins.eval/protocol0": (f"cbuiltins\neval\n(S\"open('{marker}', 'w').close()\"\ntR.".encode(),
-                                    "builtins.eval"),
+        "builtins.eval/protocol0": (
+            f"cbuiltins\neval\n(S\"open('{marker}', 'w').close()\"\ntR.".encode(),
+            "builtins.eval",
+        ),
         "builtins.eval/protocol4": (pickle.dumps(Evil(), protocol=4), "builtins.eval"),
     }
 
@@ -155,8 +157,9 @@ def test_pickle_is_used_only_by_the_reader():
     offenders = []
     for path in KDTOOL.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        if path.name != "pth_reader.py" and re.search(r"^\s*(import|from)\s+(c?pickle|_pickle|dill|cloudpickle)\b",
-                                                      text, re.M):
+        if path.name != "pth_reader.py" and re.search(
+            r"^\s*(import|from)\s+(c?pickle|_pickle|dill|cloudpickle)\b", text, re.M
+        ):
             offenders.append(path.name)
         if re.search(r"allow_pickle\s*=\s*True", text):
             offenders.append(f"{path.name} (allow_pickle=True)")
@@ -203,8 +206,11 @@ def test_logits_match_pytorch(case, reference, lite0_224):
     _lite_wheel_or_skip(variant)
     assert int(reference[f"{case}_seed"]) == seed and tuple(reference[f"{case}_shape"]) == (n, side, side, 3)
     x = ref_mod.synthetic_images(seed, n, side)
-    model = lite0_224 if case == "lite0_224" else build_efficientnet_lite_classifier(variant, (side, side, 3),
-                                                                                     weights="imagenet")
+    model = (
+        lite0_224
+        if case == "lite0_224"
+        else build_efficientnet_lite_classifier(variant, (side, side, 3), weights="imagenet")
+    )
     logits = np.asarray(model(x, training=False))
     expected = reference[f"{case}_logits"]
     scale = float(np.abs(expected).max())

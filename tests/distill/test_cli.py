@@ -63,10 +63,22 @@ def test_options_sit_in_six_groups():
 
 
 def test_list_options_convert_between_text_and_the_dataclass():
-    cfg = resolved("--teachers", "VGG16, resnet50,vgg16", "--student-filters", "8,16", "--sweep-temperatures", "1,4",
-                   "--sweep-alphas", "0.5")
+    cfg = resolved(
+        "--teachers",
+        "VGG16, resnet50,vgg16",
+        "--student-filters",
+        "8,16",
+        "--sweep-temperatures",
+        "1,4",
+        "--sweep-alphas",
+        "0.5",
+    )
     assert (cfg.teachers, cfg.student_filters, cfg.temperatures, cfg.alphas) == (
-        ["vgg16", "resnet50"], (8, 16), (1.0, 4.0), (0.5,))
+        ["vgg16", "resnet50"],
+        (8, 16),
+        (1.0, 4.0),
+        (0.5,),
+    )
     assert resolved("--teachers", "").teachers == []
     assert "--student-filters needs positive integers" in one_line_error(["distill", "--student-filters", "8,0"])
 
@@ -74,7 +86,7 @@ def test_list_options_convert_between_text_and_the_dataclass():
 def test_ema_is_removed():
     assert "ema" not in {f.name for f in dataclasses.fields(DistillConfig)}
     result = CliRunner().invoke(main, ["distill", "--ema", "0.9"])
-    assert result.exit_code == 2 and "No such option '--ema'" in result.output.replace(': --ema', " '--ema'")
+    assert result.exit_code == 2 and "No such option '--ema'" in result.output.replace(": --ema", " '--ema'")
 
 
 def write(path, text: str):
@@ -83,7 +95,9 @@ def write(path, text: str):
 
 
 def test_toml_recipe_sets_the_options_it_names(tmp_path):
-    recipe = write(tmp_path / "recipe.toml", """
+    recipe = write(
+        tmp_path / "recipe.toml",
+        """
         # keys: option names without dashes, or the field names run.json records
         teachers = ["vgg16", "resnet50"]
         student-filters = [8, 16]
@@ -95,10 +109,20 @@ def test_toml_recipe_sets_the_options_it_names(tmp_path):
         patience = 2
         balance = "weights"
         teacher_finetune_learning_rate = 1e-4
-    """)
-    want = DistillConfig(teachers=["vgg16", "resnet50"], student_filters=(8, 16), temperatures=(1.0, 4.0),
-                         alphas=(0.25,), epochs=3, learning_rate=1.0, select_best=True, patience=2, balance="weights",
-                         teacher_finetune_learning_rate=1e-4)
+    """,
+    )
+    want = DistillConfig(
+        teachers=["vgg16", "resnet50"],
+        student_filters=(8, 16),
+        temperatures=(1.0, 4.0),
+        alphas=(0.25,),
+        epochs=3,
+        learning_rate=1.0,
+        select_best=True,
+        patience=2,
+        balance="weights",
+        teacher_finetune_learning_rate=1e-4,
+    )
     assert resolved("--config", str(recipe)) == want
 
 
@@ -107,16 +131,23 @@ def test_the_recipe_in_the_help_is_a_valid_recipe(tmp_path):
     recipe = write(tmp_path / "recipe.toml", block)
     cfg = resolved("--config", str(recipe))
     assert (cfg.teachers, cfg.student_filters, cfg.epochs, cfg.select_best) == (
-        ["efficientnet_lite0", "vgg16"], (24, 40, 80), 60, True)
+        ["efficientnet_lite0", "vgg16"],
+        (24, 40, 80),
+        60,
+        True,
+    )
 
 
 def test_the_command_line_overrides_the_file(tmp_path):
-    recipe = write(tmp_path / "recipe.toml", """
+    recipe = write(
+        tmp_path / "recipe.toml",
+        """
         epochs = 3
         alpha = 0.2
         out = "from-file"
         augment = false
-    """)
+    """,
+    )
     cfg = resolved("--config", str(recipe), "--epochs", "120", "--out", "from-cli")
     # given on the command line wins, even at the default value; what it does not give comes from the file
     assert (cfg.epochs, cfg.out, cfg.alpha, cfg.augment) == (120, "from-cli", 0.2, False)
@@ -131,8 +162,16 @@ def run_json(path, config: dict, **extra):
 
 
 def test_run_json_replays_its_config(tmp_path):
-    cfg = DistillConfig(teachers=["vgg16"], student_filters=(8, 16), temperatures=(1.0, 2.0), epochs=7,
-                        select_best=True, patience=3, teacher_finetune_learning_rate=None, out="models")
+    cfg = DistillConfig(
+        teachers=["vgg16"],
+        student_filters=(8, 16),
+        temperatures=(1.0, 2.0),
+        epochs=7,
+        select_best=True,
+        patience=3,
+        teacher_finetune_learning_rate=None,
+        out="models",
+    )
     doc = run_json(tmp_path / "run.json", json.loads(json.dumps(dataclasses.asdict(cfg))))
     assert resolved("--config", str(doc)) == cfg
     assert resolved("--config", str(doc), "--out", "other") == dataclasses.replace(cfg, out="other")
@@ -151,33 +190,39 @@ def test_an_older_run_json_replays_with_the_settings_it_ran_with(tmp_path):
     assert "ema.json: ema = 0.999 records --ema, which kdtool no longer has" in line
 
 
-@pytest.mark.parametrize("text,message", [
-    ("epoch = 3", "unknown key 'epoch' (did you mean 'epochs'?)"),
-    ("[distill]\nepochs = 3", "unknown key 'distill'"),
-    ('epochs = "3"', "epochs must be an integer, got '3'"),
-    ("epochs = 3.0", "epochs must be an integer, got 3.0"),
-    ("alpha = true", "alpha must be a number, got True"),
-    ('teachers = "vgg16"', "teachers must be a list of strings, got 'vgg16'"),
-    ('student_filters = [8, "16"]', "student_filters must be a list of integers"),
-    ("student-filters = [8, 0]", "student-filters: --student-filters needs positive integers"),
-    ('teachers = ["alexnet"]', "teachers: unknown teacher 'alexnet'; choose from:"),
-    ("augment = 1", "augment must be true or false, got 1"),
-    ("epochs = 3\nepochs = 4", "not valid TOML"),
-    ("epochs = 3\n'epochs' = 4", "not valid TOML"),
-    ("sweep-alphas = [0.5]\nalphas = [0.1]", "sweep-alphas and alphas are the same setting; keep one"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("epoch = 3", "unknown key 'epoch' (did you mean 'epochs'?)"),
+        ("[distill]\nepochs = 3", "unknown key 'distill'"),
+        ('epochs = "3"', "epochs must be an integer, got '3'"),
+        ("epochs = 3.0", "epochs must be an integer, got 3.0"),
+        ("alpha = true", "alpha must be a number, got True"),
+        ('teachers = "vgg16"', "teachers must be a list of strings, got 'vgg16'"),
+        ('student_filters = [8, "16"]', "student_filters must be a list of integers"),
+        ("student-filters = [8, 0]", "student-filters: --student-filters needs positive integers"),
+        ('teachers = ["alexnet"]', "teachers: unknown teacher 'alexnet'; choose from:"),
+        ("augment = 1", "augment must be true or false, got 1"),
+        ("epochs = 3\nepochs = 4", "not valid TOML"),
+        ("epochs = 3\n'epochs' = 4", "not valid TOML"),
+        ("sweep-alphas = [0.5]\nalphas = [0.1]", "sweep-alphas and alphas are the same setting; keep one"),
+    ],
+)
 def test_a_bad_recipe_is_one_line_naming_the_file_and_key(tmp_path, text, message):
     recipe = write(tmp_path / "recipe.toml", text)
     line = one_line_error(["distill", "--config", str(recipe)])
     assert line.startswith(f"Error: {recipe}: ") and message in line
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("run.json", "[1, 2]", 'not a kdtool run.json (no "config" object)'),
-    ("run.json", "{", "not valid JSON"),
-    ("run.json", '{"config": {"epochs": 3, "shiny": 1}}', "unknown key 'shiny'"),
-    ("recipe.yaml", "epochs: 3", "--config takes a .toml recipe or a run.json"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("run.json", "[1, 2]", 'not a kdtool run.json (no "config" object)'),
+        ("run.json", "{", "not valid JSON"),
+        ("run.json", '{"config": {"epochs": 3, "shiny": 1}}', "unknown key 'shiny'"),
+        ("recipe.yaml", "epochs: 3", "--config takes a .toml recipe or a run.json"),
+    ],
+)
 def test_a_bad_config_file_is_one_line(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -189,8 +234,7 @@ def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill")
     data = write_fdata(tmp / "FData", n=(48, 15, 15), class_names=["nv", "mel", "bcc"])
     out = tmp / "run"
-    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16,resnet50",
-            "--ensemble", *TINY]
+    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16,resnet50", "--ensemble", *TINY]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return data, out, args, result.output
@@ -208,20 +252,38 @@ def test_run_writes_everything(finished_run):
 
     assert doc["versions"]["onednn"] is onednn_enabled()  # changes the rounding: recorded beside the versions
     names = {m["name"]: m for m in doc["models"]}
-    assert set(names) == {"student_alone", "teacher_vgg16", "student_vgg16", "teacher_resnet50",
-                          "student_resnet50", "student_ensemble"}
+    assert set(names) == {
+        "student_alone",
+        "teacher_vgg16",
+        "student_vgg16",
+        "teacher_resnet50",
+        "student_resnet50",
+        "student_ensemble",
+    }
     assert names["student_ensemble"]["teacher"] == "teacher_vgg16+teacher_resnet50"
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
-    for col in ("name", "role", "teacher", "params", "size_bytes", "val_accuracy", "test_accuracy",
-                "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "train_seconds"):
+    for col in (
+        "name",
+        "role",
+        "teacher",
+        "params",
+        "size_bytes",
+        "val_accuracy",
+        "test_accuracy",
+        "balanced_accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "train_seconds",
+    ):
         assert col in rows[0]
     vals = [float(r["val_accuracy"]) for r in rows]
     assert vals == sorted(vals, reverse=True) and [r["rank"] for r in rows] == [str(i) for i in range(1, 7)]
     assert "student_alone" in output and "rank" not in output.splitlines()[-1]
     import keras
 
-    import kdtool.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
 
     for name, rec in names.items():
         folder = out / name
@@ -256,8 +318,11 @@ def test_every_student_starts_from_the_same_weights_and_trains_apart(tmp_path, m
 
     monkeypatch.setattr(fit, "new_student", spy)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
-                                       "--teacher-epochs", "1"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["distill", "--data", str(data), "--out", str(out), *tinynet, "--teacher-epochs", "1"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert set(initial) == {"student_alone", "student_tinynet"}
     for a, b in zip(*initial.values(), strict=True):
@@ -304,10 +369,11 @@ def test_fresh_never_resumes_an_earlier_runs_backup(finished_run, tmp_path):
     (stale / "state.json").write_text('{"epoch": 1, "weights": "epoch-1.weights.h5"}')
     (stale / "epoch-1.weights.h5").write_bytes(b"weights of another configuration")
     i = args.index("--out")
-    alone = [a for a in args[i + 2:] if a not in ("--teachers", "vgg16,resnet50", "--ensemble")]
+    alone = [a for a in args[i + 2 :] if a not in ("--teachers", "vgg16,resnet50", "--ensemble")]
     # the student alone is enough to see whether --fresh resumed the stale backup (teachers would only add minutes)
-    result = CliRunner().invoke(main, [*args[:i + 1], str(other), *alone, "--teachers", "", "--fresh"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, [*args[: i + 1], str(other), *alone, "--teachers", "", "--fresh"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert "student_alone" in result.output and "resuming student_alone" not in result.output
     assert not (stale / "state.json").exists()
@@ -324,9 +390,10 @@ def test_run_from_before_a_new_setting_still_matches(finished_run, tmp_path):
     doc = json.loads((older / "run.json").read_text())
     del doc["config"]["lr_schedule"], doc["config"]["student_convs"]  # as written before those options
     (older / "run.json").write_text(json.dumps(doc))
-    rest = [*args[:args.index("--out")], "--out", str(older), *args[args.index("--out") + 2:]]
-    result = CliRunner().invoke(main, [*rest, "--lr-schedule", "constant", "--student-convs", "1"],
-                                catch_exceptions=False)
+    rest = [*args[: args.index("--out")], "--out", str(older), *args[args.index("--out") + 2 :]]
+    result = CliRunner().invoke(
+        main, [*rest, "--lr-schedule", "constant", "--student-convs", "1"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("already done, skipped") == 6
     result = CliRunner().invoke(main, [*rest, "--student-convs", "1"])  # today's default, cosine: not that run
@@ -347,7 +414,7 @@ def test_a_run_that_kept_its_best_epochs_is_refused_by_the_last_epoch_default(fi
     assert doc["config"]["select_best"] is False  # today's default
     doc["config"]["select_best"] = True
     (older / "run.json").write_text(json.dumps(doc))
-    rest = [*args[:args.index("--out")], "--out", str(older), *args[args.index("--out") + 2:]]
+    rest = [*args[: args.index("--out")], "--out", str(older), *args[args.index("--out") + 2 :]]
     result = CliRunner().invoke(main, rest)
     assert result.exit_code == 2 and "select_best: True there, False now" in result.output
     result = CliRunner().invoke(main, [*rest, "--select-best"], catch_exceptions=False)
@@ -361,23 +428,26 @@ def test_same_data_by_another_path_is_the_same_run(finished_run, tmp_path):
     link = tmp_path / "same-data"
     link.symlink_to(data.resolve(), target_is_directory=True)
     i = args.index("--data")
-    result = CliRunner().invoke(main, [*args[:i + 1], str(link), *args[i + 2:]], catch_exceptions=False)
+    result = CliRunner().invoke(main, [*args[: i + 1], str(link), *args[i + 2 :]], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.count("already done, skipped") == 6
 
 
 @needs_tf
-@pytest.mark.parametrize("opt,message", [
-    (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
-    (["--temperature", "0"], "--temperature must be > 0"),
-    (["--teachers", "alexnet"], "unknown teacher 'alexnet'; choose from:"),
-    (["--ensemble", "--teachers", "vgg16"], "--ensemble needs at least two teachers"),
-    (["--student-filters", "8,x"], "--student-filters must be comma-separated integers"),
-    (["--student-convs", "0"], "Invalid value for '--student-convs'"),
-    (["--kd-balance", "weights", "--balance", "weights"], "would weight the KD term twice"),
-    (["--kd-balance", "sampling"], "Invalid value for '--kd-balance'"),
-    (["--patience", "3"], "--patience stops on the best validation epoch: it needs --select-best"),
-])
+@pytest.mark.parametrize(
+    "opt,message",
+    [
+        (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (["--teachers", "alexnet"], "unknown teacher 'alexnet'; choose from:"),
+        (["--ensemble", "--teachers", "vgg16"], "--ensemble needs at least two teachers"),
+        (["--student-filters", "8,x"], "--student-filters must be comma-separated integers"),
+        (["--student-convs", "0"], "Invalid value for '--student-convs'"),
+        (["--kd-balance", "weights", "--balance", "weights"], "would weight the KD term twice"),
+        (["--kd-balance", "sampling"], "Invalid value for '--kd-balance'"),
+        (["--patience", "3"], "--patience stops on the best validation epoch: it needs --select-best"),
+    ],
+)
 def test_bad_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
     assert result.exit_code == 2, result.output
@@ -388,13 +458,14 @@ def test_bad_options(tiny_fdata, tmp_path, opt, message):
 @pytest.mark.slow
 def test_online_mode_and_mirrored_strategy_on_two_logical_cpus(tmp_path):
     data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
+    argv = ["distill", "--data", str(data), "--out", str(tmp_path / "run"), "--teachers", "vgg16"]
+    argv += ["--teacher-logits", "online", "--strategy", "mirrored", *TINY]
     code = textwrap.dedent(f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from kdtool.cli import main
-        main({["distill", "--data", str(data), "--out", str(tmp_path / "run"), "--teachers", "vgg16",
-               "--teacher-logits", "online", "--strategy", "mirrored", *TINY]!r})
+        main({argv!r})
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -404,8 +475,9 @@ def test_online_mode_and_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 def test_data_synthetic_command(tmp_path):
-    result = CliRunner().invoke(main, ["data", "synthetic", "--out", str(tmp_path / "F"), "--train", "70",
-                                       "--val", "14", "--test", "14"])
+    result = CliRunner().invoke(
+        main, ["data", "synthetic", "--out", str(tmp_path / "F"), "--train", "70", "--val", "14", "--test", "14"]
+    )
     assert result.exit_code == 0, result.output
     from kdtool.data import load_fdata
 
@@ -453,8 +525,19 @@ def test_same_seed_same_weights(tmp_path):
     data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
     weights = []
     for run in ("a", "b"):
-        args = ["distill", "--data", str(data), "--out", str(tmp_path / run), "--teachers", "", "--augment",
-                "--balance", "weights", *TINY]
+        args = [
+            "distill",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / run),
+            "--teachers",
+            "",
+            "--augment",
+            "--balance",
+            "weights",
+            *TINY,
+        ]
         result = CliRunner().invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         weights.append(keras.saving.load_model(tmp_path / run / "student_alone.keras", safe_mode=True).get_weights())
@@ -490,8 +573,19 @@ def test_logit_adjust_trains_teacher_and_students_without_weights(tmp_path, monk
     monkeypatch.setattr(fit, "compile_classifier", spy_compile)
     monkeypatch.setattr(fit, "training_batches", spy_batches)
     out = tmp_path / "run"
-    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "vgg16", "--balance", "logit-adjust",
-            "--no-augment", *TINY]
+    args = [
+        "distill",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--teachers",
+        "vgg16",
+        "--balance",
+        "logit-adjust",
+        "--no-augment",
+        *TINY,
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     prior = np.log(np.bincount(np.load(data / "y_train.npy").argmax(1), minlength=3) / 40)
@@ -524,7 +618,7 @@ def test_kd_balance_weights_the_distilled_students_kd_term_only(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert result.output.count("class-weighted KD term") == 1  # the distilled student, not the one alone
     counts = np.bincount(np.load(data / "y_train.npy").argmax(1), minlength=3)
-    (weights, offset), = seen
+    ((weights, offset),) = seen
     np.testing.assert_allclose(weights, 40 / (3 * counts), rtol=1e-5)  # N / (K n_c): mean 1 over the images
     assert offset is not None  # logit adjustment (the default) still moves the hard-label term
     assert json.loads((out / "run.json").read_text())["config"]["kd_balance"] == "weights"
@@ -554,13 +648,16 @@ def test_disk_full_keeps_previous_files(finished_run, tmp_path, monkeypatch):
 
 
 def test_without_tensorflow_one_line_says_how_to_install(tiny_fdata, tmp_path):
-    code = ("import sys; sys.modules['tensorflow'] = None; from kdtool.cli import main; "
-            f"main(['distill', '--data', {str(tiny_fdata)!r}, '--out', {str(tmp_path / 'o')!r}])")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; from kdtool.cli import main; "
+        f"main(['distill', '--data', {str(tiny_fdata)!r}, '--out', {str(tmp_path / 'o')!r}])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'kdtool[train]'" in proc.stderr
 
 
+@pytest.mark.slow
 @needs_tf
 @pytest.mark.parametrize("given,on", [(None, True), ("0", False)])
 def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(given, on):
@@ -569,9 +666,11 @@ def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(gi
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
-    code = ("import os; from kdtool.train_extra import require_train_extra; require_train_extra(); "
-            "from kdtool.distill.run_folder import onednn_enabled; "
-            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
+    code = (
+        "import os; from kdtool.train_extra import require_train_extra; require_train_extra(); "
+        "from kdtool.distill.run_folder import onednn_enabled; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert proc.stdout.split() == [given or "1", str(on)]
@@ -580,8 +679,22 @@ def test_training_loads_tensorflow_with_onednn_unless_the_user_says_otherwise(gi
 @pytest.fixture()
 def tinynet(monkeypatch):
     register_tinynet(monkeypatch)
-    return ["--teachers", "tinynet", "--image-size", "8", "--weights", "imagenet", "--batch-size", "16",
-            "--student-filters", "8,16", "--student-dense", "16", "--epochs", "1"]
+    return [
+        "--teachers",
+        "tinynet",
+        "--image-size",
+        "8",
+        "--weights",
+        "imagenet",
+        "--batch-size",
+        "16",
+        "--student-filters",
+        "8,16",
+        "--student-dense",
+        "16",
+        "--epochs",
+        "1",
+    ]
 
 
 def _backbone_weights(model):
@@ -593,7 +706,7 @@ def _backbone_weights(model):
 def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
     import keras
 
-    import kdtool.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
     from kdtool.distill.teachers import create_teacher
 
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
@@ -602,9 +715,24 @@ def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
     runs = {}
     for epochs in (1, 3):  # 1: head phase only; 3: head, then two whole-network epochs
         out = tmp_path / f"run{epochs}"
-        result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
-                                           "--teacher-epochs", str(epochs), "--teacher-head-epochs", "1",
-                                           "--teacher-finetune-learning-rate", "1e-4"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            main,
+            [
+                "distill",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                *tinynet,
+                "--teacher-epochs",
+                str(epochs),
+                "--teacher-head-epochs",
+                "1",
+                "--teacher-finetune-learning-rate",
+                "1e-4",
+            ],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         assert "phase 1: head only (backbone frozen)" in result.output
         runs[epochs] = out
@@ -613,7 +741,10 @@ def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
         with open(out / "teacher_tinynet" / "history.csv") as fh:
             assert [int(r["epoch"]) for r in csv.DictReader(fh)] == list(range(1, epochs + 1))
         assert not (out / ".backup").exists() or not any((out / ".backup").iterdir())
-    load = lambda out: keras.saving.load_model(out / "teacher_tinynet.keras", safe_mode=True)  # noqa: E731
+
+    def load(out):
+        return keras.saving.load_model(out / "teacher_tinynet.keras", safe_mode=True)
+
     head_only, finetuned = load(runs[1]), load(runs[3])
     assert all(np.array_equal(a, b) for a, b in zip(_backbone_weights(head_only), initial, strict=True))
     assert not np.array_equal(head_only.get_layer("logits").get_weights()[0], 0)
@@ -625,9 +756,22 @@ def test_two_phase_teacher_freezes_the_backbone_first(tmp_path, tinynet):
 def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     args = [a if a != "imagenet" else "none" for a in tinynet]
-    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "run"), *args,
-                                       "--teacher-epochs", "1", "--teacher-head-epochs", "1"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "distill",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            *args,
+            "--teacher-epochs",
+            "1",
+            "--teacher-head-epochs",
+            "1",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "phase 1" not in result.output
     rec = {m["name"]: m for m in json.loads((tmp_path / "run" / "run.json").read_text())["models"]}
@@ -639,9 +783,24 @@ def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
 def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tmp_path, tinynet):
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
-                                       "--teacher-epochs", "1", "--sweep-temperatures", "1,4",
-                                       "--sweep-alphas", "0.2,0.8"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "distill",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *tinynet,
+            "--teacher-epochs",
+            "1",
+            "--sweep-temperatures",
+            "1,4",
+            "--sweep-alphas",
+            "0.2,0.8",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "run.json").read_text())
     students = {m["name"]: m for m in doc["models"] if m["role"] == "student"}
@@ -654,19 +813,37 @@ def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tm
     assert students[sweep["best"]["name"]]["val"]["balanced_accuracy"] == top
     assert (out / "sweep_tinynet.png").stat().st_size > 1000
     assert f"best: {sweep['best']['name']}" in result.output
-    rerun = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *tinynet,
-                                      "--teacher-epochs", "1", "--sweep-temperatures", "1,4",
-                                      "--sweep-alphas", "0.2,0.8"], catch_exceptions=False)
+    rerun = CliRunner().invoke(
+        main,
+        [
+            "distill",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *tinynet,
+            "--teacher-epochs",
+            "1",
+            "--sweep-temperatures",
+            "1,4",
+            "--sweep-alphas",
+            "0.2,0.8",
+        ],
+        catch_exceptions=False,
+    )
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 6, rerun.output
 
 
 @needs_tf
-@pytest.mark.parametrize("opt,message", [
-    (["--teacher-head-epochs", "6"], "--teacher-head-epochs must lie in [0, --teacher-epochs=5]"),
-    (["--sweep-alphas", "0.1,2"], "--sweep-alphas must lie in [0, 1]"),
-    (["--sweep-temperatures", "1,x"], "--sweep-temperatures must be comma-separated numbers"),
-    (["--teacher-finetune-learning-rate", "0"], "learning rates must be > 0"),
-])
+@pytest.mark.parametrize(
+    "opt,message",
+    [
+        (["--teacher-head-epochs", "6"], "--teacher-head-epochs must lie in [0, --teacher-epochs=5]"),
+        (["--sweep-alphas", "0.1,2"], "--sweep-alphas must lie in [0, 1]"),
+        (["--sweep-temperatures", "1,x"], "--sweep-temperatures must be comma-separated numbers"),
+        (["--teacher-finetune-learning-rate", "0"], "learning rates must be > 0"),
+    ],
+)
 def test_bad_two_phase_and_sweep_options(tiny_fdata, tmp_path, opt, message):
     result = CliRunner().invoke(main, ["distill", "--data", str(tiny_fdata), "--out", str(tmp_path / "o"), *opt])
     assert result.exit_code == 2, result.output
@@ -695,13 +872,14 @@ def test_better_head_phase_wins(tmp_path):
 def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet):
     import keras
 
-    import kdtool.layers  # noqa: F401
+    import kdtool.layers  # noqa: F401 - registers the teachers' preprocessing layer
 
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     args = [*tinynet, "--teacher-epochs", "1", "--seed", "42"]
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args,
-                                       "--teacher-seeds", "2"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["distill", "--data", str(data), "--out", str(out), *args, "--teacher-seeds", "2"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert "[3/4] teacher_tinynet_seed43: fine-tune" in result.output
     recs = {m["name"]: m for m in json.loads((out / "run.json").read_text())["models"]}
@@ -716,18 +894,23 @@ def test_teacher_seeds_train_a_seed_ensemble_per_architecture(tmp_path, tinynet)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     # the second teacher is the very one a one-teacher run with --seed 43 trains
     alone = tmp_path / "seed43"
-    result = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(alone),
-                                       *[a if a != "42" else "43" for a in args]], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["distill", "--data", str(data), "--out", str(alone), *[a if a != "42" else "43" for a in args]],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     for a, b in zip(second, weights(alone / "teacher_tinynet.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
-    rerun = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args,
-                                      "--teacher-seeds", "2"], catch_exceptions=False)
+    rerun = CliRunner().invoke(
+        main, ["distill", "--data", str(data), "--out", str(out), *args, "--teacher-seeds", "2"], catch_exceptions=False
+    )
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 4, rerun.output
     refused = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(out), *args])
     assert refused.exit_code == 2 and "teacher_seeds: 2 there, 1 now" in refused.output
-    bad = CliRunner().invoke(main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"),
-                                    "--teacher-seeds", "0"])
+    bad = CliRunner().invoke(
+        main, ["distill", "--data", str(data), "--out", str(tmp_path / "o"), "--teacher-seeds", "0"]
+    )
     assert bad.exit_code == 2 and "--teacher-seeds must be >= 1, got 0" in bad.output
 
 
@@ -738,16 +921,32 @@ def test_config_run_json_replays_a_run_into_another_folder(tmp_path):
 
     data = write_fdata(tmp_path / "FData", n=(32, 12, 12))
     first = tmp_path / "first"
-    args = ["distill", "--data", str(data), "--out", str(first), "--teachers", "", *TINY, "--seed", "3",
-            "--lr-schedule", "constant", "--no-augment"]
+    args = [
+        "distill",
+        "--data",
+        str(data),
+        "--out",
+        str(first),
+        "--teachers",
+        "",
+        *TINY,
+        "--seed",
+        "3",
+        "--lr-schedule",
+        "constant",
+        "--no-augment",
+    ]
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     again = tmp_path / "again"
-    result = CliRunner().invoke(main, ["distill", "--config", str(first / "run.json"), "--out", str(again)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["distill", "--config", str(first / "run.json"), "--out", str(again)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     docs = [json.loads((folder / "run.json").read_text()) for folder in (first, again)]
     assert docs[1]["config"] == {**docs[0]["config"], "out": str(again)}
-    weights = [keras.saving.load_model(folder / "student_alone.keras", safe_mode=True).get_weights()
-               for folder in (first, again)]
+    weights = [
+        keras.saving.load_model(folder / "student_alone.keras", safe_mode=True).get_weights()
+        for folder in (first, again)
+    ]
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -55,8 +55,9 @@ def test_class_weights_and_sampling():
     assert w[labels].mean() == pytest.approx(1.0)
     p = balanced_sampling_probs(labels, 3)
     assert p[labels == 0].sum() == pytest.approx(0.5) and p[labels == 1].sum() == pytest.approx(0.5)
-    xb, yb, sw = TrainBatches(np.zeros((10, 2, 2, 3), np.float32), np.eye(2, dtype=np.float32)[labels], 4,
-                              sample_weight=w[labels], seed=0)[0]
+    xb, yb, sw = TrainBatches(
+        np.zeros((10, 2, 2, 3), np.float32), np.eye(2, dtype=np.float32)[labels], 4, sample_weight=w[labels], seed=0
+    )[0]
     assert sw.shape == (4,)
 
 

@@ -385,7 +385,7 @@ def test_compare_merges_devices_and_plots(tiny, tmp_path, monkeypatch):
     assert "[emulated]" in r.output and "pareto" in r.output
     assert "pareto" in (tmp_path / "m.csv").read_text().splitlines()[0]
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401 - only whether it is installed
     except ImportError:
         assert "matplotlib is not installed" in r.output
     else:
