@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run `kdtool bench` inside an emulated 64-bit ARM (Raspberry Pi 4-class, Cortex-A72) Debian on an x86-64 host:
-# qemu-user + a debootstrapped arm64 root folder (no binfmt, no chroot), with ai-edge-litert, numpy, click,
+# qemu-user + a debootstrapped arm64 root folder (no binfmt, no chroot), with ai-edge-litert, numpy, click, cloup,
 # Pillow and a wheel of this checkout. Functional check only: emulated timings mean nothing, and the JSON says
 # so ("emulated": true, from KDTOOL_EMULATED=1); accuracy and predictions are real.
 #
@@ -68,7 +68,7 @@ fi
 # 3. Runtime dependencies for aarch64, pinned to the host's LiteRT and numpy (reinstalled when the list changes).
 hostver() { "$PYTHON" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 LITERT=$(hostver ai-edge-litert); NUMPY=$(hostver numpy)
-PKGS="ai-edge-litert${LITERT:+==$LITERT} numpy${NUMPY:+==$NUMPY} click Pillow ${EXTRA_PKGS:-}"
+PKGS="ai-edge-litert${LITERT:+==$LITERT} numpy${NUMPY:+==$NUMPY} click cloup Pillow ${EXTRA_PKGS:-}"
 PLAT=(--platform manylinux2014_aarch64)
 for m in 17 27 28 31 34 35 36; do PLAT+=(--platform "manylinux_2_${m}_aarch64"); done
 T="$R/opt/site"

@@ -1,6 +1,6 @@
 """On-device evaluation of exported .tflite models: ``kdtool bench`` and ``kdtool predict``.
 
-Light install only (numpy, click, Pillow and a TFLite runtime): nothing in
+Light install only (numpy, click, cloup, Pillow and a TFLite runtime): nothing in
 this package imports TensorFlow, Keras or scikit-learn, except the last-resort
 interpreter fallback in :mod:`kdtool.litert` when no LiteRT or tflite_runtime
 is installed. The interpreter wrapper (:mod:`kdtool.litert`,

@@ -3,7 +3,7 @@
 Runs ``benchmarks/arm64_bench.sh``, which installs qemu-user-static and
 debootstrap with apt-get when missing, debootstraps an arm64 root into
 ``.arm64/bookworm`` (git-ignored, reused) and pip-installs aarch64 wheels of
-ai-edge-litert (pinned to the host's version), numpy, click, Pillow and this
+ai-edge-litert (pinned to the host's version), numpy, click, cloup, Pillow and this
 checkout. About 40 s the first time, ~15 s after. Skipped only when not root,
 or when the package registries are unreachable and the root is not prepared yet.
 """
@@ -81,7 +81,7 @@ def arm_setup(tmp_path_factory):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from test_bench import build_tiny_models
+    from bench.test_bench import build_tiny_models
 
     root = tmp_path_factory.mktemp("arm64")
     fdata = write_fdata(root / "FData", n=(240, 4, 48), k=len(CLASSES), size=8, class_names=CLASSES, seed=3)
