@@ -117,30 +117,54 @@ def classification_report(
 
 
 def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); None if one class is missing."""
+    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); None if one class is missing.
+
+    Vectorized (no Python loop over scores), so the bootstrap in :mod:`kdtool.intervals` can call it often.
+
+    Args:
+        positive: (N,) bool, True for the positive class.
+        scores: (N,) scores, higher meaning more positive.
+
+    Returns:
+        The AUC in 0..1, or None when the positives or the negatives are missing.
+
+    Example:
+        >>> binary_roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+        0.75
+    """
     positive = np.asarray(positive, dtype=bool).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # average ranks over ties
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(scores)]])
-    for a, b in zip(starts, ends, strict=True):
-        ranks[order[a:b]] = (a + b + 1) / 2.0  # ranks are 1-based
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts) + ends + 1) / 2.0  # 1-based ranks, averaged over ties
+    return float((ranks[inverse.ravel()][positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_auc_per_class(y_true: np.ndarray, probabilities: np.ndarray) -> list[float | None]:
+    """One-vs-rest ROC-AUC of every class (its probability against all other images).
+
+    Args:
+        y_true: (N,) integer labels.
+        probabilities: (N, K) class scores.
+
+    Returns:
+        K values; None for a class absent from ``y_true`` (or the only one present).
+
+    Example:
+        >>> roc_auc_per_class(np.array([0, 0, 1]), np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]))
+        [1.0, 1.0]
+    """
+    y_true = np.asarray(y_true).ravel()
+    return [binary_roc_auc(y_true == c, probabilities[:, c]) for c in range(probabilities.shape[1])]
 
 
 def roc_auc_ovr(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
     """Macro one-vs-rest ROC-AUC over the classes present in ``y_true`` (as scikit-learn's
     ``roc_auc_score(..., multi_class="ovr", average="macro")`` on those classes); None if < 2 present."""
-    y_true = np.asarray(y_true).ravel()
-    aucs = [binary_roc_auc(y_true == c, probabilities[:, c]) for c in range(probabilities.shape[1])]
-    aucs = [a for a in aucs if a is not None]
+    aucs = [a for a in roc_auc_per_class(y_true, probabilities) if a is not None]
     return float(np.mean(aucs)) if len(aucs) >= 2 else None
 
 
