@@ -14,6 +14,7 @@ Modules:
     latency: benchmark_model-style timing and memory.
     device: machine facts and emulation detection.
     run: one model -> one result record.
+    uncertainty: 95% intervals (kdtool.intervals) and threshold-free metrics of a record, and their table.
     report: table, JSON (keys documented there), CSV.
     compare: --compare, the Pareto front and pareto.png.
     predict: image files -> top-k classes.

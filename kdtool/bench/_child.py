@@ -92,7 +92,8 @@ def job_bench(req: dict) -> tuple[dict, dict[str, np.ndarray]]:
     record, preds = bench_model(req["model"], data, runtime, threads=req["threads"], runs=req["runs"],
                                 warmup=req["warmup"], batch=req["batch"], device=req.get("device"),
                                 reference=reference, progress=progress, notes=notes,
-                                tta=req.get("tta", "none"))  # fmt: skip
+                                tta=req.get("tta", "none"), bootstrap=req.get("bootstrap", 0),
+                                class_of_concern=req.get("class_of_concern"))  # fmt: skip
     return {"record": record, "notes": notes}, {"predictions": preds}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from kdtool.bench.isolation import DEFAULT_TIMEOUT_S
 from kdtool.bench.tta import list_tta_modes
+from kdtool.bench.uncertainty import DEFAULT_BOOTSTRAP
 from kdtool.errors import InputError
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -162,16 +163,32 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
     metavar="SECONDS",
     help="Isolated models: stop one that shows no progress (loading, or between invokes) for this long.",
 )
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    metavar="N",
+    help="Bootstrap resamples for the intervals, over lesions when image_ids.csv names them (0: no intervals).",
+)
+@click.option(
+    "--class-of-concern",
+    metavar="NAME",
+    help="Class whose sensitivity at fixed specificities is reported (default: mel or melanoma when present).",
+)
 def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
-                  predictions_path, compare, out, plot, isolate, timeout, tta) -> None:  # fmt: skip
+                  predictions_path, compare, out, plot, isolate, timeout, tta, bootstrap,
+                  class_of_concern) -> None:  # fmt: skip
     """Accuracy, size and latency of .tflite models, without TensorFlow.
 
     \b
     For each model: init (load + allocate), --warmup untimed and --runs timed
     invokes (min/median/mean/std/p90/p99 ms, images/s, peak memory), then
     accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
-    matrix on --split. Quantized (int8/uint8) inputs and outputs are handled
-    from the model's own parameters or its export sidecar JSON. With --tta the
+    matrix on --split, with 95% intervals (--bootstrap), per-class ROC-AUC and
+    the class of concern's sensitivity at fixed specificities. Quantized
+    (int8/uint8) inputs and outputs are handled from the model's own
+    parameters or its export sidecar JSON. With --tta the
     accuracy pass (a --reference model's too) averages over views, and img/s
     counts every view's invoke.
 
@@ -190,7 +207,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     for flag, value in (("--json", json_path), ("--csv", csv_path), ("--predictions", predictions_path)):
         check_output_path(value, flag)
     if compare:
-        for flag, value in (("--reference", reference), ("--predictions", predictions_path)):
+        for flag, value in (("--reference", reference), ("--predictions", predictions_path),
+                            ("--class-of-concern", class_of_concern)):  # fmt: skip
             if value:
                 raise InputError(f"{flag} applies to benchmarking models, not to --compare")
         if tta != "none":
@@ -204,6 +222,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     from kdtool.bench.device import device_facts
     from kdtool.bench.isolation import run_isolated, should_isolate
     from kdtool.bench.run import SplitData, bench_model, model_predictions
+    from kdtool.bench.uncertainty import format_intervals, resolve_class_of_concern
     from kdtool.data import load_fdata
     from kdtool.litert import select_runtime
     from kdtool.tflite_model import check_tflite_file, load_model
@@ -214,6 +233,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     ref_path = check_tflite_file(reference) if reference else None
     fdata = load_fdata(data, splits=(split,))
     split_data = SplitData.from_fdata(fdata, split)
+    resolve_class_of_concern(class_of_concern, split_data.class_names, str(fdata.root))  # one line before any work
     runtime = select_runtime()
     device = device_facts(runtime)
     notes: list[str] = []
@@ -225,6 +245,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         "batch": batch,
         "runtime": runtime.name,
         "tta": tta,
+        "bootstrap": bootstrap,
+        "class_of_concern": class_of_concern,
     }
 
     ref = None
@@ -251,13 +273,16 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         else:
             rec, preds = bench_model(path, split_data, runtime, threads=threads, runs=runs, warmup=warmup,
                                      batch=batch, device=device, reference=ref, progress=_tty_progress,
-                                     notes=notes, tta=tta)  # fmt: skip
+                                     notes=notes, tta=tta, bootstrap=bootstrap,
+                                     class_of_concern=class_of_concern)  # fmt: skip
         records.append(rec)
         if predictions_path:
             _save_predictions(predictions_path, preds)
     for line in dict.fromkeys(notes):
         _note(line)
-    _emit(records, report.format_table(records), json_path, csv_path)
+    table = report.format_table(records)
+    intervals = format_intervals(records)
+    _emit(records, table + ("\n\n" + intervals if intervals else ""), json_path, csv_path)
 
 
 def _save_predictions(path: str, preds: np.ndarray) -> None:

@@ -4,71 +4,86 @@ JSON (``kdtool bench --json PATH``; ``-`` for stdout) is a list with one object
 per model, in the order the models were benchmarked. Keys (schema 1) are
 always present; a value that does not apply is ``null``:
 
-=======================  ================================================================
-key                      meaning
-=======================  ================================================================
-schema                   1; raised only when a key changes meaning or goes away
-model                    file name of the .tflite (``s.int8.tflite``)
-path                     the path as given
-mode                     the export sidecar's ``mode`` (float32, float16, dynamic, int8),
-                         else the input dtype name
-size_bytes               file size in bytes
-params                   parameter count from the sidecar's ``params``, else null
-input_shape              input tensor shape as run, [batch, H, W, 3]
-input_dtype              input tensor dtype (float32, int8, uint8)
-output_dtype             output tensor dtype
-input_quantization       {scale, zero_point} of an integer input, else null
-output_quantization      {scale, zero_point} of an integer output, else null
-split                    FData split evaluated (train, val, test)
-n_images                 images in that split
-class_names              K class names, in label order (from the data folder)
-accuracy                 top-1 accuracy, 0..1
-balanced_accuracy        mean recall over the classes present in the split
-melanoma_sensitivity     recall of the "mel"/"melanoma" class, null without one
-melanoma_specificity     fraction of non-melanoma images not called melanoma, null without one
-roc_auc_macro            one-vs-rest ROC-AUC from the softmax of the (dequantized) outputs,
-                         unweighted mean over the classes present (null if fewer than 2)
-ece                      expected calibration error of the top-1 probability (15 bins)
-macro                    {precision, recall, f1}: unweighted mean over all K classes
-weighted                 {precision, recall, f1}: mean weighted by support
-per_class                {class name: {precision, recall, f1, support}}
-confusion_matrix         K x K counts, [true][predicted]
-tta                      test-time augmentation mode of the accuracy pass (none, flip, d4;
-                         null in results written before kdtool had it)
-tta_views                invokes per image in that pass (1, 2 or 8)
-operating_point          the export sidecar's ``operating_point`` ({prior_shift, with
-                         --majority-offset majority_offset: {class, offset, train_share}, and with
-                         --melanoma-sensitivity melanoma_sensitivity: {offset, target, ...}}),
-                         null without a sidecar or in results written before kdtool had it
-mean_confidence          mean top-1 probability
-reference                file name of the --reference model, else null
-reference_agreement      fraction of images with the same top-1 class as the reference
-latency_ms               {min, median, mean, std, p90, p99} of the timed invokes, in ms
-                         (values null with --runs 0)
-images_per_second        batch * 1000 / (mean latency * tta_views) (null with --runs 0)
-init_ms                  interpreter load + input resize + allocate, in ms
-peak_rss_mb              peak resident memory of the process so far (Linux VmHWM, else getrusage), MiB
-                         (getrusage; includes the loaded split, grows across models)
-model_rss_mb             resident memory added while this model ran, MiB (Linux), else null
-runs, warmup             timed and untimed invokes
-batch                    input batch size
-threads                  num_threads given to the interpreter (XNNPACK on)
-runtime                  ai_edge_litert, tflite_runtime or tensorflow
-runtime_version          its version
-device                   {hostname, machine, system, release, cpu_model, cpu_cores,
-                         cpu_affinity, python, python_implementation, numpy, runtime,
-                         runtime_version, emulated, emulated_reason}
-emulated                 true under qemu (KDTOOL_EMULATED=1 or detected): latency
-                         figures are then meaningless; accuracy is still valid
-kdtool_version           kdtool's version
-created                  UTC time of the run, ISO 8601
-=======================  ================================================================
+============================  ================================================================
+key                           meaning
+============================  ================================================================
+schema                        1; raised only when a key changes meaning or goes away
+model                         file name of the .tflite (``s.int8.tflite``)
+path                          the path as given
+mode                          the export sidecar's ``mode`` (float32, float16, dynamic, int8),
+                              else the input dtype name
+size_bytes                    file size in bytes
+params                        parameter count from the sidecar's ``params``, else null
+input_shape                   input tensor shape as run, [batch, H, W, 3]
+input_dtype                   input tensor dtype (float32, int8, uint8)
+output_dtype                  output tensor dtype
+input_quantization            {scale, zero_point} of an integer input, else null
+output_quantization           {scale, zero_point} of an integer output, else null
+split                         FData split evaluated (train, val, test)
+n_images                      images in that split
+class_names                   K class names, in label order (from the data folder)
+accuracy                      top-1 accuracy, 0..1
+balanced_accuracy             mean recall over the classes present in the split
+melanoma_sensitivity          recall of the "mel"/"melanoma" class, null without one
+melanoma_specificity          fraction of non-melanoma images not called melanoma, null without one
+roc_auc_macro                 one-vs-rest ROC-AUC from the softmax of the (dequantized) outputs,
+                              unweighted mean over the classes present (null if fewer than 2)
+ece                           expected calibration error of the top-1 probability (15 bins)
+macro                         {precision, recall, f1}: unweighted mean over all K classes
+weighted                      {precision, recall, f1}: mean weighted by support
+per_class                     {class name: {precision, recall, f1, support}}
+confusion_matrix              K x K counts, [true][predicted]
+roc_auc_per_class             {class name: one-vs-rest ROC-AUC, null for a class absent from the split}
+class_of_concern              {name, positives, negatives, sensitivity, specificity} of the class of
+                              concern (mel/melanoma, or --class-of-concern), null without one
+sensitivity_at_specificity    {"0.8", "0.9", "0.95": {sensitivity, threshold, ci95}}: the class
+                              of concern's best sensitivity among thresholds on its probability whose
+                              specificity reaches that target (threshold null: none does), null without one
+ci95                          95% intervals, [low, high] or null: accuracy, balanced_accuracy,
+                              macro_f1, roc_auc_macro, roc_auc_per_class {class: [low, high]} (bootstrap);
+                              class_of_concern_sensitivity/_specificity and melanoma_sensitivity/_specificity
+                              (Clopper-Pearson); null with --bootstrap 0
+interval_method               how ci95 was computed, in words; null with --bootstrap 0
+bootstrap                     {n, seed, groups ("lesion_id" from image_ids.csv, else "image"), n_groups,
+                              dropped {metric: resamples where it was undefined, left out}}; null with
+                              --bootstrap 0. Results written before kdtool had these keys lack them.
+tta                           test-time augmentation mode of the accuracy pass (none, flip, d4;
+                              null in results written before kdtool had it)
+tta_views                     invokes per image in that pass (1, 2 or 8)
+operating_point               the export sidecar's ``operating_point`` ({prior_shift, with
+                              --majority-offset majority_offset: {class, offset, train_share}, and with
+                              --melanoma-sensitivity melanoma_sensitivity: {offset, target, ...}}),
+                              null without a sidecar or in results written before kdtool had it
+mean_confidence               mean top-1 probability
+reference                     file name of the --reference model, else null
+reference_agreement           fraction of images with the same top-1 class as the reference
+latency_ms                    {min, median, mean, std, p90, p99} of the timed invokes, in ms
+                              (values null with --runs 0)
+images_per_second             batch * 1000 / (mean latency * tta_views) (null with --runs 0)
+init_ms                       interpreter load + input resize + allocate, in ms
+peak_rss_mb                   peak resident memory of the process so far (Linux VmHWM, else getrusage), MiB
+                              (getrusage; includes the loaded split, grows across models)
+model_rss_mb                  resident memory added while this model ran, MiB (Linux), else null
+runs, warmup                  timed and untimed invokes
+batch                         input batch size
+threads                       num_threads given to the interpreter (XNNPACK on)
+runtime                       ai_edge_litert, tflite_runtime or tensorflow
+runtime_version               its version
+device                        {hostname, machine, system, release, cpu_model, cpu_cores,
+                              cpu_affinity, python, python_implementation, numpy, runtime,
+                              runtime_version, emulated, emulated_reason}
+emulated                      true under qemu (KDTOOL_EMULATED=1 or detected): latency
+                              figures are then meaningless; accuracy is still valid
+kdtool_version                kdtool's version
+created                       UTC time of the run, ISO 8601
+============================  ================================================================
 
 ``kdtool bench --compare`` (:mod:`kdtool.bench.compare`) adds ``pareto``.
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,
-``cpu_model``, ``prior_shift``, ``melanoma_offset`` ...), then ``recall_<class>`` and ``f1_<class>`` per class.
+``cpu_model``, ``prior_shift``, ``melanoma_offset``, ``accuracy_ci95_low``,
+``sensitivity_at_specificity_0.9`` ...), then ``recall_<class>`` and ``f1_<class>`` per class.
 
 Example:
     >>> print(format_table(records))      # doctest: +SKIP
@@ -87,6 +102,9 @@ from pathlib import Path
 
 from kdtool.data import atomic_write_text
 
+#: The metrics whose 95% interval (``ci95``) the CSV carries as ``<metric>_ci95_low`` and ``_high``.
+CI_COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_macro", "melanoma_sensitivity",
+              "melanoma_specificity")  # fmt: skip
 CSV_COLUMNS = (
     "model", "path", "mode", "size_bytes", "params", "input_dtype", "split", "n_images",
     "accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "roc_auc_macro", "ece",
@@ -97,6 +115,8 @@ CSV_COLUMNS = (
     "images_per_second", "init_ms", "peak_rss_mb", "model_rss_mb", "runs", "warmup", "batch", "threads",
     "runtime", "runtime_version", "hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy",
     "emulated", "kdtool_version", "created",
+) + tuple(f"{m}_ci95_{end}" for m in CI_COLUMNS for end in ("low", "high")) + (
+    "class_of_concern", *(f"sensitivity_at_specificity_{s}" for s in ("0.8", "0.9", "0.95")), "bootstrap_groups",
 )  # fmt: skip
 
 EMULATED_NOTE = "EMULATED ({reason}): latency, init and throughput figures are meaningless; accuracy is valid."
@@ -364,6 +384,12 @@ def flatten(rec: dict) -> dict:
     row["prior_shift"] = point.get("prior_shift")
     row["majority_offset"] = (point.get("majority_offset") or {}).get("offset")
     row["melanoma_offset"] = (point.get("melanoma_sensitivity") or {}).get("offset")
+    for m in CI_COLUMNS:
+        row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = (rec.get("ci95") or {}).get(m) or (None, None)
+    row["class_of_concern"] = (rec.get("class_of_concern") or {}).get("name")
+    for s, v in (rec.get("sensitivity_at_specificity") or {}).items():
+        row[f"sensitivity_at_specificity_{s}"] = v.get("sensitivity")
+    row["bootstrap_groups"] = (rec.get("bootstrap") or {}).get("groups")
     for k in ("pareto", "source"):  # added by --compare
         if k in rec:
             row[k] = rec[k]

@@ -22,7 +22,9 @@ from kdtool import __version__
 from kdtool.bench.evaluate import check_data_shape, predict_proba
 from kdtool.bench.latency import current_rss_mb, measure_latency, peak_rss_mb, summarize
 from kdtool.bench.tta import view_count
+from kdtool.bench.uncertainty import DEFAULT_BOOTSTRAP, interval_fields, resolve_class_of_concern
 from kdtool.data import FData
+from kdtool.folds import read_groups
 from kdtool.litert import Runtime
 from kdtool.metrics import agreement, classification_report
 from kdtool.tflite_model import LoadedModel, load_model, set_input
@@ -57,6 +59,8 @@ class SplitData:
         class_names: K names.
         split: split name.
         source: the images file, for messages.
+        groups: (N,) lesion id per image from the folder's ``image_ids.csv``, or None without one
+            (the bootstrap then resamples images).
     """
 
     x: np.ndarray
@@ -64,15 +68,18 @@ class SplitData:
     class_names: list[str]
     split: str
     source: str
+    groups: np.ndarray | None = None
 
     @classmethod
     def from_fdata(cls, fdata: FData, split: str) -> SplitData:
+        labels = fdata.labels(split)
         return cls(
             fdata.x(split),
-            fdata.labels(split),
+            labels,
             list(fdata.class_names),
             split,
             str(Path(fdata.root) / f"X_{split}.npy"),
+            read_groups(fdata.root, split, len(labels)),
         )
 
     @property
@@ -107,6 +114,8 @@ def bench_model(
     progress: ProgressFactory = no_progress,
     notes: list[str] | None = None,
     tta: str = "none",
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    class_of_concern: str | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Benchmark one .tflite model on one split.
 
@@ -128,6 +137,10 @@ def bench_model(
         notes: list to append warning lines to.
         tta: test-time augmentation mode for the accuracy pass (:data:`kdtool.bench.tta.TTA_MODES`);
             ``images_per_second`` then counts that mode's views (invokes) per image.
+        bootstrap: bootstrap resamples for the 95% intervals (0: none), over lesions when
+            ``data.groups`` has them (:mod:`kdtool.bench.uncertainty`).
+        class_of_concern: the class whose sensitivity at fixed specificities is reported;
+            None: the melanoma class when there is one.
 
     Returns:
         (record, top-1 predictions as int64 (N,)).
@@ -154,6 +167,8 @@ def bench_model(
     probs, preds = model_predictions(model, data, progress, tta)
     labels = data.labels
     rep = classification_report(labels, preds, names, probabilities=probs)
+    coc = resolve_class_of_concern(class_of_concern, names, data.source)
+    extra = interval_fields(labels, probs, names, coc, data.groups, "lesion_id", bootstrap)
     rss_after = current_rss_mb()
     dev = dict(device or {})
     record = {
@@ -181,6 +196,7 @@ def bench_model(
         "weighted": rep["weighted"],
         "per_class": rep["per_class"],
         "confusion_matrix": rep["confusion_matrix"],
+        **extra,
         "tta": tta,
         "tta_views": views,
         "operating_point": model.sidecar.get("operating_point"),

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -407,6 +408,75 @@ def test_pareto_flags():
     assert compare.pareto_path(None, None) == Path.cwd() / "pareto.png"
     assert compare.pareto_path("r/x.png", "a/b.json") == Path("r/x.png")
     assert compare.pareto_path("r", "-") == Path("r/pareto.png")
+
+
+# --------------------------------------------------------------------------- intervals and threshold-free metrics
+def test_bench_intervals_groups_and_class_of_concern(tiny, tmp_path):
+    from kdtool.intervals import clopper_pearson_interval
+
+    recs, r = bench_json(tiny, tmp_path, tiny.f32, extra=["--bootstrap", 200])  # isolated: no sha256 sidecar
+    rec = recs[0]
+    ci = rec["ci95"]
+    for key, value in (("accuracy", rec["accuracy"]), ("balanced_accuracy", rec["balanced_accuracy"]),
+                       ("macro_f1", rec["macro"]["f1"]), ("roc_auc_macro", rec["roc_auc_macro"])):  # fmt: skip
+        assert ci[key][0] <= value <= ci[key][1] and ci[key][0] < ci[key][1], key
+    mel = rec["class_of_concern"]
+    assert mel["name"] == "mel" and mel["positives"] == rec["per_class"]["mel"]["support"] == 15
+    assert mel["sensitivity"] == rec["melanoma_sensitivity"] and mel["specificity"] == rec["melanoma_specificity"]
+    detected = round(mel["sensitivity"] * mel["positives"])
+    assert ci["melanoma_sensitivity"] == ci["class_of_concern_sensitivity"]
+    assert ci["melanoma_sensitivity"] == clopper_pearson_interval(detected, 15).as_list()
+    assert set(rec["sensitivity_at_specificity"]) == {"0.8", "0.9", "0.95"}
+    at80, at95 = rec["sensitivity_at_specificity"]["0.8"], rec["sensitivity_at_specificity"]["0.95"]
+    assert at80["sensitivity"] >= at95["sensitivity"] and at80["ci95"][0] <= at80["sensitivity"] <= at80["ci95"][1]
+    assert set(rec["roc_auc_per_class"]) == set(CLASSES) and set(ci["roc_auc_per_class"]) == set(CLASSES)
+    assert rec["bootstrap"] == {"n": 200, "seed": 0, "groups": "image", "n_groups": 60, "dropped": {}}
+    assert "95% intervals" in r.output and "60 images" in r.output and "class of concern mel" in r.output
+    again, _ = bench_json(tiny, tmp_path, tiny.f32, extra=["--bootstrap", 200, "--no-isolate"])
+    assert again[0]["ci95"] == ci  # seeded, and the same in and out of the child process
+
+    # image_ids.csv naming lesions of 3 images each: the bootstrap resamples 20 lesions, not 60 images
+    grouped = tmp_path / "grouped"
+    shutil.copytree(tiny.fdata, grouped)
+    rows = [f"test,{i},L{i // 3}" for i in range(60)]
+    (grouped / "image_ids.csv").write_text("split,position,lesion_id\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "g.json"
+    r = run_cli(["bench", tiny.f32, "--data", grouped, "--runs", 0, "--bootstrap", 200, "--json", out])
+    assert r.exit_code == 0, r.output
+    g = json.loads(out.read_text())[0]
+    assert g["bootstrap"]["groups"] == "lesion_id" and g["bootstrap"]["n_groups"] == 20
+    assert g["accuracy"] == rec["accuracy"] and g["ci95"]["accuracy"] != ci["accuracy"]
+    assert "20 lesions (image_ids.csv lesion_id)" in r.output
+
+    # another class of concern; a class the data lack is one line, exit 2
+    out = tmp_path / "bcc.json"
+    r = run_cli(["bench", tiny.f32, "--data", tiny.fdata, "--runs", 0, "--class-of-concern", "BCC",
+                 "--bootstrap", 0, "--json", out])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    b = json.loads(out.read_text())[0]
+    assert b["class_of_concern"]["name"] == "bcc" and b["ci95"] is None and b["bootstrap"] is None
+    assert b["sensitivity_at_specificity"]["0.9"]["ci95"] is None and b["accuracy"] == rec["accuracy"]
+    assert "95% intervals" not in r.output and "class of concern bcc" in r.output
+    bad = run_cli(["bench", tiny.f32, "--data", tiny.fdata, "--class-of-concern", "scc"])
+    assert "no such class" in _one_line_error(bad, "scc")
+
+
+def test_compare_and_csv_read_results_without_the_interval_keys(tiny, tmp_path):
+    recs, _ = bench_json(tiny, tmp_path, tiny.i8, extra=["--bootstrap", 20])
+    from kdtool.bench.uncertainty import FIELDS, format_intervals
+
+    old = [{k: v for k, v in rec.items() if k not in FIELDS} for rec in recs]
+    assert old[0] != recs[0] and "ci95" not in old[0]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    merged = tmp_path / "merged.json"
+    r = run_cli(["bench", "--compare", tmp_path / "old.json", tmp_path / "bench.json", "--json", merged,
+                 "--csv", tmp_path / "m.csv", "--no-plot"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(merged.read_text())) == 2
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "m.csv").read_text())))
+    assert rows[0]["accuracy_ci95_low"] == "" and float(rows[1]["accuracy_ci95_low"]) <= recs[0]["accuracy"]
+    assert rows[1]["class_of_concern"] == "mel" and rows[1]["bootstrap_groups"] == "image"
+    assert format_intervals(old) == "" and "95% intervals" in format_intervals(recs)
 
 
 # --------------------------------------------------------------------------- predict
