@@ -57,6 +57,9 @@ operating_point               the export sidecar's ``operating_point`` ({prior_s
 mean_confidence               mean top-1 probability
 reference                     file name of the --reference model, else null
 reference_agreement           fraction of images with the same top-1 class as the reference
+reference_difference          {accuracy, balanced_accuracy: {difference, ci95}}: this model minus the
+                              reference on the same images, paired bootstrap (ci95 null with
+                              --bootstrap 0); null without --reference
 latency_ms                    {min, median, mean, std, p90, p99} of the timed invokes, in ms
                               (values null with --runs 0)
 images_per_second             batch * 1000 / (mean latency * tta_views) (null with --runs 0)

@@ -22,7 +22,12 @@ from kdtool import __version__
 from kdtool.bench.evaluate import check_data_shape, predict_proba
 from kdtool.bench.latency import current_rss_mb, measure_latency, peak_rss_mb, summarize
 from kdtool.bench.tta import view_count
-from kdtool.bench.uncertainty import DEFAULT_BOOTSTRAP, interval_fields, resolve_class_of_concern
+from kdtool.bench.uncertainty import (
+    DEFAULT_BOOTSTRAP,
+    interval_fields,
+    reference_difference,
+    resolve_class_of_concern,
+)
 from kdtool.data import FData
 from kdtool.folds import read_groups
 from kdtool.litert import Runtime
@@ -203,6 +208,9 @@ def bench_model(
         "mean_confidence": rep.get("mean_confidence"),
         "reference": reference[0] if reference else None,
         "reference_agreement": agreement(preds, reference[1]) if reference else None,
+        "reference_difference": (
+            reference_difference(labels, preds, reference[1], names, data.groups, bootstrap) if reference else None
+        ),
         "latency_ms": lat["latency_ms"],
         "images_per_second": lat["images_per_second"],
         "init_ms": model.init_ms,

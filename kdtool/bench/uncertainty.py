@@ -10,6 +10,8 @@
   resampling whole lesions when the FData folder's ``image_ids.csv`` names them, else images
   (:mod:`kdtool.intervals`; numpy only, so it runs on the device).
 
+:func:`reference_difference` gives the paired-bootstrap difference to a ``--reference`` model.
+
 Example:
     >>> y = np.array([0, 1, 2, 1] * 10)
     >>> probs = np.eye(3)[y] * 0.6 + 0.1
@@ -26,7 +28,12 @@ import numpy as np
 
 from kdtool.bench.report import fmt_number, render_table
 from kdtool.errors import InputError
-from kdtool.intervals import bootstrap_intervals, clopper_pearson_interval, sensitivity_at_specificity
+from kdtool.intervals import (
+    bootstrap_intervals,
+    clopper_pearson_interval,
+    paired_bootstrap_difference,
+    sensitivity_at_specificity,
+)
 from kdtool.metrics import classification_report, melanoma_index, roc_auc_per_class
 
 #: Specificities at which the class of concern's sensitivity is reported.
@@ -184,6 +191,48 @@ def interval_fields(
     }
 
 
+def reference_difference(
+    labels: np.ndarray,
+    preds: np.ndarray,
+    reference_preds: np.ndarray,
+    class_names: Sequence[str],
+    groups: np.ndarray | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict:
+    """Accuracy and balanced accuracy of a model minus a reference's, on the same images (paired bootstrap).
+
+    Args:
+        labels: (N,) integer labels.
+        preds: (N,) the model's top-1 predictions.
+        reference_preds: (N,) the reference's, for the same images.
+        class_names: K names.
+        groups: (N,) lesion ids to resample whole lesions, or None for images.
+        n_boot: bootstrap resamples; 0: the differences without intervals.
+        seed: the bootstrap's seed.
+
+    Returns:
+        {"accuracy": {"difference", "ci95"}, "balanced_accuracy": {...}}; ``ci95`` null with ``n_boot`` 0.
+
+    Example:
+        >>> y = np.array([0, 1, 1, 0, 1])
+        >>> reference_difference(y, y, y, ["a", "b"], n_boot=20)["balanced_accuracy"]
+        {'difference': 0.0, 'ci95': [0.0, 0.0]}
+    """
+    out = {}
+    for key in ("accuracy", "balanced_accuracy"):
+
+        def metric(t: np.ndarray, p: np.ndarray, key: str = key) -> float:
+            return classification_report(t, p, class_names)[key]
+
+        diff = metric(labels, preds) - metric(labels, reference_preds)
+        ci = None
+        if n_boot > 0:
+            ci = paired_bootstrap_difference(metric, labels, preds, reference_preds, groups, n_boot, seed).as_list()
+        out[key] = {"difference": diff, "ci95": ci}
+    return out
+
+
 # ----------------------------------------------------------------------------- the table
 def _cell(value, interval, scale: float = 100.0, spec: str = ".1f") -> str:
     if value is None:
@@ -214,6 +263,7 @@ def format_intervals(records: Sequence[dict]) -> str:
     with_ci = [r for r in records if r.get("ci95")]
     with_coc = [r for r in records if r.get("class_of_concern")]
     lines: list[str] = []
+    with_ref = any(r.get("reference_difference") for r in with_ci)
     if with_ci:
         rows = []
         for r in with_ci:
@@ -224,12 +274,15 @@ def format_intervals(records: Sequence[dict]) -> str:
                 _cell((r.get("macro") or {}).get("f1"), ci.get("macro_f1")),
                 _cell(r.get("roc_auc_macro"), ci.get("roc_auc_macro"), 1.0, ".3f"),
             ])  # fmt: skip
+            if with_ref:
+                d = (r.get("reference_difference") or {}).get("balanced_accuracy") or {}
+                rows[-1].append(_cell(d.get("difference"), d.get("ci95"), spec="+.1f"))
         b = with_ci[0].get("bootstrap") or {}
         unit = "lesions (image_ids.csv lesion_id)" if b.get("groups") == "lesion_id" else "images"
         lines += [
             f"95% intervals, in % (AUC 0..1): bootstrap, {b.get('n')} resamples of the split's "
             f"{b.get('n_groups')} {unit}, seed {b.get('seed')}",
-            render_table(["model", "acc", "bal.acc", "F1", "AUC"], rows),
+            render_table(["model", "acc", "bal.acc", "F1", "AUC"] + (["bal.acc - ref"] if with_ref else []), rows),
         ]
     if with_coc:
         rows = []

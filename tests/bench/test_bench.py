@@ -171,13 +171,19 @@ def test_sidecar_supplies_missing_quantization(tmp_path):
 
 
 def test_int8_accuracy_close_to_float(tiny, tmp_path):
-    recs, _ = bench_json(tiny, tmp_path, tiny.f32, tiny.i8, extra=["--reference", tiny.f32])
+    recs, r = bench_json(tiny, tmp_path, tiny.f32, tiny.i8, extra=["--reference", tiny.f32])
     f32, i8 = recs
     assert f32["input_dtype"] == "float32" and i8["input_dtype"] == "int8" and i8["output_dtype"] == "int8"
     assert i8["input_quantization"]["scale"] > 0 and f32["input_quantization"] is None
     assert f32["accuracy"] >= 0.8, "the tiny model did not learn; the fixture is broken"
     assert abs(i8["accuracy"] - f32["accuracy"]) <= 0.05
     assert f32["reference_agreement"] == 1.0 and i8["reference_agreement"] >= 0.9
+    same = f32["reference_difference"]["balanced_accuracy"]
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0]}  # paired: a model minus itself is exactly 0
+    d = i8["reference_difference"]["accuracy"]
+    assert d["difference"] == pytest.approx(i8["accuracy"] - f32["accuracy"])
+    assert d["ci95"][0] <= d["difference"] <= d["ci95"][1] and "bal.acc - ref" in r.output
+    assert "+0.0 [+0.0, +0.0]" in r.output
     assert i8["params"] == f32["params"] > 0 and i8["mode"] == "int8"
     assert i8["size_bytes"] == tiny.i8.stat().st_size
 
