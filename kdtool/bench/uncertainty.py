@@ -34,7 +34,7 @@ from kdtool.intervals import (
     paired_bootstrap_difference,
     sensitivity_at_specificity,
 )
-from kdtool.metrics import classification_report, melanoma_index, roc_auc_per_class
+from kdtool.metrics import classification_report, melanoma_index
 
 #: Specificities at which the class of concern's sensitivity is reported.
 SPECIFICITIES = (0.8, 0.9, 0.95)
@@ -77,10 +77,48 @@ def _spec_key(s: float) -> str:
     return f"{s:g}"
 
 
-def _resample_metrics(names: Sequence[str], coc: int | None):
-    def metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
-        rep = classification_report(y, probs.argmax(axis=1), names)
-        aucs = roc_auc_per_class(y, probs)
+class _Ranked:
+    """One class's scores sorted once: a resample's AUC and sensitivity at specificity are then
+    sums weighted by how often it drew each image, with no sort per resample."""
+
+    def __init__(self, positive: np.ndarray, scores: np.ndarray):
+        uniq, inverse = np.unique(scores, return_inverse=True)
+        self.size, self.inverse, self.positive = len(uniq), inverse.ravel(), positive
+
+    def _counts(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.bincount(self.inverse, weights=weights * self.positive, minlength=self.size)
+        return pos, np.bincount(self.inverse, weights=weights * ~self.positive, minlength=self.size)
+
+    def auc(self, weights: np.ndarray) -> float | None:
+        pos, neg = self._counts(weights)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            return None
+        return float((pos * (np.cumsum(neg) - 0.5 * neg)).sum() / (n_pos * n_neg))  # ties count one half
+
+    def sensitivity_at(self, weights: np.ndarray, specificities: Sequence[float]) -> list[float]:
+        pos, neg = self._counts(weights)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            return [float("nan")] * len(specificities)
+        spec = (np.cumsum(neg) - neg) / n_neg  # as kdtool.intervals.sensitivity_at_specificity
+        sens = (n_pos - (np.cumsum(pos) - pos)) / n_pos
+        out = []
+        for target in specificities:
+            ok = np.flatnonzero(spec >= target - 1e-12)
+            out.append(float(sens[ok[0]]) if ok.size else 0.0)
+        return out
+
+
+def _resample_metrics(labels: np.ndarray, probs: np.ndarray, names: Sequence[str], coc: int | None):
+    """Metrics of a resample given as (its labels, the indices it drew) (``scores`` = ``arange(N)``)."""
+    pred = probs.argmax(axis=1)
+    ranked = [_Ranked(labels == c, probs[:, c]) for c in range(len(names))]
+
+    def metrics(y: np.ndarray, idx: np.ndarray) -> dict[str, float | None]:
+        rep = classification_report(y, pred[idx], names)
+        weights = np.bincount(idx, minlength=len(labels)).astype(np.float64)
+        aucs = [r.auc(weights) for r in ranked]
         present = [a for a in aucs if a is not None]
         out = {
             "accuracy": rep["accuracy"],
@@ -90,8 +128,8 @@ def _resample_metrics(names: Sequence[str], coc: int | None):
         }
         out.update({f"auc:{name}": a for name, a in zip(names, aucs, strict=True)})
         if coc is not None:
-            for s in SPECIFICITIES:
-                out[f"sens@{_spec_key(s)}"] = sensitivity_at_specificity(y == coc, probs[:, coc], s)[0]
+            values = ranked[coc].sensitivity_at(weights, SPECIFICITIES)
+            out.update({f"sens@{_spec_key(s)}": v for s, v in zip(SPECIFICITIES, values, strict=True)})
         return out
 
     return metrics
@@ -135,9 +173,10 @@ def interval_fields(
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     names = list(class_names)
     intervals = n_boot > 0
-    metrics = _resample_metrics(names, class_of_concern)
-    point = metrics(labels, probs)
-    boot = bootstrap_intervals(metrics, labels, probs, groups, n_boot, seed) if intervals else {}
+    metrics = _resample_metrics(labels, probs, names, class_of_concern)
+    everything = np.arange(len(labels))
+    point = metrics(labels, everything)
+    boot = bootstrap_intervals(metrics, labels, everything, groups, n_boot, seed) if intervals else {}
 
     def ci(key: str) -> list[float] | None:
         return boot[key].as_list() if key in boot else None

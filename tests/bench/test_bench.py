@@ -467,6 +467,26 @@ def test_bench_intervals_groups_and_class_of_concern(tiny, tmp_path):
     assert "no such class" in _one_line_error(bad, "scc")
 
 
+def test_resample_metrics_by_weights_equal_the_direct_ones():
+    """The bench bootstrap scores a resample by image multiplicities (no sort per resample): same numbers."""
+    from kdtool.bench.uncertainty import _resample_metrics
+    from kdtool.intervals import resample_indices, sensitivity_at_specificity
+    from kdtool.metrics import binary_roc_auc, roc_auc_ovr
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 80)
+    p = np.round(rng.dirichlet(np.ones(4), 80) + 0.3 * np.eye(4)[y], 1)  # coarse: many ties
+    metrics = _resample_metrics(y, p, CLASSES, 1)
+    for idx in [np.arange(80), *resample_indices(80, n_boot=10, seed=0)]:
+        m, ys, ps = metrics(y[idx], idx), y[idx], p[idx]
+        for c, name in enumerate(CLASSES):
+            assert m[f"auc:{name}"] == pytest.approx(binary_roc_auc(ys == c, ps[:, c]), abs=1e-12)
+        assert m["roc_auc_macro"] == pytest.approx(roc_auc_ovr(ys, ps), abs=1e-12)
+        for spec in (0.8, 0.9, 0.95):
+            assert m[f"sens@{spec:g}"] == pytest.approx(sensitivity_at_specificity(ys == 1, ps[:, 1], spec)[0])
+        assert m["accuracy"] == pytest.approx((ps.argmax(axis=1) == ys).mean())
+
+
 def test_compare_and_csv_read_results_without_the_interval_keys(tiny, tmp_path):
     recs, _ = bench_json(tiny, tmp_path, tiny.i8, extra=["--bootstrap", 20])
     from kdtool.bench.uncertainty import FIELDS, format_intervals
