@@ -205,7 +205,12 @@ def interval_fields(
                 "threshold": threshold,
                 "ci95": ci(f"sens@{_spec_key(s)}"),
             }
-    dropped = {k: iv.dropped for k, iv in boot.items() if iv.dropped}
+    public = {"auc:": "roc_auc_per_class.", "sens@": "sensitivity_at_specificity."}  # names as in the record
+    dropped = {}
+    for k, iv in boot.items():
+        if iv.dropped:
+            name = next((new + k[len(old) :] for old, new in public.items() if k.startswith(old)), k)
+            dropped[name] = iv.dropped
     n_groups = len(np.unique(groups)) if groups is not None else len(labels)
     return {
         "roc_auc_per_class": {name: point[f"auc:{name}"] for name in names},
@@ -323,6 +328,8 @@ def format_intervals(records: Sequence[dict]) -> str:
             f"{b.get('n_groups')} {unit}, seed {b.get('seed')}",
             render_table(["model", "acc", "bal.acc", "F1", "AUC"] + (["bal.acc - ref"] if with_ref else []), rows),
         ]
+        if any((r.get("bootstrap") or {}).get("dropped") for r in with_ci):
+            lines.append("some resamples lacked a class and were left out of those intervals (bootstrap.dropped)")
     if with_coc:
         rows = []
         for r in with_coc:
