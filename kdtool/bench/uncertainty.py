@@ -231,7 +231,7 @@ def interval_fields(
             "dropped": dropped,
         }
         if intervals
-        else None,  # fmt: skip
+        else None,
     }
 
 
