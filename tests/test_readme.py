@@ -13,7 +13,7 @@ from conftest import ROOT
 
 README = ROOT / "README.md"
 #: the pages that README.md and docs/ link to, written by hand or generated; each must exist
-DOCS = ("README.md", "docs/performance.md", "docs/reliability.md")
+DOCS = ("README.md", "docs/performance.md", "docs/reliability.md", "docs/evaluation.md")
 MAX_README_LINES = 250
 
 
@@ -90,6 +90,7 @@ def test_readme_links_the_docs():
         "docs/performance.md",
         "docs/reliability.md",
         "docs/decisions.md",
+        "docs/evaluation.md",
         "CHANGELOG.md",
         "benchmarks/run.py",
         "benchmarks/results.md",

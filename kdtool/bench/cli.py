@@ -129,7 +129,12 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
     "--json", "json_path", metavar="PATH", help="Write results as JSON (a list, one object per model); '-' for stdout."
 )
 @click.option("--csv", "csv_path", metavar="PATH", help="Write results as CSV (one row per model); '-' for stdout.")
-@click.option("--reference", metavar="MODEL.tflite", help="Also report top-1 agreement with this model.")
+@click.option(
+    "--reference",
+    metavar="MODEL.tflite",
+    help="Also report top-1 agreement with this model, and accuracy and balanced accuracy minus its own "
+    "with paired-bootstrap intervals.",
+)
 @click.option(
     "--predictions",
     "predictions_path",
