@@ -22,10 +22,10 @@ import numpy as np
 
 from kdtool.bench.tta import mean_over_views
 from kdtool.errors import InputError
-from kdtool.tflite_model import LoadedModel, predict_scores, set_input
+from kdtool.tflite_model import LoadedModel, predict_scores
 
-__all__ = ["check_data_shape", "looks_like_probabilities", "mean_scores", "predict_proba", "predict_scores",
-           "set_input", "softmax", "to_probabilities"]  # fmt: skip
+__all__ = ["check_data_shape", "looks_like_probabilities", "mean_scores", "predict_proba", "softmax",
+           "to_probabilities"]  # fmt: skip
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

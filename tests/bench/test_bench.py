@@ -666,8 +666,8 @@ def test_tta_views_are_the_symmetries_of_the_square():
 
 def test_tta_d4_is_invariant_to_rotating_the_input(tiny):
     """The d4 average is the same for an image and its rotation or mirror; a single view is not."""
-    from kdtool.bench.evaluate import predict_proba, predict_scores, softmax
-    from kdtool.tflite_model import load_model
+    from kdtool.bench.evaluate import predict_proba, softmax
+    from kdtool.tflite_model import load_model, predict_scores
 
     x = load_fdata(tiny.fdata, splits=("test",)).x("test")
     for path in (tiny.f32, tiny.i8):

@@ -783,24 +783,9 @@ def test_head_phase_is_skipped_for_random_init(tmp_path, tinynet):
 def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tmp_path, tinynet):
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        main,
-        [
-            "distill",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            *tinynet,
-            "--teacher-epochs",
-            "1",
-            "--sweep-temperatures",
-            "1,4",
-            "--sweep-alphas",
-            "0.2,0.8",
-        ],
-        catch_exceptions=False,
-    )
+    args = ["distill", "--data", str(data), "--out", str(out), *tinynet, "--teacher-epochs", "1"]
+    args += ["--sweep-temperatures", "1,4", "--sweep-alphas", "0.2,0.8"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "run.json").read_text())
     students = {m["name"]: m for m in doc["models"] if m["role"] == "student"}
@@ -813,24 +798,7 @@ def test_sweep_trains_one_student_per_pair_and_picks_by_val_balanced_accuracy(tm
     assert students[sweep["best"]["name"]]["val"]["balanced_accuracy"] == top
     assert (out / "sweep_tinynet.png").stat().st_size > 1000
     assert f"best: {sweep['best']['name']}" in result.output
-    rerun = CliRunner().invoke(
-        main,
-        [
-            "distill",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            *tinynet,
-            "--teacher-epochs",
-            "1",
-            "--sweep-temperatures",
-            "1,4",
-            "--sweep-alphas",
-            "0.2,0.8",
-        ],
-        catch_exceptions=False,
-    )
+    rerun = CliRunner().invoke(main, args, catch_exceptions=False)
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 6, rerun.output
 
 
