@@ -143,6 +143,44 @@ def binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[inverse.ravel()][positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_points(positive: np.ndarray, scores: np.ndarray, max_points: int = 201) -> tuple[np.ndarray, np.ndarray]:
+    """The one-vs-rest ROC curve: false- and true-positive rates at every distinct score threshold.
+
+    Tied scores make one step, so the curve is the one :func:`binary_roc_auc` integrates. Long curves are
+    thinned to at most ``max_points`` points (always keeping both ends), enough for a plot or a JSON record.
+
+    Args:
+        positive: (N,) bool, True for the positive class.
+        scores: (N,) scores, higher meaning more positive.
+        max_points: most points returned (>= 2).
+
+    Returns:
+        ``(fpr, tpr)``: float64 arrays from (0, 0) to (1, 1), non-decreasing; both empty when the positives
+        or the negatives are missing.
+
+    Example:
+        >>> fpr, tpr = roc_points(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+        >>> fpr.tolist(), tpr.tolist()
+        ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    """
+    positive = np.asarray(positive, dtype=bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last image of each run of tied scores
+    tp = np.cumsum(pos)[last]
+    fp = np.cumsum(~pos)[last]
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    if fpr.size > max_points:
+        keep = np.unique(np.round(np.linspace(0, fpr.size - 1, max(2, max_points))).astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr, tpr
+
+
 def roc_auc_per_class(y_true: np.ndarray, probabilities: np.ndarray) -> list[float | None]:
     """One-vs-rest ROC-AUC of every class (its probability against all other images).
 
