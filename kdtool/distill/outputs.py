@@ -1,13 +1,19 @@
 """What a trained model leaves in the run folder, and its record in run.json.
 
 Per model: ``<name>.keras`` (written atomically, reloaded with ``safe_mode=True`` before it
-counts), and ``<name>/`` with ``history.csv``, ``metrics.json`` (val and test),
-``curves.png`` and ``confusion.png``. Its epoch backups go once it is saved.
+counts), and ``<name>/`` with ``history.csv``, ``metrics.json`` (val and test), ``curves.png``,
+and on the validation split ``confusion.png``, ``roc.png`` (one-vs-rest ROC per class, the class of
+concern drawn thick) and ``reliability.png`` (reliability diagram with the ECE). The model's logits on
+each split are kept as ``<name>/<split>_logits.npy`` (float32 (N, K), never pickled; their SHA-256 in the
+record's ``predictions``), so ``summary.csv`` can put intervals on its numbers and compare two models on
+the same images when a later run resumes. Its epoch backups go once it is saved.
 
 Example:
     >>> headline({"accuracy": 0.8, "balanced_accuracy": 0.6, "ece": 0.05,
     ...           "macro": {"precision": 0.7, "recall": 0.6, "f1": 0.65}})["macro_f1"]
     0.65
+    >>> saved_logits(Path("models"), {"name": "old"}, "val", (852, 7)) is None  # a record without predictions
+    True
     >>> rec = finish_model(run, "student_alone", "baseline", None, model, history, 42.0)  # doctest: +SKIP
 """
 
@@ -20,8 +26,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdtool.data import atomic_write_text, sha256_file
-from kdtool.errors import RuntimeFailure
+import numpy as np
+
+from kdtool.data import atomic_save_npy, atomic_write_text, safe_load_npy, sha256_file
+from kdtool.errors import InputError, RuntimeFailure
 
 if TYPE_CHECKING:
     from kdtool.distill.run_folder import Run
@@ -113,6 +121,78 @@ def headline(report: dict) -> dict:
     }
 
 
+def logits_file(name: str, split: str) -> str:
+    """Where a model's logits on one split are kept, relative to the run folder.
+
+    Args:
+        name: the model's name in the run.
+        split: ``val`` or ``test``.
+
+    Returns:
+        ``<name>/<split>_logits.npy``.
+
+    Example:
+        >>> logits_file("student_alone", "val")
+        'student_alone/val_logits.npy'
+    """
+    return f"{name}/{split}_logits.npy"
+
+
+def save_logits(out: Path, name: str, split: str, logits: np.ndarray) -> dict:
+    """Keep a model's logits on one split (float32, never pickled, written atomically).
+
+    Args:
+        out: the run folder.
+        name: the model's name.
+        split: the split.
+        logits: (N, K) logits.
+
+    Returns:
+        ``{"file", "sha256"}``, for the record's ``predictions``.
+
+    Example:
+        >>> save_logits(Path("models"), "student_alone", "val", logits)  # doctest: +SKIP
+        {'file': 'student_alone/val_logits.npy', 'sha256': '9b0e...'}
+    """
+    rel = logits_file(name, split)
+    atomic_save_npy(out / rel, np.asarray(logits, dtype=np.float32))
+    return {"file": rel, "sha256": sha256_file(out / rel)}
+
+
+def saved_logits(out: Path, rec: dict, split: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """A finished model's kept logits on one split, or None when it has none to trust.
+
+    None for a record without ``predictions`` (a model finished by a kdtool that kept none), and for a
+    file that is missing, changed since (its SHA-256), unreadable, of another shape or not finite.
+
+    Args:
+        out: the run folder.
+        rec: the model's record (run.json's ``models``).
+        split: the split.
+        shape: the expected (N, K).
+
+    Returns:
+        float32 (N, K) logits, or None.
+
+    Example:
+        >>> saved_logits(Path("models"), run.records["student_alone"], "val", (852, 7)).shape  # doctest: +SKIP
+        (852, 7)
+    """
+    entry = (rec.get("predictions") or {}).get(split)
+    if not isinstance(entry, dict) or "name" not in rec:
+        return None
+    path = out / logits_file(rec["name"], split)  # never a path taken from the record
+    try:
+        if sha256_file(path) != entry.get("sha256"):
+            return None
+        logits = safe_load_npy(path)
+    except (OSError, InputError):
+        return None
+    if logits.shape != tuple(shape) or logits.dtype.kind != "f" or not np.isfinite(logits).all():
+        return None
+    return logits.astype(np.float32)
+
+
 def finish_model(
     run: Run, name: str, role: str, teacher: str | None, model, history: dict, seconds: float, extra: dict | None = None
 ) -> dict:
@@ -132,17 +212,31 @@ def finish_model(
         The model's record, as run.json keeps it.
     """
     from kdtool.distill.checkpoint import drop_backup
-    from kdtool.distill.evaluate import evaluate_model
+    from kdtool.distill.evaluate import predict_logits, report_from_logits, threshold_free
     from kdtool.distill.plots import plot_confusion, plot_curves
+    from kdtool.figures import plot_reliability, plot_roc
 
     fd, out = run.fd, run.out
     folder = out / name
     folder.mkdir(exist_ok=True)
-    metrics = {split: evaluate_model(model, fd, split) for split in ("val", "test") if split in fd.splits}
+    splits = [split for split in ("val", "test") if split in fd.splits]
+    logits = {split: predict_logits(model, fd.x(split)) for split in splits}
+    metrics = {
+        split: {
+            **report_from_logits(logits[split], fd.labels(split), fd.class_names),
+            **threshold_free(fd.labels(split), logits[split], fd.class_names),
+        }
+        for split in splits
+    }
+    predictions = {split: save_logits(out, name, split, logits[split]) for split in splits}
     write_history(history, folder / "history.csv")
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     plot_curves(history, folder / "curves.png", name)
-    plot_confusion(metrics["val"]["confusion_matrix"], fd.class_names, folder / "confusion.png", f"{name} (val)")
+    val = metrics["val"]
+    plot_confusion(val["confusion_matrix"], fd.class_names, folder / "confusion.png", f"{name} (val)")
+    curves = {c: (v["fpr"], v["tpr"]) for c, v in val["roc_curves"].items()}
+    plot_roc(curves, folder / "roc.png", f"{name} (val)", val["roc_auc_per_class"], val["class_of_concern"])
+    plot_reliability(val["calibration"]["bins"], folder / "reliability.png", f"{name} (val)", ece=val["ece"])
     path = out / f"{name}.keras"
     digest = save_model_atomic(model, path)
     rec = {
@@ -157,6 +251,7 @@ def finish_model(
         "epochs": len(next(iter(history.values()), [])),
         "val": headline(metrics["val"]),
         "test": headline(metrics.get("test", metrics["val"])),
+        "predictions": predictions,
         **(extra or {}),
     }
     run.add(rec)
