@@ -23,9 +23,12 @@ from kdtool.errors import InputError, RuntimeFailure
 HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 # From the medmnist package's INFO["dermamnist"] (MedMNIST v2, Zenodo record 10519652).
+_ZENODO = "https://zenodo.org/records/10519652/files/"
 DERMAMNIST = {
     28: ("https://zenodo.org/records/10519652/files/dermamnist.npz?download=1", "0744692d530f8e62ec473284d019b0c7"),
     64: ("https://zenodo.org/records/10519652/files/dermamnist_64.npz?download=1", "b70a2f5635c6199aeaa28c31d7202e1f"),
+    128: (_ZENODO + "dermamnist_128.npz?download=1", "2defd784463fa5243564e855ed717de1"),  # MedMNIST+
+    224: (_ZENODO + "dermamnist_224.npz?download=1", "8974907d8e169bef5f5b96bc506ae45d"),  # MedMNIST+
 }
 DERMAMNIST_INFO = {
     "dataset": "DermaMNIST (MedMNIST v2), HAM10000 images; MedMNIST's own image-level split",

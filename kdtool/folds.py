@@ -2,8 +2,9 @@
 
 Out-of-fold predictions are only honest when no lesion sits in two folds: HAM10000 has up to six
 images of one lesion, and a model that saw one of them recognises the others. An FData folder may
-say which images belong together in ``image_ids.csv`` (the shared HAM10000 data ship one): a CSV
-with at least the columns ``split``, ``position`` (row in that split's arrays) and ``lesion_id``.
+say which images belong together in ``image_ids.csv`` (the shared HAM10000 data ship one, and
+``kdtool data images`` writes one): a CSV with at least the columns ``split``, ``position`` (row in that
+split's arrays) and ``lesion_id`` or ``group``.
 Without it every image is its own group, and out-of-fold estimates are optimistic.
 
 Example:
@@ -27,7 +28,9 @@ from kdtool.errors import InputError
 
 #: The optional file of an FData folder that names each image's lesion.
 GROUPS_FILE = "image_ids.csv"
-_COLUMNS = ("split", "position", "lesion_id")
+_COLUMNS = ("split", "position")
+#: The column naming each image's group, in order of preference.
+GROUP_COLUMNS = ("lesion_id", "group")
 
 
 def read_groups(root: str | os.PathLike, split: str, n: int) -> np.ndarray | None:
@@ -51,12 +54,16 @@ def read_groups(root: str | os.PathLike, split: str, n: int) -> np.ndarray | Non
     try:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
-            missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+            fields = reader.fieldnames or []
+            group = next((c for c in GROUP_COLUMNS if c in fields), None)
+            missing = [c for c in _COLUMNS if c not in fields] + ([] if group else ["lesion_id (or group)"])
             if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(_COLUMNS)})")
+                raise InputError(
+                    f"{path}: missing column(s) {', '.join(missing)} (needs split, position and lesion_id or group)"
+                )
             for row in reader:
                 if row["split"] == split:
-                    ids[int(row["position"])] = row["lesion_id"]
+                    ids[int(row["position"])] = row[group]
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise InputError(f"{path}: unreadable ({exc})") from None
     if sorted(ids) != list(range(n)):
