@@ -14,6 +14,7 @@ from kdtool.bench.cli import bench_command, predict_command
 from kdtool.data_cli import data
 from kdtool.distill.cli import distill_command
 from kdtool.export.cli import export_command
+from kdtool.report.cli import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -35,3 +36,4 @@ main.add_command(distill_command, name="distill")
 main.add_command(export_command, name="export")
 main.add_command(bench_command, name="bench")
 main.add_command(predict_command, name="predict")
+main.add_command(report_command, name="report")
