@@ -5,6 +5,12 @@ least the accuracy, at most the size and at most the median latency, and is
 better in one; emulated results and those without latency are never on it.
 The plot (``pareto.png``) needs matplotlib, imported only here and lazily.
 
+The table shows a metric's 95% interval beside it (``0.652 [0.61, 0.69]``)
+where the JSON carries one (``ci95``, ``calibration.ece_ci95``): accuracy,
+balanced accuracy and the class of concern's sensitivity, plus the ECE when
+records have ``calibration``; below it, each model's operating point.
+Results written before kdtool had these keys show the bare numbers.
+
 Example:
     >>> records = load_results(["pi4.json", "x86.json"])            # doctest: +SKIP
     >>> print(compare_table(records))                               # doctest: +SKIP
@@ -18,7 +24,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdtool.bench.report import device_label, fmt_bytes, fmt_number, render_table
+from kdtool.bench.report import device_label, fmt_bytes, fmt_number, operating_point_note, render_table
 from kdtool.errors import InputError
 
 REQUIRED_KEYS = ("model", "size_bytes", "accuracy", "latency_ms", "device")
@@ -111,6 +117,39 @@ def pareto_flags(records: Sequence[dict]) -> list[bool]:
     return flags
 
 
+def interval_cell(value, interval, ends: str = ".2f") -> str:
+    """A metric and, when there is one, its 95% interval, for the compare table.
+
+    Args:
+        value: the metric (None: ``-``).
+        interval: ``[low, high]``, or None (older results, ``--bootstrap 0``).
+        ends: format of the interval's ends (``.3f`` for small numbers such as the ECE).
+
+    Returns:
+        ``0.652 [0.61, 0.69]``; ``0.6523`` (four decimals) without an interval, as before intervals existed.
+
+    Example:
+        >>> interval_cell(0.6523, [0.611, 0.688]), interval_cell(0.6523, None), interval_cell(None, [0.1, 0.2])
+        ('0.652 [0.61, 0.69]', '0.6523', '-')
+    """
+    if value is None:
+        return "-"
+    if not interval or None in interval:
+        return fmt_number(value, ".4f")
+    return f"{fmt_number(value, '.3f')} [{fmt_number(interval[0], ends)}, {fmt_number(interval[1], ends)}]"
+
+
+def _concern(rec: dict) -> tuple[str | None, float | None, list | None]:
+    """(class, sensitivity, its interval) of a record's class of concern; melanoma in older results."""
+    ci95 = rec.get("ci95") or {}
+    coc = rec.get("class_of_concern")
+    if coc:
+        return coc.get("name"), coc.get("sensitivity"), ci95.get("class_of_concern_sensitivity")
+    if rec.get("melanoma_sensitivity") is not None:
+        return "mel", rec["melanoma_sensitivity"], ci95.get("melanoma_sensitivity")
+    return None, None, None
+
+
 def compare_table(records: Sequence[dict]) -> str:
     """One table over results from several devices.
 
@@ -118,30 +157,57 @@ def compare_table(records: Sequence[dict]) -> str:
         records: merged bench records (:func:`load_results`).
 
     Returns:
-        The table, ``*`` marking the Pareto front (:func:`pareto_flags`).
+        The table, ``*`` marking the Pareto front (:func:`pareto_flags`), intervals beside the metrics
+        whose records carry them (:func:`interval_cell`), an ``ECE`` column when any record has
+        ``calibration``; then notes: what the intervals are, each model's operating point, emulated rows.
 
     Example:
         >>> print(compare_table(load_results(["pi4.json", "x86.json"])))  # doctest: +SKIP
     """
     flags = pareto_flags(records)
-    header = ["model", "device", "runtime", "thr", "batch", "acc", "bal.acc", "mel.sens", "size", "median ms",
-              "p90 ms", "img/s", "pareto"]  # fmt: skip
+    concerns = {c for c in (_concern(r)[0] for r in records) if c}
+    one_concern = len(concerns) <= 1
+    sens_header = f"{next(iter(concerns), 'mel')}.sens" if one_concern else "concern.sens"
+    with_ece = any((r.get("calibration") or {}).get("ece") is not None for r in records)
+    header = ["model", "device", "runtime", "thr", "batch", "acc", "bal.acc", sens_header]
+    header += (["ECE"] if with_ece else []) + ["size", "median ms", "p90 ms", "img/s", "pareto"]
     rows = []
     for r, front in zip(records, flags, strict=True):
-        lat = r.get("latency_ms") or {}
-        rows.append([
+        lat, ci95 = r.get("latency_ms") or {}, r.get("ci95") or {}
+        name, sens, sens_ci = _concern(r)
+        sens_cell = interval_cell(sens, sens_ci)
+        if not one_concern and name:
+            sens_cell = f"{name} {sens_cell}"
+        row = [
             r["model"], device_label(r), f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
             fmt_number(r.get("threads"), "d"), fmt_number(r.get("batch"), "d"),
-            fmt_number(r.get("accuracy"), ".4f"), fmt_number(r.get("balanced_accuracy"), ".4f"),
-            fmt_number(r.get("melanoma_sensitivity"), ".4f"), fmt_bytes(r.get("size_bytes")),
-            fmt_number(lat.get("median"), ".3f"), fmt_number(lat.get("p90"), ".3f"),
+            interval_cell(r.get("accuracy"), ci95.get("accuracy")),
+            interval_cell(r.get("balanced_accuracy"), ci95.get("balanced_accuracy")), sens_cell,
+        ]  # fmt: skip
+        if with_ece:
+            cal = r.get("calibration") or {}
+            row.append(interval_cell(cal.get("ece"), cal.get("ece_ci95"), ".3f"))
+        row += [
+            fmt_bytes(r.get("size_bytes")), fmt_number(lat.get("median"), ".3f"), fmt_number(lat.get("p90"), ".3f"),
             fmt_number(r.get("images_per_second"), ".1f"), "*" if front else "",
-        ])  # fmt: skip
+        ]  # fmt: skip
+        rows.append(row)
     lines = [render_table(header, rows, left=3)]
+    notes = []
+    if any(r.get("ci95") for r in records):
+        groups = {(r.get("bootstrap") or {}).get("groups") for r in records if r.get("ci95")}
+        unit = "lesions" if groups == {"lesion_id"} else "images" if groups == {"image"} else "images or lesions"
+        notes.append(f"[low, high]: 95% intervals over the split's {unit} (bootstrap; sensitivity Clopper-Pearson) "
+                     "where a result carries them")  # fmt: skip
+    points = dict.fromkeys(
+        f"{r['model']}: {p}" for r in records if (p := operating_point_note(r.get("operating_point")))
+    )
+    if points:
+        notes.append("operating points set at export: " + "; ".join(points))
     if any(r.get("emulated") for r in records):
-        lines += ["", "[emulated] rows ran under qemu: their latency figures are meaningless and take no part in "
-                      "the Pareto front."]  # fmt: skip
-    return "\n".join(lines)
+        notes.append("[emulated] rows ran under qemu: their latency figures are meaningless and take no part in "
+                     "the Pareto front.")  # fmt: skip
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def pareto_path(out: str | Path | None, json_path: str | Path | None) -> Path:
