@@ -6,7 +6,8 @@ Public API (TensorFlow is imported only when these run):
 - :data:`kdtool.export.modes.QUANT_MODES`: mode name -> converter-configuring function.
 - :func:`kdtool.export.convert.load_keras_model`, :func:`~kdtool.export.convert.representative_dataset`,
   :func:`~kdtool.export.convert.convert_model`, :func:`~kdtool.export.convert.write_export`.
-- :func:`kdtool.export.operating_point.set_operating_point`: the logit offsets written into the output bias.
+- :func:`kdtool.export.operating_point.set_operating_point`: the operating point (objective, min recall,
+  temperature; :mod:`kdtool.export.objectives`) folded into the output layer.
 - :func:`kdtool.export.check.run_tflite`, :func:`~kdtool.export.check.io_details`,
   :func:`~kdtool.export.check.compare`.
 """

@@ -2,7 +2,11 @@
 
 The check runs on the VALIDATION split: accuracy, balanced accuracy and macro-F1
 of both models, the drops (in percentage points, Keras minus TFLite), per-class
-recall drops and top-1 agreement. The .tflite runs through the same
+recall drops and top-1 agreement, with 95% intervals: a percentile bootstrap of
+the TFLite accuracy and balanced accuracy, and a paired bootstrap of the drops
+(both models' decisions resampled together), over lesions when the data's
+``image_ids.csv`` names them, else over images (:mod:`kdtool.intervals`). The
+``--max-drop`` gate reads the drop's point estimate. The .tflite runs through the same
 TensorFlow-free wrapper (:mod:`kdtool.litert`, :mod:`kdtool.tflite_model`) and
 the same quantize/dequantize (:mod:`kdtool.quant`) as ``kdtool bench``, so the
 check and ``kdtool bench`` feed a model the same integers and read back
@@ -23,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdtool.errors import InputError
+from kdtool.export.objectives import decision_scores
+from kdtool.intervals import bootstrap_intervals
 from kdtool.litert import captured_stderr_fd, open_interpreter, select_runtime
 from kdtool.metrics import agreement, classification_report
 from kdtool.tflite_model import load_model, predict_scores
@@ -138,6 +144,57 @@ def _pts(a: float, b: float) -> float:
     return round(100.0 * (a - b), 4)
 
 
+#: The check's bootstrap: resamples and seed (the same data give the same intervals).
+CHECK_BOOTSTRAP, CHECK_SEED = 1000, 0
+
+
+def check_intervals(
+    labels: np.ndarray,
+    keras_pred: np.ndarray,
+    tflite_pred: np.ndarray,
+    num_classes: int,
+    groups: np.ndarray | None = None,
+    n_boot: int = CHECK_BOOTSTRAP,
+    seed: int = CHECK_SEED,
+) -> dict[str, list[float] | None]:
+    """95% intervals of the TFLite accuracy and balanced accuracy, and of the drops from Keras (paired).
+
+    Both models' decisions are resampled together, so the drop's interval is a paired bootstrap
+    difference (:func:`kdtool.intervals.paired_bootstrap_difference` computed on the same resamples).
+
+    Args:
+        labels: (N,) integer labels.
+        keras_pred: (N,) the Keras model's top-1 predictions.
+        tflite_pred: (N,) the .tflite's, for the same images.
+        num_classes: K.
+        groups: (N,) lesion ids to resample whole lesions, or None for images.
+        n_boot: resamples.
+        seed: the bootstrap's seed.
+
+    Returns:
+        ``{"tflite_accuracy", "tflite_balanced_accuracy"}`` as fractions and ``{"accuracy_drop",
+        "balanced_accuracy_drop"}`` in points (Keras minus TFLite), each ``[low, high]``.
+
+    Example:
+        >>> y = np.array([0, 1] * 10)
+        >>> check_intervals(y, y, y, 2, n_boot=50)["accuracy_drop"]   # identical decisions: no drop at all
+        [0.0, 0.0]
+    """
+
+    def metrics(y: np.ndarray, both: np.ndarray) -> dict[str, float]:
+        k, t = decision_scores(y, both[:, 0], num_classes), decision_scores(y, both[:, 1], num_classes)
+        return {
+            "tflite_accuracy": t["accuracy"],
+            "tflite_balanced_accuracy": t["balanced_accuracy"],
+            "accuracy_drop": 100.0 * (k["accuracy"] - t["accuracy"]),
+            "balanced_accuracy_drop": 100.0 * (k["balanced_accuracy"] - t["balanced_accuracy"]),
+        }
+
+    both = np.stack([np.asarray(keras_pred), np.asarray(tflite_pred)], axis=1)
+    ivs = bootstrap_intervals(metrics, np.asarray(labels), both, groups, n_boot, seed)
+    return {key: iv.as_list() for key, iv in ivs.items()}
+
+
 def compare(
     keras_logits: np.ndarray,
     tflite_logits: np.ndarray,
@@ -145,6 +202,8 @@ def compare(
     class_names: Sequence[str],
     max_drop: float = 1.0,
     split: str = "val",
+    groups: np.ndarray | None = None,
+    n_boot: int = CHECK_BOOTSTRAP,
 ) -> dict:
     """Compare a Keras model and its .tflite on the same images.
 
@@ -153,15 +212,19 @@ def compare(
         tflite_logits: (N, K) dequantized .tflite outputs.
         labels: (N,) integer labels.
         class_names: K names.
-        max_drop: the accuracy drop (percentage points) above which ``passed`` is False.
+        max_drop: the accuracy drop (percentage points) above which ``passed`` is False; the gate
+            reads the point estimate, not its interval.
         split: the split's name, recorded.
+        groups: (N,) lesion ids (:func:`kdtool.folds.read_groups`) to resample whole lesions, or None.
+        n_boot: bootstrap resamples of the intervals.
 
     Returns:
         A JSON-ready dict: ``split``, ``n``, ``keras`` and ``tflite`` (accuracy,
         balanced_accuracy, macro_f1 as fractions, per_class_recall, melanoma_sensitivity),
         ``accuracy_drop``, ``balanced_accuracy_drop``, ``macro_f1_drop`` and
         ``per_class_recall_drop`` in percentage points (Keras minus TFLite; positive = worse),
-        ``agreement`` (top-1, fraction), ``max_abs_logit_diff``, ``max_drop``, ``passed``.
+        ``agreement`` (top-1, fraction), ``max_abs_logit_diff``, ``max_drop``, ``passed``; ``ci95``
+        (:func:`check_intervals`) and ``bootstrap`` (``n``, ``seed``, ``groups``, ``n_groups``).
     """
     keras_logits, tflite_logits = np.asarray(keras_logits), np.asarray(tflite_logits)
     kp, tp = keras_logits.argmax(axis=1), tflite_logits.argmax(axis=1)
@@ -171,7 +234,7 @@ def compare(
     return {
         "split": split,
         "n": int(len(labels)),
-        "units": "metrics are fractions in [0, 1]; *_drop are percentage points, Keras minus TFLite",
+        "units": "metrics are fractions in [0, 1]; *_drop are percentage points, Keras minus TFLite (ci95 likewise)",
         "keras": k,
         "tflite": t,
         "accuracy_drop": acc_drop,
@@ -182,6 +245,15 @@ def compare(
         "max_abs_logit_diff": float(np.abs(keras_logits - tflite_logits).max()) if keras_logits.size else 0.0,
         "max_drop": float(max_drop),
         "passed": bool(acc_drop <= max_drop),
+        "gate": "accuracy_drop (point estimate) <= max_drop",
+        "ci95": check_intervals(labels, kp, tp, len(class_names), groups, n_boot),
+        "interval_method": "95% percentile bootstrap (TFLite metrics); paired bootstrap (drops)",
+        "bootstrap": {
+            "n": int(n_boot),
+            "seed": CHECK_SEED,
+            "groups": "lesion_id" if groups is not None else "image",
+            "n_groups": int(len(np.unique(groups))) if groups is not None else int(len(labels)),
+        },
     }
 
 
@@ -218,7 +290,54 @@ def format_table(rows: Sequence[dict]) -> str:
         )
     lines.append(
         "acc/bal/F1: val accuracy, balanced accuracy, macro-F1 in % (K = Keras, T = TFLite); "
-        "drop = K - T accuracy in points; xf32 = size / float32 .tflite"
+        "drop = K - T accuracy in points, its point estimate gated by --max-drop; xf32 = size / float32 .tflite"
+    )
+    return "\n".join(lines)
+
+
+def _span(ci: list[float] | None, scale: float, signed: bool = False) -> str:
+    if not ci:
+        return "[-]"
+    fmt = "+.2f" if signed else ".1f"
+    return f"[{scale * ci[0]:{fmt}}, {scale * ci[1]:{fmt}}]"
+
+
+def format_interval_table(rows: Sequence[dict]) -> str:
+    """The check's 95% intervals: TFLite accuracy and balanced accuracy, and the drops from Keras.
+
+    Args:
+        rows: dicts with ``name``, ``mode`` and ``check`` (with ``ci95`` and ``bootstrap``).
+
+    Returns:
+        The table, with a line saying what was resampled.
+
+    Example:
+        >>> chk = {"tflite": {"accuracy": 0.8, "balanced_accuracy": 0.6}, "accuracy_drop": 0.5,
+        ...        "balanced_accuracy_drop": 1.0, "bootstrap": {"n": 1000, "groups": "image", "n_groups": 40},
+        ...        "ci95": {"tflite_accuracy": [0.7, 0.9], "tflite_balanced_accuracy": [0.5, 0.7],
+        ...                 "accuracy_drop": [-0.5, 1.5], "balanced_accuracy_drop": [0.0, 2.0]}}
+        >>> format_interval_table([{"name": "s", "mode": "int8", "check": chk}]).splitlines()[2].split("  ")[-3:]
+        ['60.0 [50.0, 70.0]', '+0.50 [-0.50, +1.50]', '+1.00 [+0.00, +2.00]']
+    """
+    with_ci = [r for r in rows if r["check"].get("ci95")]
+    if not with_ci:
+        return ""
+    w = max([35, *(len(f"{r['name']}.{r['mode']}") for r in with_ci)])
+    head = f"{'95% intervals (val)':<{w}} {'acc T':>17}  {'bal T':>17}  {'acc drop (pts)':>20}  {'bal drop (pts)':>20}"
+    lines = [head, "-" * len(head)]
+    for r in with_ci:
+        c, ci = r["check"], r["check"]["ci95"]
+        acc = f"{100 * c['tflite']['accuracy']:.1f} {_span(ci['tflite_accuracy'], 100)}"
+        bal = f"{100 * c['tflite']['balanced_accuracy']:.1f} {_span(ci['tflite_balanced_accuracy'], 100)}"
+        acc_drop = f"{c['accuracy_drop']:+.2f} {_span(ci['accuracy_drop'], 1, True)}"
+        bal_drop = f"{c['balanced_accuracy_drop']:+.2f} {_span(ci['balanced_accuracy_drop'], 1, True)}"
+        label = f"{r['name']}.{r['mode']}"
+        lines.append(f"{label:<{w}} {acc:>17}  {bal:>17}  {acc_drop:>20}  {bal_drop:>20}")
+    b = with_ci[0]["check"]["bootstrap"]
+    unit = "lesions" if b["groups"] != "image" else "images"
+    lines.append(
+        f"bootstrap: {b['n']} resamples of the {b['n_groups']} val {unit}; drops paired (both models on the "
+        "same resamples)"
     )
     return "\n".join(lines)
 

@@ -4,15 +4,15 @@ The click command (:mod:`kdtool.export.cli`) reads its defaults from :data:`DEFA
 API takes an :class:`ExportOptions`; both therefore export with the same settings.
 
 Example:
-    >>> options = ExportOptions(modes=["int8", "float32"], prior_shift=0.5)
-    >>> options.resolved_majority_offset()   # the default offset goes with prior shift 0 only
-    0.0
-    >>> DEFAULTS.floor_on, DEFAULTS.resolved_majority_offset()
-    ('val', 1.5)
-    >>> ExportOptions(floor_on="both")
+    >>> options = ExportOptions(modes=["int8", "float32"], operating_point="balanced", min_recall=["mel=0.7"])
+    >>> options.min_recall, options.fits()
+    ([('mel', 0.7)], True)
+    >>> DEFAULTS.operating_point, DEFAULTS.fit_on, DEFAULTS.confidence, DEFAULTS.fits()
+    ('as-trained', 'auto', 0.95, False)
+    >>> ExportOptions(fit_on="both")
     Traceback (most recent call last):
     ...
-    kdtool.errors.InputError: --floor-on: 'both' is not one of val, oof, auto
+    kdtool.errors.InputError: --fit-on: 'both' is not one of auto, val, oof
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdtool.errors import InputError
+from kdtool.export.min_recall import DEFAULT_CONFIDENCE, parse_min_recall
 from kdtool.export.modes import IO_TYPES, MODE_ORDER
-from kdtool.export.sensitivity import DEFAULT_CONFIDENCE, DEFAULT_MAJORITY_OFFSET, DEFAULT_TARGET, FLOOR_SOURCES
+from kdtool.export.objectives import FIT_SOURCES, OBJECTIVES
 
 
 @dataclass
@@ -35,35 +36,24 @@ class ExportOptions:
         representative_samples: int8 calibration images drawn from the train split.
         io: int8 mode's input/output type (int8, uint8, float32).
         out: output folder; None = ``<run>/export`` or the .keras file's folder.
-        max_drop: accuracy drop (points) above which the command exits 3.
+        max_drop: accuracy drop (points, Keras minus TFLite, point estimate) above which the command exits 3.
         include_teachers: also export a run's teachers.
         bias_correction: int8 modes only: remove the mean per-class logit error measured on the
             calibration images from the output layer's bias (see :mod:`kdtool.export.bias`).
-        prior_shift: the operating point tau in [0, 1]: ``tau * log(train class frequencies)`` is added
-            to the output layer's bias of every exported file (0: the model as trained).
-        majority_offset: a logit offset added to the output layer's bias for the train split's majority
-            class only (the one with more than half of its images: nevi in HAM10000), before ``prior_shift``
-            and the melanoma floor; 0: off. None (the default): ``DEFAULT_MAJORITY_OFFSET`` with
-            ``prior_shift`` 0, the operating point it was chosen at, else 0 (see
-            :meth:`resolved_majority_offset`).
-        majority_required: True when the user asked for the offset: data without a majority class or a
-            model without a logits layer are an error (exit 2). False (the default offset): they are
-            exported without it, the reason in the sidecar.
-        melanoma_sensitivity: a melanoma logit offset, chosen per model after ``prior_shift``, is added to
-            the output layer's bias so that melanoma sensitivity reaches this target at
-            ``sensitivity_confidence`` (see :mod:`kdtool.export.sensitivity`); None: the model's own
-            melanoma decisions.
-        sensitivity_confidence: confidence of that claim (one-sided Clopper-Pearson lower bound);
-            0 holds the observed sensitivity itself at the target.
-        sensitivity_required: True when the user asked for the target: data or a model that cannot
-            hold it are an error (exit 2). False (the default target): they are exported as trained,
-            with a note and the reason in the sidecar.
-        floor_on: where the melanoma offset is chosen: ``val`` (the validation split), ``oof`` (the
-            out-of-fold logits that ``kdtool distill --calibration-folds`` saved for the model; required)
-            or ``auto`` (oof when the model has them, else val).
+        operating_point: the objective (:data:`kdtool.export.objectives.OBJECTIVES`): ``as-trained`` (no
+            bias), or ``balanced`` / ``accuracy`` (``tau * log(train class frequencies)`` with ``tau`` fitted
+            to that metric on the fit data).
+        min_recall: ``CLASS=TARGET`` strings or ``(class, target)`` pairs, parsed into pairs: after the
+            objective, each class's logit is raised by the smallest offset whose recall lower bound on the fit
+            data reaches TARGET (:mod:`kdtool.export.min_recall`).
+        confidence: of that lower bound (one-sided Clopper-Pearson), in [0, 1); 0 asks for the observed recall.
+        fit_on: the fit data: ``auto`` (the out-of-fold train logits of ``kdtool distill --calibration-folds``
+            when the model has them, else validation), ``val`` or ``oof`` (required).
+        temperature: also fit a temperature on the fit data and divide the exported logits by it.
 
     Raises:
-        InputError: an unknown mode, I/O type or floor source, or a prior shift outside [0, 1] (one line).
+        InputError: an unknown mode, I/O type, objective or fit source, a malformed min recall, or a
+            confidence outside [0, 1) (one line).
     """
 
     modes: list[str] = field(default_factory=lambda: ["int8"])
@@ -74,13 +64,11 @@ class ExportOptions:
     max_drop: float = 1.0
     include_teachers: bool = False
     bias_correction: bool = True
-    prior_shift: float = 0.0
-    majority_offset: float | None = None
-    majority_required: bool = False
-    melanoma_sensitivity: float | None = DEFAULT_TARGET
-    sensitivity_confidence: float = DEFAULT_CONFIDENCE
-    sensitivity_required: bool = False
-    floor_on: str = "val"
+    operating_point: str = "as-trained"
+    min_recall: list = field(default_factory=list)
+    confidence: float = DEFAULT_CONFIDENCE
+    fit_on: str = "auto"
+    temperature: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODE_ORDER]
@@ -90,25 +78,25 @@ class ExportOptions:
             )
         if self.io not in IO_TYPES:
             raise InputError(f"--io: {self.io!r} is not one of {', '.join(IO_TYPES)}")
-        if self.floor_on not in FLOOR_SOURCES:
-            raise InputError(f"--floor-on: {self.floor_on!r} is not one of {', '.join(FLOOR_SOURCES)}")
+        if self.operating_point not in OBJECTIVES:
+            raise InputError(f"--operating-point: {self.operating_point!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.fit_on not in FIT_SOURCES:
+            raise InputError(f"--fit-on: {self.fit_on!r} is not one of {', '.join(FIT_SOURCES)}")
         if (
-            isinstance(self.prior_shift, bool)
-            or not isinstance(self.prior_shift, (int, float))
-            or not 0.0 <= self.prior_shift <= 1.0
+            isinstance(self.confidence, bool)
+            or not isinstance(self.confidence, (int, float))
+            or not 0.0 <= self.confidence < 1.0
         ):
-            raise InputError(f"--prior-shift: {self.prior_shift!r} is not a number in [0, 1]")
+            raise InputError(f"--confidence: {self.confidence!r} is not a number in [0, 1)")
+        self.min_recall = parse_min_recall(self.min_recall)
 
-    def resolved_majority_offset(self) -> float:
-        """The majority offset to apply.
+    def fits(self) -> bool:
+        """Whether anything is fitted (an objective other than as-trained, a min recall or a temperature).
 
         Returns:
-            ``majority_offset`` when given, else the default offset at prior shift 0 (where it was
-            chosen) and 0 at any other prior shift.
+            False for the model as trained, exported without a bias.
         """
-        if self.majority_offset is not None:
-            return self.majority_offset
-        return DEFAULT_MAJORITY_OFFSET if self.prior_shift == 0 else 0.0
+        return self.operating_point != "as-trained" or bool(self.min_recall) or self.temperature
 
 
 #: The defaults of ``kdtool export``'s options, read by its click command.

@@ -1,7 +1,7 @@
 """``kdtool export`` end to end: resolve models, set each one's operating point, convert, check, write, report.
 
 The steps live in their own modules: :mod:`~kdtool.export.sources` (what to export),
-:mod:`~kdtool.export.operating_point` (offsets in the output bias), :mod:`~kdtool.export.convert`
+:mod:`~kdtool.export.operating_point` (the operating point folded into the output layer), :mod:`~kdtool.export.convert`
 (TFLite conversion), :mod:`~kdtool.export.bias` (int8 output bias correction),
 :mod:`~kdtool.export.check` (LiteRT against Keras), :mod:`~kdtool.export.sidecar` (the JSON beside each
 file) and :mod:`~kdtool.export.report` (what is printed). This module runs them in order.
@@ -25,7 +25,7 @@ import numpy as np
 from kdtool.data import FData, load_fdata, sha256_file
 from kdtool.errors import InputError, QualityGateFailed, RuntimeFailure
 from kdtool.export.bias import correct_output_bias
-from kdtool.export.check import compare, format_recall_table, format_table, run_tflite
+from kdtool.export.check import compare, format_interval_table, format_recall_table, format_table, run_tflite
 from kdtool.export.convert import (
     REPRESENTATIVE_SEED,
     check_model_matches_data,
@@ -37,11 +37,12 @@ from kdtool.export.convert import (
     write_export,
 )
 from kdtool.export.modes import CALIBRATED_MODES, MODE_ORDER
-from kdtool.export.operating_point import keras_logits, melanoma_class, set_operating_point
+from kdtool.export.operating_point import keras_logits, prepare, set_operating_point
 from kdtool.export.options import ExportOptions, ExportResult
-from kdtool.export.report import bias_note, majority_note, print_sizes, sensitivity_note, warn
+from kdtool.export.report import bias_note, point_note, print_sizes, warn
 from kdtool.export.sidecar import build_sidecar, size_record, teacher_float32_from_files
 from kdtool.export.sources import ExportPlan, ExportSource, plan_export
+from kdtool.folds import read_groups
 
 __all__ = ["ExportOptions", "ExportResult", "bias_corrected", "export_models"]
 
@@ -167,6 +168,10 @@ def _gate_line(name: str, mode: str, check: dict, max_drop: float) -> str:
     )
 
 
+def _interval(ci: list[float] | None) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "[-]"
+
+
 @dataclass
 class _Export:
     """One export's shared inputs and what it has produced so far."""
@@ -176,11 +181,12 @@ class _Export:
     modes: list[str]
     out: Path
     representative: object | None
-    mel: tuple[int | None, str | None]
+    targets: list[tuple[int, float]]
     versions: dict
     teacher_f32: dict[str, tuple[int, str]]
     x_val: np.ndarray
     y_val: np.ndarray
+    groups: np.ndarray | None
     rows: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     gate: list[str] = field(default_factory=list)
@@ -192,15 +198,12 @@ def _export_one(src: ExportSource, header: str, run: _Export) -> None:
     model = load_keras_model(src.path)
     check_model_matches_data(model, fd, src.path)
     x_val, y_val = run.x_val, run.y_val
-    point = set_operating_point(model, fd, options, src, x_val, *run.mel)
+    point = set_operating_point(model, fd, options, src, x_val, run.targets)
     click.secho(
         f"{header} {src.name}{f' ({src.role})' if src.role else ''}: {src.path}, {model.count_params():,} params",
         bold=True,
     )
-    if point.majority is not None:
-        click.echo(majority_note(point.majority))
-    if point.melanoma is not None:
-        click.echo(sensitivity_note(point.melanoma))
+    click.echo(point_note(point.record))
     digest = sha256_file(src.path)
     if src.sha256 and src.sha256 != digest:
         warn(f"{src.path}: SHA-256 differs from run.json's record (file changed after training)")
@@ -210,7 +213,9 @@ def _export_one(src: ExportSource, header: str, run: _Export) -> None:
         run.teacher_f32[src.name] = (f32, "converted by this export")
     wm = max([8, *map(len, modes)])
     for mode, (data, conv) in converted.items():
-        check = compare(point.val_logits, run_tflite(data, x_val), y_val, fd.class_names, options.max_drop)
+        check = compare(
+            point.val_logits, run_tflite(data, x_val), y_val, fd.class_names, options.max_drop, groups=run.groups
+        )
         calibration = representative.record() if mode in CALIBRATED_MODES else None
         sizes = size_record(src, len(data), f32, run.teacher_f32)
         tflite_path, _ = export_paths(run.out, src.name, mode)
@@ -233,8 +238,8 @@ def _export_one(src: ExportSource, header: str, run: _Export) -> None:
         run.rows.append({**sidecar, "ratio_to_float32": sizes["ratio_to_float32"]})
         click.echo(
             f"  {mode:<{wm}} -> {tflite_path}  val acc {100 * check['keras']['accuracy']:.2f}% -> "
-            f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, "
-            f"agreement {100 * check['agreement']:.1f}%)"
+            f"{100 * check['tflite']['accuracy']:.2f}% (drop {check['accuracy_drop']:+.2f} pts, 95% "
+            f"{_interval(check['ci95']['accuracy_drop'])}; agreement {100 * check['agreement']:.1f}%)"
         )
         if not check["passed"]:
             run.gate.append(f"{src.name}.{mode} ({check['accuracy_drop']:+.2f})")
@@ -273,6 +278,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     except OSError as exc:
         raise RuntimeFailure(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
 
+    y_val = fd.labels("val")
     representative = None
     if any(m in CALIBRATED_MODES for m in modes):
         representative = representative_dataset(fd, options.representative_samples, REPRESENTATIVE_SEED)
@@ -282,11 +288,12 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         modes,
         out,
         representative,
-        melanoma_class(fd, options),
+        prepare(fd, options, plan.sources),
         versions(),
         teacher_float32_from_files(plan, out),
         fd.x("val"),
-        fd.labels("val"),
+        y_val,
+        read_groups(fd.root, "val", len(y_val)),
     )
     for i, src in enumerate(plan.sources, 1):
         _export_one(src, f"[{i}/{len(plan.sources)}]", run)
@@ -297,6 +304,8 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         click.echo(format_table(rows))
         click.echo("")
         click.echo(format_recall_table(rows, fd.class_names))
+        click.echo("")
+        click.echo(format_interval_table(rows))
         print_sizes(rows)
     click.echo(f"\nwrote {len(rows)} .tflite file(s) with .json sidecars to {out}")
     if errors:

@@ -4,8 +4,8 @@ Each function turns a record that also goes into the sidecar into the line a per
 console and the JSON never tell different stories. No TensorFlow.
 
 Example:
-    >>> majority_note({"class": "nv", "offset": 1.5, "train_share": 0.67})
-    "  majority offset: +1.5 to nv's logit (67% of train)"
+    >>> point_note({"summary": "balanced (tau -0.30, fitted on val, 852 images)"})
+    '  operating point: balanced (tau -0.30, fitted on val, 852 images)'
     >>> human(2048), human(3 * 1024 * 1024)
     ('2.0 KB', '3.00 MB')
 """
@@ -25,49 +25,20 @@ def warn(message: str) -> None:
     click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
-def majority_note(rec: dict) -> str:
-    """The line for the sidecar's ``operating_point.majority_offset`` record.
+def point_note(record: dict) -> str:
+    """The line for the sidecar's ``operating_point`` record: its summary.
 
     Args:
-        rec: from :func:`kdtool.export.operating_point.offset_majority`.
+        record: from :func:`kdtool.export.objectives.fit_operating_point`.
 
     Returns:
-        The offset and its class, or why it was not applied.
-    """
-    if "skipped" in rec:
-        return f"  majority offset: not applied, {rec['skipped']}"
-    return f"  majority offset: +{rec['offset']:g} to {rec['class']}'s logit ({100 * rec['train_share']:.0f}% of train)"
-
-
-def sensitivity_note(rec: dict) -> str:
-    """The line for the sidecar's ``operating_point.melanoma_sensitivity`` record.
-
-    Args:
-        rec: from :func:`kdtool.export.operating_point.hold_melanoma`.
-
-    Returns:
-        The melanoma offset with what it finds, or a note saying why the floor was not held.
+        ``  operating point: <summary>``.
 
     Example:
-        >>> sensitivity_note({"target": 0.7, "confidence": 0.95, "skipped": "too few melanomas"})
-        '  note: melanoma sensitivity not held at 70%: too few melanomas; no melanoma offset'
+        >>> point_note({"summary": "as trained (no bias)"})
+        '  operating point: as trained (no bias)'
     """
-    if "skipped" in rec:
-        return (
-            f"  note: melanoma sensitivity not held at {100 * rec['target']:g}%: {rec['skipped']}; no melanoma offset"
-        )
-    conf = (
-        f"{100 * rec['confidence']:g}% lower bound {100 * rec['lower_bound']:.1f}%" if rec["confidence"] else "observed"
-    )
-    where = "val" if rec["chosen_on"] == "val" else f"out-of-fold ({rec['oof_folds']} folds of train)"
-    line = (
-        f"  operating point: {rec['class']} logit {rec['offset']:+.3f}: {where} finds {rec['detected']}/"
-        f"{rec['images']} ({100 * rec['sensitivity']:.1f}%, {conf} >= target {100 * rec['target']:g}%; "
-        f"{rec['before']}/{rec['images']} without the offset)"
-    )
-    if rec["chosen_on"] == "oof":
-        line += f"; val finds {rec['val_detected']}/{rec['val_images']}"
-    return line
+    return f"  operating point: {record['summary']}"
 
 
 def bias_note(converter: dict) -> str:

@@ -105,7 +105,7 @@ def build_sidecar(
         versions: :func:`kdtool.export.convert.versions`.
         sizes: :func:`size_record`.
         check: :func:`kdtool.export.check.compare`'s record.
-        operating_point: the offsets in the output bias
+        operating_point: the operating point folded into the output layer
             (:attr:`kdtool.export.operating_point.OperatingPoint.record`).
         source_sha256: the ``.keras`` file's SHA-256.
         file_name: the ``.tflite``'s file name.

@@ -167,18 +167,23 @@ def test_quant_modes_registry():
 def test_every_option_has_one_short_sentence_of_help_and_its_default_from_export_options():
     import click
 
-    from kdtool.export.cli import export_command
+    from kdtool.export.cli import REMOVED, export_command
     from kdtool.export.options import DEFAULTS
-    from kdtool.export.sensitivity import DEFAULT_MAJORITY_OFFSET
 
     options = {p.name: p for p in export_command.params if isinstance(p, click.Option) and p.name != "help"}
+    hidden = {n for n, p in options.items() if p.hidden}
+    assert {options[n].opts[0] for n in hidden} == set(REMOVED)  # only the removed options are hidden
     for name, opt in options.items():
+        if name in hidden:
+            continue
         text = opt.help or ""
         assert 0 < len(text) <= 200 and text.endswith("."), (name, text)
         assert ". " not in text and "benchmarks/" not in text and "README" not in text, (name, text)
         assert "%" not in text, (name, text)  # no measurements
-    own = {"quantize": ",".join(DEFAULTS.modes), "io_type": DEFAULTS.io, "majority_offset": DEFAULT_MAJORITY_OFFSET}
+    own = {"quantize": ",".join(DEFAULTS.modes), "io_type": DEFAULTS.io, "min_recall": tuple(DEFAULTS.min_recall)}
     for name, opt in options.items():
+        if name in hidden:
+            continue
         want = own.get(name, getattr(DEFAULTS, name, None))
         assert opt.default == want, (name, opt.default, want)
 
@@ -186,8 +191,10 @@ def test_every_option_has_one_short_sentence_of_help_and_its_default_from_export
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("floor_on", "both", "--floor-on: 'both' is not one of val, oof, auto"),
-        ("prior_shift", "auto", "--prior-shift: 'auto' is not a number"),
+        ("fit_on", "both", "--fit-on: 'both' is not one of auto, val, oof"),
+        ("operating_point", "auto", "--operating-point: 'auto' is not one of as-trained, balanced, accuracy"),
+        ("confidence", 1.0, "--confidence: 1.0 is not a number in [0, 1)"),
+        ("min_recall", ["mel"], "--min-recall 'mel': expected CLASS=TARGET"),
         ("io", "int4", "--io: 'int4' is not one of"),
         ("modes", ["int4"], "--quantize: unknown mode(s) int4"),
     ],
