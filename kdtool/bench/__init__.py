@@ -15,7 +15,10 @@ Modules:
     device: machine facts and emulation detection.
     run: one model -> one result record.
     uncertainty: 95% intervals (kdtool.intervals) and threshold-free metrics of a record, and their table.
-    report: table, JSON (keys documented there), CSV.
+    curves: calibration (ECE with an interval, reliability bins), ROC curves, --plots.
+    subgroups: --by COLUMN, every metric per value of an image_ids.csv column, and the worst group.
+    tables: table cells and fixed-width tables.
+    report: the main table, JSON (keys documented there), CSV.
     compare: --compare, the Pareto front and pareto.png.
     predict: image files -> top-k classes.
     cli: the click commands.

@@ -69,7 +69,7 @@ def _split(req: dict):
     from kdtool.data import load_fdata
 
     fdata = load_fdata(req["data"], splits=(req["split"],))
-    return SplitData.from_fdata(fdata, req["split"])
+    return SplitData.from_fdata(fdata, req["split"], req.get("by"))
 
 
 def _runtime(req: dict):

@@ -181,17 +181,33 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
     metavar="NAME",
     help="Class whose sensitivity at fixed specificities is reported (default: mel or melanoma when present).",
 )
+@click.option(
+    "--by",
+    metavar="COLUMN",
+    help="Also report every metric per value of this image_ids.csv column (age in decades), with intervals, "
+    "and name the worst group.",
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    metavar="DIR",
+    help="Write each model's ROC curves and reliability diagram as PNG files into this folder (needs matplotlib).",
+)
 def bench_command(models, data, split, threads, runs, warmup, batch, json_path, csv_path, reference,
                   predictions_path, compare, out, plot, isolate, timeout, tta, bootstrap,
-                  class_of_concern) -> None:  # fmt: skip
+                  class_of_concern, by, plots_dir) -> None:  # fmt: skip
     """Accuracy, size and latency of .tflite models, without TensorFlow.
 
     \b
     For each model: init (load + allocate), --warmup untimed and --runs timed
     invokes (min/median/mean/std/p90/p99 ms, images/s, peak memory), then
     accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion
-    matrix on --split, with 95% intervals (--bootstrap), per-class ROC-AUC and
-    the class of concern's sensitivity at fixed specificities. Quantized
+    matrix on --split, with 95% intervals (--bootstrap), per-class ROC-AUC,
+    the class of concern's sensitivity at fixed specificities and the
+    calibration (ECE, reliability bins). --by COLUMN repeats the metrics per
+    value of an image_ids.csv column (lesion-grouped intervals within each
+    group; groups under 30 images are flagged, the worst of the others named);
+    --plots DIR draws ROC curves and reliability diagrams. Quantized
     (int8/uint8) inputs and outputs are handled from the model's own
     parameters or its export sidecar JSON. With --tta the
     accuracy pass (a --reference model's too) averages over views, and img/s
@@ -205,6 +221,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
     Examples:
       kdtool bench models/export --data FData --json pi4.json
       kdtool bench s.int8.tflite --threads 4 --batch 8 --reference s.float32.tflite
+      kdtool bench models/export --runs 0 --by localization --plots reports/
       kdtool bench --compare pi4.json pi5.json x86.json --out reports/
     """
     if json_path == "-" and csv_path == "-":
@@ -213,7 +230,8 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         check_output_path(value, flag)
     if compare:
         for flag, value in (("--reference", reference), ("--predictions", predictions_path),
-                            ("--class-of-concern", class_of_concern)):  # fmt: skip
+                            ("--class-of-concern", class_of_concern), ("--by", by),
+                            ("--plots", plots_dir)):  # fmt: skip
             if value:
                 raise InputError(f"{flag} applies to benchmarking models, not to --compare")
         if tta != "none":
@@ -222,11 +240,15 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         return
     if out:
         raise InputError("--out applies to --compare only")
+    if plots_dir and Path(plots_dir).exists() and not Path(plots_dir).is_dir():
+        raise InputError(f"--plots {plots_dir}: is a file, expected a folder")
 
     from kdtool.bench import report
+    from kdtool.bench.curves import write_plots
     from kdtool.bench.device import device_facts
     from kdtool.bench.isolation import run_isolated, should_isolate
     from kdtool.bench.run import SplitData, bench_model, model_predictions
+    from kdtool.bench.subgroups import format_subgroups
     from kdtool.bench.uncertainty import format_intervals, resolve_class_of_concern
     from kdtool.data import load_fdata
     from kdtool.litert import select_runtime
@@ -237,7 +259,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         raise InputError(f"--predictions takes one model, but {len(paths)} were given")
     ref_path = check_tflite_file(reference) if reference else None
     fdata = load_fdata(data, splits=(split,))
-    split_data = SplitData.from_fdata(fdata, split)
+    split_data = SplitData.from_fdata(fdata, split, by)  # a --by column image_ids.csv lacks: one line, exit 2
     resolve_class_of_concern(class_of_concern, split_data.class_names, str(fdata.root))  # one line before any work
     runtime = select_runtime()
     device = device_facts(runtime)
@@ -252,6 +274,7 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         "tta": tta,
         "bootstrap": bootstrap,
         "class_of_concern": class_of_concern,
+        "by": by,
     }
 
     ref = None
@@ -285,9 +308,12 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
             _save_predictions(predictions_path, preds)
     for line in dict.fromkeys(notes):
         _note(line)
-    table = report.format_table(records)
-    intervals = format_intervals(records)
-    _emit(records, table + ("\n\n" + intervals if intervals else ""), json_path, csv_path)
+    parts = [report.format_table(records), format_intervals(records), format_subgroups(records)]
+    _emit(records, "\n\n".join(p for p in parts if p), json_path, csv_path)
+    if plots_dir:
+        written, note = write_plots(records, plots_dir)
+        click.echo(note or f"plots: {len(written)} PNG files in {plots_dir} (<model>.roc.png, <model>.reliability.png)",
+                   err=True)  # fmt: skip
 
 
 def _save_predictions(path: str, preds: np.ndarray) -> None:

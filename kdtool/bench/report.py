@@ -47,13 +47,28 @@ interval_method               how ci95 was computed, in words; null with --boots
 bootstrap                     {n, seed, groups ("lesion_id" from image_ids.csv, else "image"), n_groups,
                               dropped {metric: resamples where it was undefined, left out}}; null with
                               --bootstrap 0. Results written before kdtool had these keys lack them.
+calibration                   {ece, ece_ci95 [low, high] (bootstrap over the same lesions or images; null
+                              with --bootstrap 0), bins {edges, confidence, accuracy, count}: the 15
+                              reliability bins of the top-1 probability (confidence, accuracy null in an
+                              empty bin)}, for float and quantized models alike
+roc_curves                    {class name: {fpr, tpr}}: one-vs-rest ROC curve of each class's probability,
+                              (0, 0) to (1, 1), at most 201 points, 6 decimals; null for a class absent
+                              from the split
+subgroups                     with --by COLUMN: {column, banding ("decades" for age, else null),
+                              class_of_concern, min_images (30), groups [{value, n, lesions, small
+                              (n < min_images), accuracy, balanced_accuracy, roc_auc_macro, positives,
+                              sensitivity, specificity (the class of concern's), ci95 {metric: [low,
+                              high]}}], worst {value, n, balanced_accuracy, ci95}: the lowest balanced
+                              accuracy among groups that are not small, null when all are}; else null
 tta                           test-time augmentation mode of the accuracy pass (none, flip, d4;
                               null in results written before kdtool had it)
 tta_views                     invokes per image in that pass (1, 2 or 8)
-operating_point               the export sidecar's ``operating_point`` ({prior_shift, with
-                              --majority-offset majority_offset: {class, offset, train_share}, and with
-                              --melanoma-sensitivity melanoma_sensitivity: {offset, target, ...}}),
-                              null without a sidecar or in results written before kdtool had it
+operating_point               the export sidecar's ``operating_point``: {objective (as-trained, balanced,
+                              accuracy), fitted_on (val, oof, null), fit_images, tau, bias [K], temperature,
+                              min_recall [{class, target, confidence, offset, detected, images,
+                              lower_bound, reached}], summary (one line)}; older sidecars have
+                              {prior_shift, majority_offset, melanoma_sensitivity} instead. Null without
+                              a sidecar or in results written before kdtool had it
 mean_confidence               mean top-1 probability
 reference                     file name of the --reference model, else null
 reference_agreement           fraction of images with the same top-1 class as the reference
@@ -85,8 +100,16 @@ created                       UTC time of the run, ISO 8601
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,
-``cpu_model``, ``prior_shift``, ``melanoma_offset``, ``accuracy_ci95_low``,
-``sensitivity_at_specificity_0.9`` ...), then ``recall_<class>`` and ``f1_<class>`` per class.
+``cpu_model``, ``accuracy_ci95_low``, ``sensitivity_at_specificity_0.9``,
+``ece_ci95_low``; the operating point as ``operating_objective``,
+``operating_fitted_on``, ``operating_tau``, ``operating_temperature``,
+``operating_min_recall`` (``mel>=0.7:+1.230``, ``!`` after one whose bound
+was not reached; space-separated), or from older sidecars
+``prior_shift``, ``majority_offset``, ``melanoma_offset``; with ``--by`` the
+column and the worst group as ``by``, ``worst_group``,
+``worst_group_balanced_accuracy``, ``worst_group_n``), then
+``recall_<class>`` and ``f1_<class>`` per class. The per-group numbers are
+in the JSON only.
 
 Example:
     >>> print(format_table(records))      # doctest: +SKIP
@@ -98,12 +121,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from kdtool.bench.tables import device_label, fmt_bytes, fmt_count, fmt_number, pct_cell, render_table
 from kdtool.data import atomic_write_text
+
+__all__ = ["device_label", "fmt_bytes", "fmt_count", "fmt_number", "pct_cell", "render_table", "format_table",
+           "operating_point_note", "to_json", "write_json", "flatten", "to_csv", "write_csv"]  # fmt: skip
 
 #: The metrics whose 95% interval (``ci95``) the CSV carries as ``<metric>_ci95_low`` and ``_high``.
 CI_COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_macro", "melanoma_sensitivity",
@@ -120,112 +146,12 @@ CSV_COLUMNS = (
     "emulated", "kdtool_version", "created",
 ) + tuple(f"{m}_ci95_{end}" for m in CI_COLUMNS for end in ("low", "high")) + (
     "class_of_concern", *(f"sensitivity_at_specificity_{s}" for s in ("0.8", "0.9", "0.95")), "bootstrap_groups",
+    "ece_ci95_low", "ece_ci95_high", "operating_objective", "operating_fitted_on", "operating_tau",
+    "operating_temperature", "operating_min_recall", "by", "worst_group", "worst_group_balanced_accuracy",
+    "worst_group_n",
 )  # fmt: skip
 
 EMULATED_NOTE = "EMULATED ({reason}): latency, init and throughput figures are meaningless; accuracy is valid."
-
-
-# ----------------------------------------------------------------------------- formatting helpers
-def fmt_bytes(n: int | None) -> str:
-    """A byte count for people.
-
-    Args:
-        n: bytes, or None.
-
-    Returns:
-        The count in B, KiB, MiB or GiB with one decimal; ``-`` for None.
-
-    Example:
-        >>> fmt_bytes(123456), fmt_bytes(None)
-        ('120.6 KiB', '-')
-    """
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def fmt_count(n: int | None) -> str:
-    """A parameter count for people.
-
-    Args:
-        n: the count, or None.
-
-    Returns:
-        ``129.0k``, ``1.23M`` or the plain number; ``-`` for None.
-
-    Example:
-        >>> fmt_count(128999), fmt_count(1234567), fmt_count(12)
-        ('129.0k', '1.23M', '12')
-    """
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-
-
-def fmt_number(v, spec: str) -> str:
-    """A number in a table cell.
-
-    Args:
-        v: the value (None or NaN for none).
-        spec: a format spec.
-
-    Returns:
-        ``format(v, spec)``, or ``-`` for a missing value.
-
-    Example:
-        >>> fmt_number(0.91234, ".3f"), fmt_number(None, ".3f")
-        ('0.912', '-')
-    """
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def render_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
-    """A plain fixed-width table.
-
-    Args:
-        header: column titles.
-        rows: cells, one sequence per row.
-        left: how many leading columns are left-aligned (the rest are right-aligned).
-
-    Returns:
-        The table's text: header, a rule, the rows.
-
-    Example:
-        >>> print(render_table(["model", "acc"], [["s.int8", "0.91"]]))
-        model    acc
-        ------  ----
-        s.int8  0.91
-    """
-    rows = [list(map(str, r)) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells):
-        padded = (c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
-
-
-def device_label(rec: dict) -> str:
-    """A result's device in a few words.
-
-    Args:
-        rec: a bench record.
-
-    Returns:
-        Host name, machine and CPU model, with `` [emulated]`` for an emulated run.
-
-    Example:
-        >>> device_label({"device": {"hostname": "pi", "machine": "aarch64", "cpu_model": "ARM Cortex-A72"}})
-        'pi aarch64 ARM Cortex-A72'
-    """
-    dev = rec.get("device") or {}
-    parts = [dev.get("hostname"), dev.get("machine"), dev.get("cpu_model")]
-    label = " ".join(str(p) for p in parts if p)
-    return (label or "unknown") + (" [emulated]" if rec.get("emulated") else "")
 
 
 # ----------------------------------------------------------------------------- bench table
@@ -244,8 +170,8 @@ def format_table(records: Sequence[dict]) -> str:
     if not records:
         return "(no models)"
     with_ref = any(r.get("reference") for r in records)
-    header = ["model", "mode", "size", "params", "acc", "bal.acc", "F1", "mel.sens", "AUC", "median ms", "p90 ms",
-              "img/s", "init ms"] + (["ref.agree"] if with_ref else [])  # fmt: skip
+    header = ["model", "mode", "size", "params", "acc", "bal.acc", "F1", "mel.sens", "AUC", "ECE", "median ms",
+              "p90 ms", "img/s", "init ms"] + (["ref.agree"] if with_ref else [])  # fmt: skip
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
@@ -253,9 +179,9 @@ def format_table(records: Sequence[dict]) -> str:
             r["model"], r.get("mode") or "-", fmt_bytes(r.get("size_bytes")), fmt_count(r.get("params")),
             fmt_number(r.get("accuracy"), ".4f"), fmt_number(r.get("balanced_accuracy"), ".4f"),
             fmt_number((r.get("macro") or {}).get("f1"), ".4f"), fmt_number(r.get("melanoma_sensitivity"), ".4f"),
-            fmt_number(r.get("roc_auc_macro"), ".4f"), fmt_number(lat.get("median"), ".3f"),
-            fmt_number(lat.get("p90"), ".3f"), fmt_number(r.get("images_per_second"), ".1f"),
-            fmt_number(r.get("init_ms"), ".1f"),
+            fmt_number(r.get("roc_auc_macro"), ".4f"), fmt_number(r.get("ece"), ".3f"),
+            fmt_number(lat.get("median"), ".3f"), fmt_number(lat.get("p90"), ".3f"),
+            fmt_number(r.get("images_per_second"), ".1f"), fmt_number(r.get("init_ms"), ".1f"),
         ]  # fmt: skip
         if with_ref:
             row.append(fmt_number(r.get("reference_agreement"), ".4f"))
@@ -288,13 +214,22 @@ def format_table(records: Sequence[dict]) -> str:
 def operating_point_note(point: dict | None) -> str:
     """A sidecar's ``operating_point`` in a few words.
 
+    A sidecar written since operating points became one concept carries an ``objective`` and its own
+    ``summary`` line, printed as it is; older sidecars (``prior_shift``, ``majority_offset``,
+    ``melanoma_sensitivity``) are described from their keys.
+
     Args:
         point: the sidecar's ``operating_point`` (None without one).
 
     Returns:
-        The note; empty for the model as trained.
+        The note; empty for an older sidecar's model as trained.
 
     Example:
+        >>> operating_point_note({"objective": "balanced", "fitted_on": "val", "tau": -0.3,
+        ...                       "summary": "balanced (tau -0.30, fitted on val, 852 images)"})
+        'balanced (tau -0.30, fitted on val, 852 images)'
+        >>> operating_point_note({"objective": "accuracy", "fitted_on": "oof", "fit_images": 5953})
+        'accuracy (fitted on oof, 5953 images)'
         >>> operating_point_note({"prior_shift": 0.5, "melanoma_sensitivity": {
         ...     "class": "mel", "offset": 0.412, "detected": 66, "images": 95, "target": 0.6, "confidence": 0.95}})
         'prior shift 0.5, mel logit +0.412 (val 66/95, >= 60% at 95%)'
@@ -309,6 +244,12 @@ def operating_point_note(point: dict | None) -> str:
         ''
     """
     point = point or {}
+    if "objective" in point:
+        if point.get("summary"):
+            return str(point["summary"])
+        fitted = [f"fitted on {point['fitted_on']}"] if point.get("fitted_on") else []
+        fitted += [f"{point['fit_images']} images"] if point.get("fit_images") else []
+        return str(point["objective"]) + (f" ({', '.join(fitted)})" if fitted else "")
     parts = [f"prior shift {point['prior_shift']:g}"] if point.get("prior_shift") else []
     major = point.get("majority_offset")
     if major and "skipped" in major:
@@ -361,6 +302,25 @@ def write_json(records: Sequence[dict], path: str | Path) -> None:
         atomic_write_text(path, text)
 
 
+def _operating_point_columns(point: dict) -> dict:
+    """The CSV columns of a sidecar's operating point (new or old keys; the others empty)."""
+    floors = [
+        f"{m.get('class')}>={m.get('target'):g}:{m.get('offset'):+.3f}" + ("" if m.get("reached") else "!")
+        for m in point.get("min_recall") or []
+        if m.get("target") is not None and m.get("offset") is not None
+    ]
+    return {
+        "operating_objective": point.get("objective"),
+        "operating_fitted_on": point.get("fitted_on"),
+        "operating_tau": point.get("tau"),
+        "operating_temperature": point.get("temperature"),
+        "operating_min_recall": " ".join(floors) or None,
+        "prior_shift": point.get("prior_shift"),
+        "majority_offset": (point.get("majority_offset") or {}).get("offset"),
+        "melanoma_offset": (point.get("melanoma_sensitivity") or {}).get("offset"),
+    }  # fmt: skip
+
+
 def flatten(rec: dict) -> dict:
     """One CSV row of a record.
 
@@ -383,16 +343,18 @@ def flatten(rec: dict) -> dict:
     dev = rec.get("device") or {}
     for k in ("hostname", "machine", "cpu_model", "cpu_cores", "python", "numpy"):
         row[k] = dev.get(k)
-    point = rec.get("operating_point") or {}
-    row["prior_shift"] = point.get("prior_shift")
-    row["majority_offset"] = (point.get("majority_offset") or {}).get("offset")
-    row["melanoma_offset"] = (point.get("melanoma_sensitivity") or {}).get("offset")
+    row.update(_operating_point_columns(rec.get("operating_point") or {}))
     for m in CI_COLUMNS:
         row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = (rec.get("ci95") or {}).get(m) or (None, None)
     row["class_of_concern"] = (rec.get("class_of_concern") or {}).get("name")
     for s, v in (rec.get("sensitivity_at_specificity") or {}).items():
         row[f"sensitivity_at_specificity_{s}"] = v.get("sensitivity")
     row["bootstrap_groups"] = (rec.get("bootstrap") or {}).get("groups")
+    row["ece_ci95_low"], row["ece_ci95_high"] = (rec.get("calibration") or {}).get("ece_ci95") or (None, None)
+    sub = rec.get("subgroups") or {}
+    worst = sub.get("worst") or {}
+    row.update(by=sub.get("column"), worst_group=worst.get("value"),
+               worst_group_balanced_accuracy=worst.get("balanced_accuracy"), worst_group_n=worst.get("n"))  # fmt: skip
     for k in ("pareto", "source"):  # added by --compare
         if k in rec:
             row[k] = rec[k]

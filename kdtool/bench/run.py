@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from kdtool import __version__
+from kdtool.bench.curves import calibration_field, roc_curves
 from kdtool.bench.evaluate import check_data_shape, predict_proba
 from kdtool.bench.latency import current_rss_mb, measure_latency, peak_rss_mb, summarize
+from kdtool.bench.subgroups import SubgroupColumn, read_subgroup_column, subgroup_field
 from kdtool.bench.tta import view_count
 from kdtool.bench.uncertainty import (
     DEFAULT_BOOTSTRAP,
@@ -66,6 +68,7 @@ class SplitData:
         source: the images file, for messages.
         groups: (N,) lesion id per image from the folder's ``image_ids.csv``, or None without one
             (the bootstrap then resamples images).
+        subgroup: the ``--by`` column of ``image_ids.csv`` (:mod:`kdtool.bench.subgroups`), or None.
     """
 
     x: np.ndarray
@@ -74,17 +77,21 @@ class SplitData:
     split: str
     source: str
     groups: np.ndarray | None = None
+    subgroup: SubgroupColumn | None = None
 
     @classmethod
-    def from_fdata(cls, fdata: FData, split: str) -> SplitData:
+    def from_fdata(cls, fdata: FData, split: str, by: str | None = None) -> SplitData:
+        """The split of a loaded FData folder; ``by`` names the ``image_ids.csv`` column of ``--by``."""
         labels = fdata.labels(split)
+        groups = read_groups(fdata.root, split, len(labels))
         return cls(
             fdata.x(split),
             labels,
             list(fdata.class_names),
             split,
             str(Path(fdata.root) / f"X_{split}.npy"),
-            read_groups(fdata.root, split, len(labels)),
+            groups,
+            read_subgroup_column(fdata.root, split, len(labels), by) if by else None,
         )
 
     @property
@@ -174,6 +181,12 @@ def bench_model(
     rep = classification_report(labels, preds, names, probabilities=probs)
     coc = resolve_class_of_concern(class_of_concern, names, data.source)
     extra = interval_fields(labels, probs, names, coc, data.groups, "lesion_id", bootstrap)
+    sub = data.subgroup
+    subgroups = (
+        subgroup_field(labels, probs, names, coc, sub.values, sub.name, data.groups, bootstrap, banding=sub.banding)
+        if sub is not None
+        else None
+    )
     rss_after = current_rss_mb()
     dev = dict(device or {})
     record = {
@@ -202,6 +215,9 @@ def bench_model(
         "per_class": rep["per_class"],
         "confusion_matrix": rep["confusion_matrix"],
         **extra,
+        "calibration": calibration_field(labels, probs, data.groups, bootstrap),
+        "roc_curves": roc_curves(labels, probs, names),
+        "subgroups": subgroups,
         "tta": tta,
         "tta_views": views,
         "operating_point": model.sidecar.get("operating_point"),

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kdtool.bench.report import fmt_number, render_table
+from kdtool.bench.tables import pct_cell as _cell
+from kdtool.bench.tables import render_table
 from kdtool.errors import InputError
 from kdtool.intervals import (
     bootstrap_intervals,
@@ -77,7 +78,7 @@ def _spec_key(s: float) -> str:
     return f"{s:g}"
 
 
-class _Ranked:
+class RankedScores:
     """One class's scores sorted once: a resample's AUC and sensitivity at specificity are then
     sums weighted by how often it drew each image, with no sort per resample."""
 
@@ -113,7 +114,7 @@ class _Ranked:
 def _resample_metrics(labels: np.ndarray, probs: np.ndarray, names: Sequence[str], coc: int | None):
     """Metrics of a resample given as (its labels, the indices it drew) (``scores`` = ``arange(N)``)."""
     pred = probs.argmax(axis=1)
-    ranked = [_Ranked(labels == c, probs[:, c]) for c in range(len(names))]
+    ranked = [RankedScores(labels == c, probs[:, c]) for c in range(len(names))]
 
     def metrics(y: np.ndarray, idx: np.ndarray) -> dict[str, float | None]:
         rep = classification_report(y, pred[idx], names)
@@ -278,15 +279,6 @@ def reference_difference(
 
 
 # ----------------------------------------------------------------------------- the table
-def _cell(value, interval, scale: float = 100.0, spec: str = ".1f") -> str:
-    if value is None:
-        return "-"
-    text = fmt_number(value * scale, spec)
-    if interval:
-        text += f" [{fmt_number(interval[0] * scale, spec)}, {fmt_number(interval[1] * scale, spec)}]"
-    return text
-
-
 def format_intervals(records: Sequence[dict]) -> str:
     """The intervals and threshold-free metrics of a bench run, as two small tables (empty without them).
 
@@ -300,9 +292,9 @@ def format_intervals(records: Sequence[dict]) -> str:
     Example:
         >>> y = np.array([0, 1] * 10)
         >>> rec = {"model": "s.tflite", "accuracy": 1.0, "balanced_accuracy": 1.0, "macro": {"f1": 1.0},
-        ...        "roc_auc_macro": 1.0, **interval_fields(y, np.eye(2)[y], ["nv", "mel"], 1, n_boot=20)}
+        ...        "roc_auc_macro": 1.0, "ece": 0.05, **interval_fields(y, np.eye(2)[y], ["nv", "mel"], 1, n_boot=20)}
         >>> print(format_intervals([rec]).splitlines()[3])
-        s.tflite  100.0 [100.0, 100.0]  100.0 [100.0, 100.0]  100.0 [100.0, 100.0]  1.000 [1.000, 1.000]
+        s.tflite  100.0 [100.0, 100.0]  100.0 [100.0, 100.0]  100.0 [100.0, 100.0]  1.000 [1.000, 1.000]  0.050
     """
     with_ci = [r for r in records if r.get("ci95")]
     with_coc = [r for r in records if r.get("class_of_concern")]
@@ -317,16 +309,18 @@ def format_intervals(records: Sequence[dict]) -> str:
                 _cell(r.get("balanced_accuracy"), ci.get("balanced_accuracy")),
                 _cell((r.get("macro") or {}).get("f1"), ci.get("macro_f1")),
                 _cell(r.get("roc_auc_macro"), ci.get("roc_auc_macro"), 1.0, ".3f"),
+                _cell(r.get("ece"), (r.get("calibration") or {}).get("ece_ci95"), 1.0, ".3f"),
             ])  # fmt: skip
             if with_ref:
                 d = (r.get("reference_difference") or {}).get("balanced_accuracy") or {}
                 rows[-1].append(_cell(d.get("difference"), d.get("ci95"), spec="+.1f"))
         b = with_ci[0].get("bootstrap") or {}
+        header = ["model", "acc", "bal.acc", "F1", "AUC", "ECE"]
         unit = "lesions (image_ids.csv lesion_id)" if b.get("groups") == "lesion_id" else "images"
         lines += [
-            f"95% intervals, in % (AUC 0..1): bootstrap, {b.get('n')} resamples of the split's "
+            f"95% intervals, in % (AUC, ECE 0..1): bootstrap, {b.get('n')} resamples of the split's "
             f"{b.get('n_groups')} {unit}, seed {b.get('seed')}",
-            render_table(["model", "acc", "bal.acc", "F1", "AUC"] + (["bal.acc - ref"] if with_ref else []), rows),
+            render_table(header + (["bal.acc - ref"] if with_ref else []), rows),
         ]
         if any((r.get("bootstrap") or {}).get("dropped") for r in with_ci):
             lines.append("some resamples lacked a class and were left out of those intervals (bootstrap.dropped)")

@@ -609,11 +609,19 @@ def test_bench_and_predict_never_import_tensorflow(tiny, tmp_path):
 
     img = tmp_path / "x.png"
     Image.new("RGB", (8, 8), (10, 200, 10)).save(img)
+    data = tmp_path / "FData"  # with an image_ids.csv, for --by (subgroups, calibration and ROC curves: numpy only)
+    shutil.copytree(tiny.fdata, data)
+    rows = [
+        f"{s},{i},L{s}{i // 2},{'back' if i % 2 else 'face'}"
+        for s, n in (("train", 240), ("val", 8), ("test", 60))
+        for i in range(n)
+    ]
+    (data / "image_ids.csv").write_text("split,position,lesion_id,site\n" + "\n".join(rows) + "\n")
     code = (
         "import sys\n"
         "from kdtool.cli import main\n"
-        f"main(['bench', {str(tiny.i8)!r}, {str(tiny.f32)!r}, '--data', {str(tiny.fdata)!r}, '--runs', '3', "
-        f"'--reference', {str(tiny.f32)!r}, '--json', {str(tmp_path / 'b.json')!r}], standalone_mode=False)\n"
+        f"main(['bench', {str(tiny.i8)!r}, {str(tiny.f32)!r}, '--data', {str(data)!r}, '--runs', '3', '--by', "
+        f"'site', '--reference', {str(tiny.f32)!r}, '--json', {str(tmp_path / 'b.json')!r}], standalone_mode=False)\n"
         f"main(['predict', {str(tiny.i8)!r}, {str(img)!r}], standalone_mode=False)\n"
         "heavy = sorted(m for m in sys.modules\n"
         "               if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'matplotlib'))\n"
@@ -623,7 +631,9 @@ def test_bench_and_predict_never_import_tensorflow(tiny, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout, out.stdout
-    assert json.loads((tmp_path / "b.json").read_text())[0]["runtime"] == "ai_edge_litert"
+    rec = json.loads((tmp_path / "b.json").read_text())[0]
+    assert rec["runtime"] == "ai_edge_litert" and rec["calibration"]["bins"] and rec["roc_curves"]["mel"]
+    assert [g["value"] for g in rec["subgroups"]["groups"]] == ["back", "face"]
 
 
 def test_tensorflow_fallback_gives_the_same_predictions(tiny):
