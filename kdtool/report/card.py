@@ -89,14 +89,23 @@ def model_index(c: CardInput) -> list[dict]:
         rec = c.records.get(split)
         if rec is None:
             continue
-        metrics = [{"type": key, "name": f"{words} ({SPLIT_WORDS[split]})", "value": rec.get(key)}
-                   for key, words in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-                                      ("roc_auc_macro", "ROC AUC, macro one-vs-rest"))
-                   if rec.get(key) is not None]  # fmt: skip
+        metrics = [
+            {"type": key, "name": f"{words} ({SPLIT_WORDS[split]})", "value": rec.get(key)}
+            for key, words in (
+                ("accuracy", "accuracy"),
+                ("balanced_accuracy", "balanced accuracy"),
+                ("roc_auc_macro", "ROC AUC, macro one-vs-rest"),
+            )
+            if rec.get(key) is not None
+        ]
         if metrics:
-            results.append({"task": {"type": "image-classification"},
-                            "dataset": {"name": c.data.dataset, "type": c.data.root.name, "split": split},
-                            "metrics": metrics})  # fmt: skip
+            results.append(
+                {
+                    "task": {"type": "image-classification"},
+                    "dataset": {"name": c.data.dataset, "type": c.data.root.name, "split": split},
+                    "metrics": metrics,
+                }
+            )
     return [{"name": c.model.stem, "results": results}] if results else []
 
 
@@ -145,11 +154,13 @@ def render(c: CardInput, command: str | None = None) -> str:
     notes = list(dict.fromkeys([*c.measured.notes, *c.notes]))
     if notes:
         sections.append(("Notes", [f"- {n}" for n in notes]))
-    sections.append(("How this card was made", [
-        f"`{command or 'kdtool report'}` (kdtool {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S %z')}), from the "
-        f"export sidecar `{c.model.sidecar_path.name}`, the run's `run.json`, the data folder and the bench records "
-        "named above. See `docs/model-card.md`.",
-    ]))  # fmt: skip
+    made = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    how = (
+        f"`{command or 'kdtool report'}` (kdtool {__version__}, {made}), from the export sidecar "
+        f"`{c.model.sidecar_path.name}`, the run's `run.json`, the data folder and the bench records named above. "
+        "See `docs/model-card.md`."
+    )
+    sections.append(("How this card was made", [how]))
     lines = ["---", *to_yaml(metadata(c)), "---", "", f"# Model card: {c.model.stem}", ""]
     lines.append(
         f"A LiteRT ({side.get('mode', 'unknown mode')}) classifier of {len(d.class_names)} skin-lesion classes for "

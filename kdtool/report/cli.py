@@ -22,8 +22,12 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _command_line(folder, data, out, bench_files, run_bench, class_of_concern, bootstrap) -> str:
     args = ["kdtool", "report", str(folder)]
-    for flag, value in (("--data", data), ("--out", out), ("--class-of-concern", class_of_concern),
-                        ("--bootstrap", bootstrap)):  # fmt: skip
+    for flag, value in (
+        ("--data", data),
+        ("--out", out),
+        ("--class-of-concern", class_of_concern),
+        ("--bootstrap", bootstrap),
+    ):
         if value is not None:
             args += [flag, str(value)]
     for f in bench_files:
@@ -67,7 +71,8 @@ def write_reports(
     from kdtool.report.card import card_path, write_card
     from kdtool.report.collect import data_facts, find_models, find_run, resolve_data
     from kdtool.report.evaluation import concern_name
-    from kdtool.report.measure import CARD_SPLITS, BenchRecord, collect, load_bench_files, match_records, run_bench
+    from kdtool.report.measure import CARD_SPLITS, BenchRecord, collect, load_bench_files, match_records
+    from kdtool.report.measure import run_bench as bench_split
     from kdtool.report.plots import draw, run_plots
     from kdtool.report.sections import CardInput
 
@@ -85,17 +90,23 @@ def write_reports(
         facts[root] = data_facts(root)
     matched = {m.tflite: match_records(given, m) for m in models}
     used = {id(b.record) for items in matched.values() for b in items}
-    notes += [f"{src}: a record of {rec.get('model')} matches no exported model here; not used"
-              for src, rec in given if id(rec) not in used]  # fmt: skip
+    notes += [
+        f"{src}: a record of {rec.get('model')} matches no exported model here; not used"
+        for src, rec in given
+        if id(rec) not in used
+    ]
     if run_bench:
         for root in dict.fromkeys(roots.values()):
             for split in CARD_SPLITS:
-                todo = [m for m in models if roots[m.tflite] == root
-                        and not any(b.record.get("split") == split for b in matched[m.tflite])]  # fmt: skip
+                todo = [
+                    m
+                    for m in models
+                    if roots[m.tflite] == root and not any(b.record.get("split") == split for b in matched[m.tflite])
+                ]
                 if not todo:
                     continue
                 echo(f"kdtool bench on the {split} split ({len(todo)} model(s), no latency) ...", err=True)
-                records, bench_notes = run_bench([m.tflite for m in todo], root, split, class_of_concern, bootstrap)
+                records, bench_notes = bench_split([m.tflite for m in todo], root, split, class_of_concern, bootstrap)
                 notes += bench_notes
                 for m, rec in zip(todo, records, strict=True):
                     matched[m.tflite].append(BenchRecord(rec, "kdtool bench, run by kdtool report", "run here"))
@@ -151,15 +162,16 @@ def write_reports(
     help="Bootstrap resamples for the intervals of the bench runs made here (default: bench's own).",
 )
 def report_command(folder, data, out, bench_files, run_bench, class_of_concern, bootstrap) -> None:
-    """Write a model card (<model>.MODEL_CARD.md, Hugging Face layout) beside each exported model.
+    """Write a model card in the Hugging Face layout beside each exported model, without TensorFlow.
 
     \b
-    DIR is an export folder (.tflite files with their sidecars) or a kdtool
-    distill run folder whose export/ holds them. Each card gives the model,
-    its intended use and limits, the data (source, split, counts per class),
-    the recipe (run.json), metrics with 95% intervals on validation and test,
-    the operating point, calibration, size and latency (from --bench files)
-    and links to <model>.roc.png, <model>.reliability.png and the run's plots.
+    The card is <model>.MODEL_CARD.md. DIR is an export folder (.tflite
+    files with their sidecars) or a kdtool distill run folder whose export/
+    holds them. Each card gives the model, its intended use and limits, the
+    data (source, split, counts per class), the recipe (run.json), metrics
+    with 95% intervals on validation and test, the operating point,
+    calibration, size and latency (from --bench files), and links to
+    <model>.roc.png, <model>.reliability.png and the run's own plots.
     Metrics come from --bench records, else from kdtool bench run here.
 
     \b

@@ -64,15 +64,23 @@ def concern(rec: dict) -> dict | None:
     ci95 = rec.get("ci95") or {}
     coc = rec.get("class_of_concern")
     if coc:
-        return {"name": coc.get("name"), "sensitivity": coc.get("sensitivity"),
-                "specificity": coc.get("specificity"), "sensitivity_ci": ci95.get("class_of_concern_sensitivity"),
-                "specificity_ci": ci95.get("class_of_concern_specificity")}  # fmt: skip
+        return {
+            "name": coc.get("name"),
+            "sensitivity": coc.get("sensitivity"),
+            "specificity": coc.get("specificity"),
+            "sensitivity_ci": ci95.get("class_of_concern_sensitivity"),
+            "specificity_ci": ci95.get("class_of_concern_specificity"),
+        }
     if rec.get("melanoma_sensitivity") is not None:
         names = rec.get("class_names") or []
         name = next((n for n in names if n.lower() in ("mel", "melanoma")), "melanoma")
-        return {"name": name, "sensitivity": rec.get("melanoma_sensitivity"),
-                "specificity": rec.get("melanoma_specificity"), "sensitivity_ci": ci95.get("melanoma_sensitivity"),
-                "specificity_ci": ci95.get("melanoma_specificity")}  # fmt: skip
+        return {
+            "name": name,
+            "sensitivity": rec.get("melanoma_sensitivity"),
+            "specificity": rec.get("melanoma_specificity"),
+            "sensitivity_ci": ci95.get("melanoma_sensitivity"),
+            "specificity_ci": ci95.get("melanoma_specificity"),
+        }
     return None
 
 
@@ -166,8 +174,10 @@ def _provenance(c: CardInput) -> list[str]:
         rec = item.record
         how = "" if item.how == "run here" else f" (matched by {item.how})"
         tta = f", TTA {rec['tta']}" if rec.get("tta") not in (None, "none") else ""
-        lines.append(f"- {SPLIT_WORDS[split]}: {item.source}{how}; kdtool {rec.get('kdtool_version', '?')}, "
-                     f"{rec.get('created', 'time not recorded')}{tta}.")  # fmt: skip
+        lines.append(
+            f"- {SPLIT_WORDS[split]}: {item.source}{how}; kdtool {rec.get('kdtool_version', '?')}, "
+            f"{rec.get('created', 'time not recorded')}{tta}."
+        )
     methods = {b.record.get("interval_method") for b in c.measured.splits.values()} - {None}
     boots = [b.record.get("bootstrap") for b in c.measured.splits.values() if b.record.get("bootstrap")]
     if methods:
@@ -196,8 +206,12 @@ def evaluation(c: CardInput) -> list[str]:
         rec = records.get(split)
         rows = per_class_rows(rec) if rec else []
         if rows:
-            lines += ["", f"Per class, {SPLIT_WORDS[split]} (sensitivity and specificity one-vs-rest at the "
-                      "operating point, Clopper-Pearson intervals):", ""]  # fmt: skip
+            lines += [
+                "",
+                f"Per class, {SPLIT_WORDS[split]} (sensitivity and specificity one-vs-rest at the "
+                "operating point, Clopper-Pearson intervals):",
+                "",
+            ]
             lines += table(["class", "images", "sensitivity", "specificity", "ROC AUC"], rows)
         elif rec:
             lines += ["", f"Per class, {SPLIT_WORDS[split]}: not measured (the record has no confusion matrix)."]
@@ -212,20 +226,34 @@ def subgroups(records: dict[str, dict]) -> list[str]:
         if sub and sub.get("groups"):
             break
     else:
-        return ["Subgroups: not measured (`kdtool bench --by COLUMN` on a column of `image_ids.csv`, given with "
-                "`--bench`)."]  # fmt: skip
+        return [
+            "Subgroups: not measured (`kdtool bench --by COLUMN` on a column of `image_ids.csv`, given with `--bench`)."
+        ]
     groups = sub["groups"]
-    keys = [k for k, v in groups[0].items() if k not in ("value", "n", "ci95") and isinstance(v, (int, float))]
+    counts = ("n", "lesions", "positives")
+    keys = [k for k, v in groups[0].items() if k not in (*counts, "value", "ci95", "small")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)]  # fmt: skip
+    shown = [k for k in counts if k in groups[0]]
     rows = []
     for g in groups:
         ci = g.get("ci95") or {}
-        rows.append([str(g.get("value")), str(g.get("n", "?")),
-                     *(with_ci(g.get(k), ci.get(k), percent="auc" not in k) for k in keys)])  # fmt: skip
+        value = f"{g.get('value')}" + (" (small)" if g.get("small") else "")
+        metrics = (with_ci(g.get(k), ci.get(k), percent="auc" not in k) for k in keys)
+        rows.append([value, *(value_text(g.get(k)) for k in shown), *metrics])
     lines = [f"Subgroups by `{sub.get('column')}` ({SPLIT_WORDS[split]}):", ""]
-    lines += table([str(sub.get("column")), "images", *(k.replace("_", " ") for k in keys)], rows)
+    header = [
+        str(sub.get("column")),
+        *("images" if k == "n" else k for k in shown),
+        *(k.replace("_", " ") for k in keys),
+    ]
+    lines += table(header, rows)
+    if sub.get("min_images"):
+        lines += ["", f"(small): fewer than {sub['min_images']} images, too few to rank."]
     worst = sub.get("worst")
     if worst:
-        lines += ["", "Worst group: " + ", ".join(f"{k} {value_text(v)}" for k, v in worst.items()) + "."]
+        ba = with_ci(worst.get("balanced_accuracy"), worst.get("ci95"))
+        lines += ["", f"Worst group (lowest balanced accuracy): `{worst.get('value')}`, {worst.get('n')} images, "
+                  f"balanced accuracy {ba}."]  # fmt: skip
     return lines
 
 
@@ -292,8 +320,9 @@ def calibration(c: CardInput) -> list[str]:
     ]
     if "reliability" in c.plots:
         path, split = c.plots["reliability"]
-        lines.append(f"- Reliability diagram ({SPLIT_WORDS[split]}): ![reliability]"
-                     f"({relative_link(path, c.card_path.parent)})")  # fmt: skip
+        lines.append(
+            f"- Reliability diagram ({SPLIT_WORDS[split]}): ![reliability]({relative_link(path, c.card_path.parent)})"
+        )
     else:
         lines.append(f"- Reliability diagram: {NOT_MEASURED}.")
     return lines
@@ -303,14 +332,25 @@ def size_and_latency(c: CardInput) -> list[str]:
     """Size (the file and the sidecar's ratios) and latency (bench records that timed it, with the machine)."""
     side, m = c.model.sidecar, c.model
     sizes = side.get("sizes") or {}
-    lines = [f"- **Size**: {m.size_bytes:,} bytes ({side.get('mode', '?')})"
-             + (f", {100 * sizes['ratio_to_float32']:.1f}% of its float32 conversion" if sizes.get("ratio_to_float32")
-                else "")
-             + (f", {100 * sizes['ratio_to_teacher_float32']:.2f}% of its teacher's float32 file"
-                if sizes.get("ratio_to_teacher_float32") else "") + "."]  # fmt: skip
+    lines = [
+        f"- **Size**: {m.size_bytes:,} bytes ({side.get('mode', '?')})"
+        + (
+            f", {100 * sizes['ratio_to_float32']:.1f}% of its float32 conversion"
+            if sizes.get("ratio_to_float32")
+            else ""
+        )
+        + (
+            f", {100 * sizes['ratio_to_teacher_float32']:.2f}% of its teacher's float32 file"
+            if sizes.get("ratio_to_teacher_float32")
+            else ""
+        )
+        + "."
+    ]
     if not c.measured.latency:
-        lines.append(f"- **Latency**: {NOT_MEASURED} (give a `kdtool bench --json` file made on the target "
-                     "machine with `--bench`).")  # fmt: skip
+        lines.append(
+            f"- **Latency**: {NOT_MEASURED} (give a `kdtool bench --json` file made on the target "
+            "machine with `--bench`)."
+        )
         return lines
     rows = []
     for item in c.measured.latency:
@@ -320,11 +360,25 @@ def size_and_latency(c: CardInput) -> list[str]:
         if r.get("emulated"):
             machine += " (EMULATED: latency meaningless)"
         runtime = f"{r.get('runtime')} {r.get('runtime_version')}"
-        rows.append([machine, runtime, str(r.get("threads")), str(r.get("batch")), fixed(lat["median"], 3),
-                     fixed(lat.get("p90"), 3), fixed(r.get("images_per_second"), 1), fixed(r.get("peak_rss_mb"), 1),
-                     item.source])  # fmt: skip
-    lines += ["", *table(["machine", "runtime", "threads", "batch", "median ms", "p90 ms", "images/s",
-                          "peak RSS MiB", "from"], rows)]  # fmt: skip
+        rows.append(
+            [
+                machine,
+                runtime,
+                str(r.get("threads")),
+                str(r.get("batch")),
+                fixed(lat["median"], 3),
+                fixed(lat.get("p90"), 3),
+                fixed(r.get("images_per_second"), 1),
+                fixed(r.get("peak_rss_mb"), 1),
+                item.source,
+            ]
+        )
+    lines += [
+        "",
+        *table(
+            ["machine", "runtime", "threads", "batch", "median ms", "p90 ms", "images/s", "peak RSS MiB", "from"], rows
+        ),
+    ]
     return lines
 
 
@@ -335,8 +389,10 @@ def plots(c: CardInput) -> list[str]:
     if "roc" in c.plots:
         path, split = c.plots["roc"]
         lines.append(f"- ROC curves, one-vs-rest ({SPLIT_WORDS[split]}): ![ROC]({relative_link(path, here)})")
-    for key, what in (("curves", "Training curves (loss and accuracy per epoch)"),
-                      ("confusion", "Confusion matrix of the Keras model (validation)")):  # fmt: skip
+    for key, what in (
+        ("curves", "Training curves (loss and accuracy per epoch)"),
+        ("confusion", "Confusion matrix of the Keras model (validation)"),
+    ):
         if key in c.run_plots:
             lines.append(f"- {what}: ![{key}]({relative_link(c.run_plots[key], here)})")
     return lines or [f"None: {NOT_MEASURED}."]

@@ -205,8 +205,23 @@ def run_bench(
     """
     with tempfile.TemporaryDirectory(prefix="kdtool-report-") as tmp:
         out = Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "kdtool", "bench", *map(str, models), "--data", str(data), "--split", split,
-               "--json", str(out), "--runs", "0", "--warmup", "0"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "kdtool",
+            "bench",
+            *map(str, models),
+            "--data",
+            str(data),
+            "--split",
+            split,
+            "--json",
+            str(out),
+            "--runs",
+            "0",
+            "--warmup",
+            "0",
+        ]
         if class_of_concern:
             cmd += ["--class-of-concern", class_of_concern]
         if bootstrap is not None:

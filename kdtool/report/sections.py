@@ -133,8 +133,9 @@ def intended_use(c: CardInput) -> list[str]:
         if d.is_ham
         else "the data folder records no skin types"
     )
-    lines.append(f"  - *Skin types*: {skin}; darker skin is under-represented and the model's behaviour there is "
-                 "not measured.")  # fmt: skip
+    lines.append(
+        f"  - *Skin types*: {skin}; darker skin is under-represented and the model's behaviour there is not measured."
+    )
     train = d.counts.get("train") or []
     total = sum(train) or 1
     rare = [(n, k) for n, k in zip(d.class_names, train, strict=False) if k / total < 0.03]
@@ -190,8 +191,10 @@ def training_recipe(c: CardInput) -> list[str]:
         return ["Not known: no `run.json` of a `kdtool distill` run was found beside the export or its source."]
     doc, name = c.run.doc, c.model.name
     rec = c.run.model_record(name) or {}
-    lines = [f"- **Run folder**: `{c.run.folder}` (status {doc.get('status', 'unknown')}, started "
-             f"{doc.get('first_started') or doc.get('started', '?')})."]  # fmt: skip
+    lines = [
+        f"- **Run folder**: `{c.run.folder}` (status {doc.get('status', 'unknown')}, started "
+        f"{doc.get('first_started') or doc.get('started', '?')})."
+    ]
     if doc.get("first_command") or doc.get("command"):
         lines.append(f"- **Command**: `{doc.get('first_command') or doc.get('command')}`")
     if rec:
