@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,23 +22,15 @@ import numpy as np
 
 from kdtool.bench.evaluate import predict_proba
 from kdtool.data import to_unit_float
-from kdtool.errors import InputError, RuntimeFailure
-from kdtool.litert import one_line
+from kdtool.images import read_rgb
 from kdtool.tflite_model import LoadedModel
-
-MAX_IMAGE_BYTES = 64 * 2**20
-
-
-def _pil():
-    try:
-        from PIL import Image, ImageOps  # only predict needs Pillow
-    except ImportError as exc:  # pragma: no cover - Pillow is an install requirement
-        raise RuntimeFailure(f"kdtool predict needs Pillow: run  pip install Pillow  ({exc})") from None
-    return Image, ImageOps
 
 
 def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
     """Read an image file as the model's input: float32 (H, W, 3) in [0, 1].
+
+    The steps are :func:`kdtool.images.read_rgb`'s, the ones ``kdtool data images`` made the training
+    arrays with (EXIF orientation, 8-bit RGB, the whole image resized bicubically), then ``/255``.
 
     Args:
         path: a JPEG/PNG (anything Pillow reads).
@@ -52,27 +43,7 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
     Raises:
         InputError: missing, too big, not an image, truncated, or a decompression bomb.
     """
-    Image, ImageOps = _pil()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {'is a directory, expected an image' if path.is_dir() else 'file not found'}")
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise InputError(f"{path}: over {MAX_IMAGE_BYTES // 2**20} MiB; not accepted as an image")
-    bicubic = getattr(Image, "Resampling", Image).BICUBIC
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img) or img
-                rgb = img.convert("RGB")
-        rgb = rgb.resize((int(width), int(height)), bicubic)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: too many pixels ({one_line(exc, 120)})") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image Pillow can read (JPEG, PNG, ...)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read image ({one_line(exc, 160)})") from None
-    return to_unit_float(np.asarray(rgb, dtype=np.uint8))
+    return to_unit_float(read_rgb(path, int(height), int(width)))
 
 
 def classify(model: LoadedModel, images: Sequence[str | Path], top: int = 3, tta: str = "none") -> list[dict]:
