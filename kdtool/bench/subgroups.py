@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtool.bench.tables import pct_cell, render_table
-from kdtool.bench.uncertainty import BOOTSTRAP_SEED, DEFAULT_BOOTSTRAP, RankedScores
+from kdtool.bench.uncertainty import BOOTSTRAP_SEED, DEFAULT_BOOTSTRAP
 from kdtool.errors import InputError
 from kdtool.folds import GROUPS_FILE
 from kdtool.intervals import bootstrap_intervals, clopper_pearson_interval
@@ -159,6 +159,34 @@ def read_subgroup_column(root: str | os.PathLike, split: str, n: int, column: st
     return SubgroupColumn(name, np.array(values, dtype=str), banding, str(path))
 
 
+class _RankedClasses:
+    """Every class's one-vs-rest scores ranked once: a resample's K AUCs are then two weighted bincounts.
+
+    Image i of class c's ranking sits at slot ``c * N + rank`` (tied scores share a rank), so one bincount
+    over all K rankings gives each class's positive and negative weight per rank.
+    """
+
+    def __init__(self, labels: np.ndarray, probs: np.ndarray):
+        n, k = probs.shape
+        ranks = np.empty((k, n), dtype=np.int64)
+        for c in range(k):
+            ranks[c] = np.unique(probs[:, c], return_inverse=True)[1].ravel()
+        self.slots = (ranks + n * np.arange(k)[:, None]).ravel()
+        self.positive = (labels[None, :] == np.arange(k)[:, None]).ravel().astype(np.float64)
+        self.k, self.n = k, n
+
+    def aucs(self, weights: np.ndarray) -> np.ndarray:
+        """(K,) one-vs-rest ROC-AUC of each class for images counted ``weights`` times; NaN where undefined."""
+        w = np.tile(weights, self.k)
+        pos = np.bincount(self.slots, weights=w * self.positive, minlength=self.k * self.n).reshape(self.k, self.n)
+        neg = np.bincount(self.slots, weights=w * (1.0 - self.positive), minlength=self.k * self.n)
+        neg = neg.reshape(self.k, self.n)
+        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+        below = (pos * (np.cumsum(neg, axis=1) - 0.5 * neg)).sum(axis=1)  # ties count one half
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((n_pos > 0) & (n_neg > 0), below / (n_pos * n_neg), np.nan)
+
+
 def _group_metrics(labels: np.ndarray, probs: np.ndarray):
     """(labels, resample indices) -> accuracy, balanced accuracy, macro ROC-AUC of one group's resample.
 
@@ -167,18 +195,19 @@ def _group_metrics(labels: np.ndarray, probs: np.ndarray):
     """
     k = probs.shape[1]
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    ranked = [RankedScores(labels == c, probs[:, c]) for c in range(k)]
+    ranked = _RankedClasses(labels, probs)
 
     def metrics(y: np.ndarray, idx: np.ndarray) -> dict[str, float | None]:
         w = np.bincount(idx, minlength=len(labels)).astype(np.float64)
         support = np.bincount(labels, weights=w, minlength=k)
         hits = np.bincount(labels, weights=w * correct, minlength=k)
         present = support > 0
-        aucs = [a for a in (r.auc(w) for r in ranked) if a is not None]
+        aucs = ranked.aucs(w)
+        aucs = aucs[~np.isnan(aucs)]
         return {
             "accuracy": float(hits.sum() / w.sum()),
             "balanced_accuracy": float((hits[present] / support[present]).mean()),
-            "roc_auc_macro": float(np.mean(aucs)) if len(aucs) >= 2 else None,
+            "roc_auc_macro": float(aucs.mean()) if aucs.size >= 2 else None,
         }
 
     return metrics
