@@ -272,19 +272,19 @@ def operating_point(c: CardInput) -> list[str]:
             ["objective", value_text(point.get("objective"))],
             ["fitted on", value_text(point.get("fitted_on")) + fit],
             ["tau", value_text(point.get("tau"))],
-            ["temperature", value_text(point.get("temperature"))],
+            ["temperature", fixed(point.get("temperature"), 4) if point.get("temperature") else "none"],
         ]
         bias = point.get("bias")
         if isinstance(bias, list) and len(bias) == len(names):
             facts.append(["logit bias", ", ".join(f"`{n}` {b:+.3f}" for n, b in zip(names, bias, strict=True))])
-        lines += table(["", "value"], facts)
+        lines += [*table(["", "value"], facts), ""]
         for item in point.get("min_recall") or []:
             reached = "reached" if item.get("reached") else "NOT reached"
             lines.append(
-                f"- `{item.get('class')}` recall >= {value_text(item.get('target'))} at "
-                f"{value_text(item.get('confidence'))} confidence: offset {value_text(item.get('offset'))}, "
+                f"- `{item.get('class')}` recall >= {with_ci(item.get('target'), None)} with "
+                f"{with_ci(item.get('confidence'), None)} confidence: logit offset {fixed(item.get('offset'), 3)}, "
                 f"{item.get('detected')}/{item.get('images')} detected, lower bound "
-                f"{value_text(item.get('lower_bound'))}: {reached}."
+                f"{with_ci(item.get('lower_bound'), None)}: {reached}."
             )
         if point.get("fitted_on") == "test":
             lines.append("- **Fitted on the test split**: the test numbers above are optimistic.")

@@ -351,7 +351,11 @@ def test_card_quotes_the_bench_records_and_the_sidecar(setup):
     assert "test split is read once" in ev
 
     point = section(text, "Operating point")
-    assert POINT["summary"] in point and "`nv` +0.250" in point and "NOT reached" in point
+    assert POINT["summary"] in point and "`nv` +0.250" in point and table_row(point, "temperature") == ["1.4000"]
+    assert (
+        "- `mel` recall >= 70.0% with 95.0% confidence: logit offset 1.230, 6/7 detected, lower bound 42.0%: "
+        "NOT reached." in point
+    )
     assert "1.4" in section(text, "Calibration")
     data = section(text, "Training data")
     assert table_row(data, "mel") == ["13", "7", "8"]  # write_fdata: labels are arange(n) % 3
