@@ -280,7 +280,8 @@ def write_summary(run: Run, n_boot: int = N_BOOT) -> list[dict]:
 
     Args:
         run: the open run.
-        n_boot: bootstrap resamples per interval.
+        n_boot: bootstrap resamples per interval; 0 writes the ranking without intervals (fold runs of
+            ``--calibration-folds``, whose summaries nobody reads, need not pay for them).
 
     Returns:
         The rows written, best first (see :func:`summary_rows`).
@@ -289,9 +290,10 @@ def write_summary(run: Run, n_boot: int = N_BOOT) -> list[dict]:
         >>> rows = write_summary(run)  # doctest: +SKIP
     """
     fd = run.fd
-    click.echo(f"summary: 95% intervals from {n_boot} bootstrap resamples per model and split")
-    groups = split_groups(fd, run.warn)
-    extras = interval_columns(run.out, run.records.values(), fd, groups, n_boot)
+    extras = {}
+    if n_boot > 0:
+        click.echo(f"summary: 95% intervals from {n_boot} bootstrap resamples per model and split")
+        extras = interval_columns(run.out, run.records.values(), fd, split_groups(fd, run.warn), n_boot)
     rows = summary_rows(run.records.values(), extras)
     columns = summary_columns(fd.class_names)
     buf = io.StringIO()

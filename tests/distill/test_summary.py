@@ -176,8 +176,11 @@ def test_models_finished_without_kept_logits_get_empty_columns(tmp_path, capsys)
     print_summary(rows)
     out = capsys.readouterr().out
     assert "student_x" in out.split("95% intervals on")[1] and "student_alone" not in out.split("95% intervals on")[1]
-    # a run with no kept logits at all prints the ranking alone
+    # a run with no kept logits at all prints the ranking alone; so does one written without intervals
     assert interval_lines([dict(r, balanced_accuracy_ci95_low=None) for r in rows]) == []
+    plain = write_summary(run, 0)
+    assert interval_lines(plain) == [] and _rows(run)["student_x"]["val_accuracy_ci95_low"] == ""
+    assert _rows(run)["student_x"]["val_accuracy"] == x["val_accuracy"]
 
 
 def test_data_without_a_melanoma_class(tmp_path):
