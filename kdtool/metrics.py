@@ -212,14 +212,13 @@ def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bi
     probs = np.asarray(probabilities, dtype=np.float64)
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y_true).ravel()
+    if conf.size == 0:
+        return 0.0
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
+    # per bin |sum(correct) - sum(confidence)| / N equals share * |accuracy - mean confidence|
+    gap = np.bincount(idx, weights=correct - conf, minlength=bins)
+    return float(np.abs(gap).sum() / conf.size)
 
 
 def melanoma_index(class_names: Sequence[str]) -> int | None:

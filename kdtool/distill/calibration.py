@@ -162,7 +162,7 @@ def out_of_fold_logits(run: Run, strategy, stage) -> dict[str, np.ndarray]:
             stage(f"calibration fold {f + 1}/{k} ({held} held-out images): {label}")
 
         train_models(sub, strategy, sub_stage)
-        write_summary(sub)
+        write_summary(sub, n_boot=0)  # fold runs: nobody reads their intervals
         sub.save("FINISHED")
         x_held = sub.fd.x("test")
         for name in pooled:
