@@ -13,7 +13,14 @@ from conftest import ROOT
 
 README = ROOT / "README.md"
 #: the pages that README.md and docs/ link to, written by hand or generated; each must exist
-DOCS = ("README.md", "docs/performance.md", "docs/reliability.md", "docs/evaluation.md")
+DOCS = (
+    "README.md",
+    "docs/performance.md",
+    "docs/reliability.md",
+    "docs/evaluation.md",
+    "docs/data.md",
+    "docs/model-card.md",
+)
 MAX_README_LINES = 250
 
 
