@@ -20,6 +20,7 @@ DOCS = (
     "docs/evaluation.md",
     "docs/data.md",
     "docs/model-card.md",
+    "docs/operating-points.md",
 )
 MAX_README_LINES = 250
 
