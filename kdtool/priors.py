@@ -1,4 +1,4 @@
-"""Class priors of a training split, shared by training (logit adjustment) and export (prior shift)."""
+"""Class priors of a training split, shared by training (logit adjustment) and export (operating points)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
         num_classes: K.
 
     Returns:
-        (K,) float32, added to the logits by the logit-adjusted cross-entropy (and, scaled, by
-        ``kdtool export --prior-shift``).
+        (K,) float32, added to the logits by the logit-adjusted cross-entropy (and, as ``tau * log_prior``
+        with a fitted ``tau``, by ``kdtool export --operating-point balanced|accuracy``).
 
     Example:
         >>> [round(float(v), 3) for v in log_prior(np.array([0, 0, 0, 1]), 2)]

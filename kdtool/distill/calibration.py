@@ -1,17 +1,19 @@
 """Out-of-fold logits (``kdtool distill --calibration-folds K``): a larger, honest split to calibrate on.
 
-``kdtool export --melanoma-sensitivity`` chooses its melanoma offset on labelled logits. The
-validation split of HAM10000 holds 95 melanomas, and on the lesion-disjoint split they were easier
-than test's: floors chosen there found 11 to 13 points fewer melanomas on test than promised. The
-training split holds seven times as many, but a model's logits on its own training images are
-useless for this. Out-of-fold logits are not: the train split is cut into K folds by lesion
-(:mod:`kdtool.folds`), the same recipe is trained K times, each time on K-1 folds (validation and
-epoch selection as in the run), and each model scores the fold it did not see. The pooled logits
-cover every training image once, from a model of the same recipe that never saw its lesion.
+``kdtool export`` fits its operating point (``--operating-point``, ``--min-recall CLASS=TARGET``,
+``--temperature``) on labelled logits. The validation split of HAM10000 holds 95 melanomas, and on the
+lesion-disjoint split they were easier than test's: melanoma floors chosen there found 11 to 13 points
+fewer melanomas on test than promised. The training split holds seven times as many, but a model's
+logits on its own training images are useless for this. Out-of-fold logits are not: the train split is
+cut into K folds by lesion (:mod:`kdtool.folds`), the same recipe is trained K times, each time on K-1
+folds (validation and epoch selection as in the run), and each model scores the fold it did not see.
+The pooled logits cover every training image once, from a model of the same recipe that never saw its
+lesion.
 
 They describe the recipe, not the finished model: the fold models train on (K-1)/K of the images, and
-one finished model can be better or worse at a class than its recipe. So ``kdtool export`` uses them
-only when asked (``--floor-on oof``); docs/decisions.md says why.
+one finished model can be better or worse at a class than its recipe. ``kdtool export --fit-on auto``
+(the default) fits on them when the run has them, ``--fit-on oof`` requires them and ``--fit-on val``
+ignores them; docs/decisions.md says why.
 
 Files, under ``OUT/calibration/k<K>/``: ``folds.npy`` (the fold of each training image), one
 ``kdtool distill`` run per fold (``fold<f>/``, with its data under ``fold<f>/data``; re-running
