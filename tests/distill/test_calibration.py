@@ -1,4 +1,4 @@
-"""kdtool distill --calibration-folds: out-of-fold logits by lesion, and kdtool export choosing its floor on them."""
+"""kdtool distill --calibration-folds: out-of-fold logits by lesion, and kdtool export fitting on them."""
 
 from __future__ import annotations
 
@@ -11,20 +11,30 @@ from conftest import TINY, register_tinynet, write_fdata
 
 from kdtool.cli import main
 from kdtool.data import load_fdata, safe_load_npy
-from kdtool.export.sensitivity import sensitivity_offset
+from kdtool.export.objectives import fit_operating_point
+from kdtool.priors import log_prior
 
 pytest.importorskip("tensorflow")
 
+#: export options that fit an operating point on the out-of-fold logits, and on nothing else
+_FIT_OOF = ("--fit-on", "oof", "--operating-point", "balanced")
+
 
 def _with_lesions(folder):
-    """Pair the train images of each class into two-image lesions (image_ids.csv, as the shared data ship it)."""
-    labels = load_fdata(folder).labels("train")
+    """Pair the train images of each class into two-image lesions (image_ids.csv, as the shared data ship it).
+
+    Validation and test images are one lesion each: the file covers every split, as export reads validation's.
+    """
+    fd = load_fdata(folder)
+    labels = fd.labels("train")
     lesion = np.empty(len(labels), dtype=object)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         for j, i in enumerate(idx):
             lesion[i] = f"HAM_{c}_{j // 2}"
     rows = ["split,position,image_id,lesion_id,dx"] + [f"train,{i},ISIC_{i},{les},x" for i, les in enumerate(lesion)]
+    for split, tag in (("val", "V"), ("test", "T")):
+        rows += [f"{split},{i},ISIC_{tag}{i},{tag}{i},x" for i in range(len(fd.labels(split)))]
     (folder / "image_ids.csv").write_text("\n".join(rows) + "\n")
     return lesion.astype(str)
 
@@ -100,86 +110,44 @@ def test_rerunning_trains_nothing_and_keeps_the_logits(calibrated_run):
 
 
 @pytest.mark.slow  # the calibrated_run fixture trains 9 models
-def test_export_chooses_the_melanoma_floor_on_the_out_of_fold_logits(calibrated_run, tmp_path):
+def test_export_fits_the_operating_point_on_the_out_of_fold_logits(calibrated_run, tmp_path):
+    import keras
+
+    import kdtool.layers  # noqa: F401 - registers the preprocessing layer, should a model hold one
     from kdtool.export.check import run_tflite
 
     data, out, _, _, _ = calibrated_run
     fd = load_fdata(data)
+    y_train = fd.labels("train")
     runner = CliRunner()
-    common = [
-        "--quantize",
-        "float32",
-        "--prior-shift",
-        "0.5",
-        "--melanoma-sensitivity",
-        "0.75",
-        "--sensitivity-confidence",
-        "0",
-    ]
-    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), "--floor-on", "auto", *common])
+    common = ["--quantize", "float32", "--operating-point", "balanced", "--min-recall", "mel=0.75", "--confidence", "0"]
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "oof"), *common])  # auto: oof here
     assert result.exit_code == 0, result.output
-    assert "out-of-fold (2 folds of train) finds" in result.output and "; val finds" in result.output
+    assert "fitted on out-of-fold train logits, 60 images" in result.output
     doc = json.loads((out / "run.json").read_text())
-    for rec in (m for m in doc["models"] if "calibration" in m):
-        side = json.loads((tmp_path / "oof" / f"{rec['name']}.float32.json").read_text())["operating_point"]
-        held = side["melanoma_sensitivity"]
-        assert held["chosen_on"] == "oof" and held["oof_folds"] == 2 and held["images"] == 20
+    students = [m for m in doc["models"] if "calibration" in m]
+    assert len(students) == 2
+    for rec in students:
+        point = json.loads((tmp_path / "oof" / f"{rec['name']}.float32.json").read_text())["operating_point"]
+        assert (point["fitted_on"], point["fit_images"], point["min_recall"][0]["images"]) == ("oof", 60, 20)
         oof = safe_load_npy(out / rec["calibration"]["file"]).astype(np.float64)
-        expected = sensitivity_offset(oof + np.asarray(side["bias_added"]), fd.labels("train"), 1, 0.75, 0.0)
-        assert held["offset"] == pytest.approx(expected["offset"], abs=1e-5)
+        expected = fit_operating_point(
+            oof, y_train, ["nv", "mel", "bcc"], "balanced", log_prior(y_train, 3), [(1, 0.75)], 0.0, fitted_on="oof"
+        )
+        assert point["tau"] == expected["tau"]
+        assert point["bias"] == pytest.approx(expected["bias"], abs=1e-5)
+        assert point["min_recall"][0]["offset"] == pytest.approx(expected["min_recall"][0]["offset"], abs=1e-5)
+        assert point["min_recall"][0]["detected"] == expected["min_recall"][0]["detected"]
+        assert point["min_recall"][0]["reached"]
+        # the .tflite file decides with that bias: its logits are the .keras model's plus the OOF-fitted bias
+        model = keras.saving.load_model(out / rec["file"], safe_mode=True)
+        want = np.asarray(model(fd.x("val"), training=False)) + np.asarray(point["bias"])
         got = run_tflite((tmp_path / "oof" / f"{rec['name']}.float32.tflite").read_bytes(), fd.x("val"))
-        y = fd.labels("val")
-        assert held["val_detected"] == int(np.sum(np.argmax(got[y == 1], axis=1) == 1))
-    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), *common])  # val: the default
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    result = runner.invoke(main, ["export", str(out), "--out", str(tmp_path / "val"), "--fit-on", "val", *common])
     assert result.exit_code == 0, result.output
-    side = json.loads((tmp_path / "val" / "student_alone.float32.json").read_text())["operating_point"]
-    assert side["melanoma_sensitivity"]["chosen_on"] == "val" and side["melanoma_sensitivity"]["images"] == 10
-
-
-@pytest.mark.slow  # the calibrated_run fixture trains 9 models
-def test_the_out_of_fold_floor_sees_the_majority_offset(calibrated_run, tmp_path):
-    import shutil
-
-    data, out, _, _, _ = calibrated_run
-    # the fixture's classes are balanced: a copy of its data where nv (class 0) holds 5 of 9 train images
-    copy = tmp_path / "FData"
-    shutil.copytree(data, copy)
-    y = np.load(copy / "y_train.npy", allow_pickle=False)
-    y[::3] = np.eye(3, dtype=y.dtype)[0]
-    np.save(copy / "y_train.npy", y)
-    fd = load_fdata(copy)
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(out),
-            "--data",
-            str(copy),
-            "--out",
-            str(tmp_path / "o"),
-            "--quantize",
-            "float32",
-            "--majority-offset",
-            "1",
-            "--prior-shift",
-            "0.5",
-            "--melanoma-sensitivity",
-            "0.75",
-            "--sensitivity-confidence",
-            "0",
-            "--floor-on",
-            "oof",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    doc = json.loads((out / "run.json").read_text())
-    for rec in (m for m in doc["models"] if "calibration" in m):
-        point = json.loads((tmp_path / "o" / f"{rec['name']}.float32.json").read_text())["operating_point"]
-        assert point["majority_offset"]["class"] == "nv"
-        oof = safe_load_npy(out / rec["calibration"]["file"]).astype(np.float64)
-        oof[:, 0] += 1.0
-        expected = sensitivity_offset(oof + np.asarray(point["bias_added"]), fd.labels("train"), 1, 0.75, 0.0)
-        assert point["melanoma_sensitivity"]["offset"] == pytest.approx(expected["offset"], abs=1e-5)
+    point = json.loads((tmp_path / "val" / "student_alone.float32.json").read_text())["operating_point"]
+    assert (point["fitted_on"], point["fit_images"], point["min_recall"][0]["images"]) == ("val", 30, 10)
 
 
 @pytest.mark.slow  # the calibrated_run fixture trains 9 models
@@ -194,7 +162,7 @@ def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibr
     def refused(target, *args):
         result = runner.invoke(
             main,
-            ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"), "--floor-on", "oof", *args],
+            ["export", str(target), "--quantize", "float32", "--out", str(tmp_path / "o"), *_FIT_OOF, *args],
         )
         lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1, result.output
@@ -212,7 +180,7 @@ def test_export_refuses_missing_or_changed_out_of_fold_logits_in_one_line(calibr
     assert "calibration file '../../elsewhere.npy' must lie inside the run folder" in refused(run)
 
 
-def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
+def test_fit_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
     import keras
 
     from kdtool.distill.student import build_student
@@ -222,10 +190,8 @@ def test_floor_on_oof_needs_a_calibrated_run_and_folds_need_two(tmp_path):
     path = tmp_path / "m.keras"
     build_student((8, 8, 3), 3, filters=(8,), dense_units=8, dropout=0.0).save(path)
     runner = CliRunner()
-    result = runner.invoke(
-        main, ["export", str(path), "--data", str(data), "--quantize", "float32", "--floor-on", "oof"]
-    )
-    assert result.exit_code == 2 and "--floor-on oof needs the model's out-of-fold logits" in result.output
+    result = runner.invoke(main, ["export", str(path), "--data", str(data), "--quantize", "float32", *_FIT_OOF])
+    assert result.exit_code == 2 and "--fit-on oof needs the model's out-of-fold logits" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     result = runner.invoke(main, ["distill", "--data", str(data), "--calibration-folds", "1", *TINY])
     assert result.exit_code == 2 and "--calibration-folds must be 0 (off) or >= 2" in result.output
