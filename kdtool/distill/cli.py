@@ -115,6 +115,15 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
 )
 @cloup.option_group(
     "Student",
+    _option(
+        "student", "Student design, a registered name (see --list-students); the options below shape the vgg students."
+    ),
+    cloup.option(
+        "--list-students",
+        is_flag=True,
+        help="List the registered students with parameters, multiply-adds and int8 size at "
+        "--data's resolution, and exit.",
+    ),
     _option("student_filters", "Filters of the student's conv blocks, comma-separated."),
     _option("student_convs", "Conv-BN-ReLU units per student block before its pooling.", type=click.IntRange(1)),
     _option("student_dense", "Units of the student's dense layer before its logits (0: none)."),
@@ -180,7 +189,9 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
     cloup.option("--fresh", is_flag=True, help="Retrain every model even if --out holds finished ones."),
 )
 @click.pass_context
-def distill_command(ctx: click.Context, config: str | None, list_teachers: bool, fresh: bool, **options) -> None:
+def distill_command(
+    ctx: click.Context, config: str | None, list_teachers: bool, list_students: bool, fresh: bool, **options
+) -> None:
     """Fine-tune teacher CNNs, distil each into a small student and rank every model in OUT/summary.csv.
 
     \b
@@ -189,6 +200,8 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
       kdtool distill --data FData --epochs 3 --teacher-epochs 1
       kdtool distill --data FData --sweep-temperatures 1,4 --sweep-alphas 0.1,0.5 --out sweep
       kdtool distill --config recipe.toml
+      kdtool distill --list-students --data FData
+      kdtool distill --data FData --student resnet8
       kdtool distill --config models/run.json --out models2
 
     \b
@@ -208,10 +221,39 @@ def distill_command(ctx: click.Context, config: str | None, list_teachers: bool,
                 f"{name:<20} min input {spec.min_size:>3}px  preprocessing {spec.preprocess:<7} weights: {spec.source}"
             )
         return
+    if list_students:
+        given = ctx.get_parameter_source("data") not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        show_students(options["data"] if given else None)
+        return
     cfg = config_from(ctx, config, options)  # a bad --config file is refused before TensorFlow loads
+    cfg.check_student()
     from kdtool.distill.train import run_distill
 
     run_distill(cfg, fresh=fresh)
+
+
+def show_students(data: str | None) -> None:
+    """Print the student registry's table at ``data``'s image shape and classes (32x32x3 and 7 without).
+
+    Args:
+        data: an FData folder, or None.
+
+    Example:
+        >>> show_students(None)  # doctest: +SKIP
+        student            params  M MACs  int8 KB (est.)  description
+        ...
+    """
+    from kdtool.distill.students.profile import DEFAULT_CLASSES, DEFAULT_SHAPE, format_rows, student_rows
+    from kdtool.train_extra import require_train_extra
+
+    shape, classes = DEFAULT_SHAPE, DEFAULT_CLASSES
+    if data is not None:
+        from kdtool.data import load_fdata
+
+        fd = load_fdata(data, splits=("train",), mmap=True)
+        shape, classes = fd.image_shape, fd.num_classes
+    require_train_extra("kdtool distill --list-students")  # quiet start-up, or one line without TensorFlow
+    click.echo(format_rows(student_rows(shape, classes), shape, classes))
 
 
 def config_from(ctx: click.Context, config: str | None, options: dict) -> DistillConfig:
@@ -227,7 +269,8 @@ def config_from(ctx: click.Context, config: str | None, options: dict) -> Distil
 
     Example:
         >>> ctx = distill_command.make_context("distill", ["--epochs", "3", "--student-filters", "8,16"])
-        >>> options = {k: v for k, v in ctx.params.items() if k not in ("config", "list_teachers", "fresh")}
+        >>> skip = ("config", "list_teachers", "list_students", "fresh")
+        >>> options = {k: v for k, v in ctx.params.items() if k not in skip}
         >>> cfg = config_from(ctx, None, options)
         >>> cfg.epochs, cfg.student_filters, cfg.alpha
         (3, (8, 16), 0.5)

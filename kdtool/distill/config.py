@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES
 from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
+from kdtool.distill.students import DEFAULT_STUDENT, STUDENTS, list_students, parse_student
 from kdtool.distill.teachers import parse_teachers
 from kdtool.errors import InputError
 
@@ -37,6 +38,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "calibration_folds": 0,
     "student_convs": 1,
     "kd_balance": "none",
+    "student": DEFAULT_STUDENT,
 }
 # Settings that add work to a finished run without changing its models: a re-run may change them.
 ADDS_TO_A_RUN = ("calibration_folds",)
@@ -45,6 +47,8 @@ ADDS_TO_A_RUN = ("calibration_folds",)
 REMOVED_SETTINGS = {"ema": 0.0}
 # Fields the command line takes as one comma-separated string, with the type of their elements.
 LIST_FIELDS = {"teachers": str, "student_filters": int, "temperatures": float, "alphas": float}
+# The options that shape the vgg family of students (StudentSpec.family == "vgg"), as DistillConfig fields.
+VGG_FIELDS = ("student_filters", "student_convs", "student_dense", "student_dropout")
 
 
 @dataclass
@@ -78,8 +82,10 @@ class DistillConfig:
         temperature: KD temperature.
         teacher_logits: ``cached`` or ``online``.
         ensemble: also distil one student from the mean of all teachers' soft targets.
-        student_filters, student_dense, student_dropout, student_convs: student architecture
-            (``student_convs``: Conv-BN-ReLU units per block before its pooling).
+        student: a registered student (:data:`kdtool.distill.students.STUDENTS`).
+        student_filters, student_dense, student_dropout, student_convs: the vgg students' architecture
+            (``student_convs``: Conv-BN-ReLU units per block before its pooling); the other students
+            have a fixed design and refuse values other than the defaults.
         balance: ``none``, ``weights`` (class-weighted CE and KD terms), ``sampling``
             (class-balanced sampling) or ``logit-adjust`` (CE on logits + log class prior),
             for teachers and students alike.
@@ -122,6 +128,7 @@ class DistillConfig:
     temperatures: tuple = ()
     alphas: tuple = ()
     ensemble: bool = False
+    student: str = DEFAULT_STUDENT
     student_filters: tuple = DEFAULT_FILTERS
     student_dense: int = DEFAULT_DENSE_UNITS
     student_convs: int = DEFAULT_CONVS_PER_BLOCK
@@ -137,8 +144,49 @@ class DistillConfig:
     calibration_folds: int = 0
     kd_balance: str = "none"
 
+    def check_student(self) -> None:
+        """Refuse an unknown student, or vgg options given to a student of fixed design (one line, exit code 2).
+
+        Example:
+            >>> DistillConfig(student="resnet8", student_dense=64).check_student()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            kdtool.errors.InputError: --student resnet8 has a fixed design and ignores --student-dense; drop it ...
+        """
+        self.student = parse_student(self.student)
+        if STUDENTS[self.student].family == "vgg":
+            return
+        given = [option_name(f) for f in VGG_FIELDS if tuple_or_value(getattr(self, f)) != getattr(DEFAULTS, f)]
+        if given:
+            vgg = ", ".join(n for n in list_students() if STUDENTS[n].family == "vgg")
+            them = "them" if len(given) > 1 else "it"
+            raise InputError(
+                f"--student {self.student} has a fixed design and ignores {', '.join(given)}; "
+                f"drop {them} or choose a vgg student ({vgg})"
+            )
+
+    def student_recipe(self) -> dict:
+        """The keyword arguments :func:`kdtool.distill.students.create_student` takes for this run's student.
+
+        Returns:
+            The vgg options for a vgg student, else ``{}``.
+
+        Example:
+            >>> DistillConfig().student_recipe()["filters"], DistillConfig(student="resnet8").student_recipe()
+            ((24, 40, 80), {})
+        """
+        if STUDENTS[parse_student(self.student)].family != "vgg":
+            return {}
+        return {
+            "filters": tuple(self.student_filters),
+            "dense_units": self.student_dense,
+            "dropout": self.student_dropout,
+            "convs_per_block": self.student_convs,
+        }
+
     def check(self) -> None:
         """Refuse impossible settings with one line (exit code 2)."""
+        self.check_student()
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"--alpha must lie in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
@@ -194,6 +242,16 @@ class DistillConfig:
 DEFAULTS = DistillConfig()
 # The options whose name is not "--" + the field's name with dashes.
 _OPTION_NAMES = {"temperatures": "--sweep-temperatures", "alphas": "--sweep-alphas"}
+
+
+def tuple_or_value(value):
+    """A list as a tuple (run.json stores tuples as lists), anything else unchanged.
+
+    Example:
+        >>> tuple_or_value([8, 16]), tuple_or_value(0.3)
+        ((8, 16), 0.3)
+    """
+    return tuple(value) if isinstance(value, list) else value
 
 
 def option_name(field_name: str) -> str:

@@ -302,18 +302,10 @@ def new_student(cfg: DistillConfig, fd: FData, name: str):
     """
     import keras
 
-    from kdtool.distill.student import build_student
+    from kdtool.distill.students import create_student
 
     keras.utils.set_random_seed(cfg.seed)
-    return build_student(
-        fd.image_shape,
-        fd.num_classes,
-        cfg.student_filters,
-        cfg.student_dense,
-        cfg.student_dropout,
-        name=name,
-        convs_per_block=cfg.student_convs,
-    )
+    return create_student(cfg.student, fd.image_shape, fd.num_classes, name=name, **cfg.student_recipe())
 
 
 def distil_student(
