@@ -147,14 +147,14 @@ def format_rows(rows: Sequence[dict], input_shape: Sequence[int], num_classes: i
     Example:
         >>> row = {"name": "x", "params": 1000, "macs": 2_500_000, "int8_bytes": 3000, "description": "d"}
         >>> print(format_rows([row], (32, 32, 3), 7))  # doctest: +NORMALIZE_WHITESPACE
-        student            params  M MACs  int8 KB (est.)  description
-        x                   1,000    2.50             2.9  d
+        student            params   M MACs  int8 KB (est.)  description
+        x                   1,000     2.50             2.9  d
         at 32x32x3, 7 classes; multiply-adds of Conv2D, DepthwiseConv2D and Dense; int8 size is an estimate
     """
-    lines = [f"{'student':<16} {'params':>8} {'M MACs':>7} {'int8 KB (est.)':>15}  description"]
+    lines = [f"{'student':<16} {'params':>8} {'M MACs':>8} {'int8 KB (est.)':>15}  description"]
     for r in rows:
         lines.append(
-            f"{r['name']:<16} {r['params']:>8,} {r['macs'] / 1e6:>7.2f} {r['int8_bytes'] / 1024:>15.1f}  "
+            f"{r['name']:<16} {r['params']:>8,} {r['macs'] / 1e6:>8.2f} {r['int8_bytes'] / 1024:>15.1f}  "
             f"{r['description']}"
         )
     h, w, c = (int(v) for v in input_shape)
