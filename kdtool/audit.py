@@ -51,7 +51,7 @@ def _grey32(images: np.ndarray) -> np.ndarray:
     x = np.asarray(images)
     if x.dtype != np.uint8:
         x = np.clip(np.rint(np.asarray(x, dtype=np.float64) * (255.0 if x.max(initial=0) <= 1.0 else 1.0)), 0, 255)
-    grey = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+    grey = x[..., 0] * np.float32(0.299) + x[..., 1] * np.float32(0.587) + x[..., 2] * np.float32(0.114)
     n, h, w = grey.shape
     if (h, w) == (_HASH_SIDE, _HASH_SIDE):
         return grey.astype(np.float64)
@@ -64,6 +64,12 @@ def _grey32(images: np.ndarray) -> np.ndarray:
     for i in range(n):
         out[i] = np.asarray(Image.fromarray(grey[i].astype(np.float32), mode="F").resize((_HASH_SIDE,) * 2, box))
     return out
+
+
+def _batch_for(images: np.ndarray, batch: int) -> int:
+    """At most ``batch`` images, and at most about 16 M pixels, per step (memory at 256 px)."""
+    h, w = images.shape[1:3] if np.ndim(images) == 4 else (1, 1)
+    return max(1, min(int(batch), 2**24 // max(1, int(h) * int(w))))
 
 
 def perceptual_hash(images: np.ndarray, batch: int = 2048) -> np.ndarray:
@@ -84,6 +90,7 @@ def perceptual_hash(images: np.ndarray, batch: int = 2048) -> np.ndarray:
     d = _dct_matrix(_HASH_SIDE)
     weights = (np.uint64(1) << np.arange(_LOW * _LOW, dtype=np.uint64)).astype(np.uint64)
     out = np.empty(len(images), dtype=np.uint64)
+    batch = _batch_for(images, batch)
     for start in range(0, len(images), batch):
         g = _grey32(images[start : start + batch])
         coef = (d[:_LOW] @ g @ d[:_LOW].T).reshape(len(g), -1)  # only the lowest 8x8 frequencies are needed
@@ -109,6 +116,7 @@ def fingerprints(images: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.
         ((2,), (2, 1024), 1.0)
     """
     thumbs = np.empty((len(images), _HASH_SIDE * _HASH_SIDE), dtype=np.float32)
+    batch = _batch_for(images, batch)
     for start in range(0, len(images), batch):
         g = _grey32(images[start : start + batch]).reshape(-1, _HASH_SIDE * _HASH_SIDE)
         g = g - g.mean(axis=1, keepdims=True)

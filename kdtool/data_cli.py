@@ -65,8 +65,7 @@ def data_dermamnist(out, size, source_size, npz, cache) -> None:
     if npz is None:
         release = int(source_size) if source_size else next((s for s in RELEASE_SIZES if s >= size), 224)
         url, md5 = DERMAMNIST[release]
-        name = "dermamnist.npz" if release == 28 else f"dermamnist_{release}.npz"
-        dest = Path(cache).expanduser() / name
+        dest = Path(cache).expanduser() / f"dermamnist_{release}.npz"
         click.echo(f"downloading {url}")
         npz = download(url, dest, md5)
     convert_medmnist_npz(Path(npz), Path(out), size=size)
@@ -158,20 +157,23 @@ def data_audit(root, json_out, limit) -> None:
         for split in SPLITS:
             path = root / f"X_{split}.npy"
             if path.is_file():
-                prints[split] = fingerprints(safe_load_npy(path, mmap=True))
+                x = safe_load_npy(path, mmap=True)
+                if x.ndim != 4 or x.shape[-1] != 3:
+                    raise InputError(f"{path}: expected images of shape (N, H, W, 3), got {x.shape}")
+                prints[split] = fingerprints(x)
         if len(prints) < 2:
             raise InputError(f"{root}: needs at least two splits (X_train.npy, X_val.npy, X_test.npy) to audit")
         ids = root / "image_ids.csv"
         if ids.is_file():
             import csv
 
-            with open(ids, newline="") as fh:
+            with open(ids, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     name = row.get("file") or row.get("image_id")
                     if name and row.get("split") and row.get("position", "").isdigit():
                         files[(row["split"], int(row["position"]))] = name
     except (OSError, ValueError) as exc:
-        raise click.ClickException(f"{root}: cannot audit ({exc})") from None
+        raise InputError(f"{root}: cannot audit ({exc})") from None
     pairs = cross_split_pairs(prints)
     for p in pairs:
         for side in ("a", "b"):

@@ -30,7 +30,7 @@ from kdtool.errors import InputError
 GROUPS_FILE = "image_ids.csv"
 _COLUMNS = ("split", "position")
 #: The column naming each image's group, in order of preference.
-GROUP_COLUMNS = ("lesion_id", "group")
+GROUP_COLUMNS = ("group", "lesion_id")
 
 
 def read_groups(root: str | os.PathLike, split: str, n: int) -> np.ndarray | None:
@@ -52,7 +52,7 @@ def read_groups(root: str | os.PathLike, split: str, n: int) -> np.ndarray | Non
         return None
     ids: dict[int, str] = {}
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
             group = next((c for c in GROUP_COLUMNS if c in fields), None)

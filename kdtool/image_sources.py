@@ -31,6 +31,9 @@ from pathlib import Path
 from kdtool.errors import InputError
 from kdtool.images import IMAGE_SUFFIXES
 
+#: Columns kdtool writes into image_ids.csv itself; a table's own column of that name is kept as ``table_<name>``.
+RESERVED_COLUMNS = ("split", "position", "file", "group", "label", "lesion_id")
+
 #: Extensions tried, in this order, for an image id given without one.
 ID_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
@@ -159,7 +162,9 @@ def from_table(
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{table}: unreadable as CSV ({exc})") from None
-    extra_columns = [c for c in columns if c not in (image_column, label_column, group_column)]
+    kept = [c for c in columns if c not in (image_column, label_column, group_column)]
+    renamed = {c: f"table_{c}" for c in kept if c in RESERVED_COLUMNS}  # never shadow image_ids.csv's own columns
+    extra_columns = [renamed.get(c, c) for c in kept]
     items, seen = [], {}
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         name = (row.get(image_column) or "").strip()
@@ -177,8 +182,12 @@ def from_table(
         group = (row.get(group_column) or "").strip() if group_column else None
         if group_column and not group:
             raise InputError(f"{table}: line {line}: image {name!r} has no group in column {group_column!r}")
-        extra = {c: (row.get(c) or "") for c in extra_columns}
-        items.append(Item(path, path.relative_to(src).as_posix(), label, group, extra))
+        extra = {renamed.get(c, c): (row.get(c) or "") for c in kept}
+        try:
+            rel = path.resolve().relative_to(src.resolve()).as_posix()
+        except ValueError:  # an absolute path or ../ outside the folder: recorded as given
+            rel = str(path)
+        items.append(Item(path, rel, label, group, extra))
     if not items:
         raise InputError(f"{table}: no rows")
     source = {
@@ -188,5 +197,6 @@ def from_table(
         "image_column": image_column,
         "label_column": label_column,
         "group_column": group_column,
+        "renamed_columns": renamed,
     }
     return Listing(items, source, extra_columns, grouped=bool(group_column))

@@ -120,4 +120,6 @@ def read_rgb(path: str | Path, height: int, width: int | None = None) -> np.ndar
         raise InputError(f"{path}: not an image Pillow can read (JPEG, PNG, ...)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InputError(f"{path}: cannot read image ({_short(exc)})") from None
+    except Exception as exc:  # malformed TIFF/EXIF data raise struct.error, KeyError, ZeroDivisionError, ...
+        raise InputError(f"{path}: cannot decode image ({type(exc).__name__}: {_short(exc)})") from None
     return np.asarray(rgb, dtype=np.uint8)

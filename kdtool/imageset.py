@@ -34,7 +34,7 @@ import numpy as np
 
 from kdtool.audit import audit_summary, cross_split_pairs, fingerprints
 from kdtool.data import SPLITS, atomic_save_npy, atomic_write_text
-from kdtool.errors import InputError
+from kdtool.errors import InputError, RuntimeFailure
 from kdtool.image_sources import Listing
 from kdtool.images import read_rgb
 from kdtool.splits import group_split
@@ -168,6 +168,8 @@ def build_fdata(
     out = Path(out)
     if out.exists():
         raise InputError(f"{out}: already exists; kdtool never overwrites a data folder (choose another --out)")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {out}: {out.parent} is a file, not a folder")
     if not MIN_SIZE <= int(size) <= MAX_SIZE:
         raise InputError(f"--size: {size} is outside {MIN_SIZE}..{MAX_SIZE}")
     where = listing.source.get("table") or listing.source.get("folder")
@@ -232,8 +234,11 @@ def build_fdata(
 
 
 def _write_atomically(out: Path, arrays: dict, names: list[str], info: dict, image_ids: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as exc:
+        raise RuntimeFailure(f"{out.parent}: cannot write there ({exc.strerror or exc})") from None
     try:
         for split, (x, y) in arrays.items():
             atomic_save_npy(tmp / f"X_{split}.npy", x)

@@ -235,3 +235,44 @@ def test_audit_finds_a_copy_across_splits(tmp_path):
     pair = doc["listed"][0]
     assert (pair["split_a"], pair["index_a"], pair["split_b"], pair["index_b"]) == ("train", 3, "test", 1)
     assert "file_a" in pair and "1 near-identical pair" in res.output
+
+
+def test_table_columns_named_like_image_ids_columns_are_kept_apart(tmp_path):
+    images, table = _write_table_set(tmp_path)
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):  # a table with its own split column, grouped by patient instead of lesion
+        r["split"] = "orig_train" if i % 2 else "orig_test"
+        r["patient"] = f"P{i // 4}"
+    with open(table, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "FData"
+    res = _run("images", images, "--labels", table, "--group-column", "patient", "--out", out)
+    assert res.exit_code == 0, res.output
+    with open(out / "image_ids.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header == ["split", "position", "file", "group", "label", "table_lesion_id", "sex", "table_split"]
+    fd = load_fdata(out)
+    groups = read_groups(out, "train", len(fd.labels("train")))
+    assert all(g.startswith("P") for g in groups)  # the split's groups, not the table's lesion ids
+
+
+def test_absolute_paths_bad_out_and_bad_audit_input_are_one_line(tmp_path):
+    images, table = _write_table_set(tmp_path, lesions_per_class=3, images_per_lesion=1)
+    text = table.read_text().replace("IMG_0000", str(images / "IMG_0000.jpg"))
+    table.write_text(text)
+    res = _run("images", images, "--labels", table, "--group-column", "lesion_id", "--out", tmp_path / "ok")
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "ok" / "image_ids.csv", newline="") as fh:
+        assert "IMG_0000.jpg" in {r["file"] for r in csv.DictReader(fh)}
+    (tmp_path / "afile").write_text("x")
+    res = _run("images", images, "--labels", table, "--out", tmp_path / "afile" / "FData")
+    assert res.exit_code == 2 and "is a file" in res.output and "Traceback" not in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "test"):
+        np.save(bad / f"X_{split}.npy", np.zeros((4, 8, 8), np.uint8))
+    res = _run("audit", bad)
+    assert res.exit_code == 2 and "expected images of shape (N, H, W, 3)" in res.output

@@ -240,8 +240,10 @@ def bench_command(models, data, split, threads, runs, warmup, batch, json_path, 
         return
     if out:
         raise InputError("--out applies to --compare only")
-    if plots_dir and Path(plots_dir).exists() and not Path(plots_dir).is_dir():
-        raise InputError(f"--plots {plots_dir}: is a file, expected a folder")
+    if plots_dir:  # checked before the bench, not after it: a bad folder costs nothing
+        blocker = next((p for p in (Path(plots_dir), *Path(plots_dir).parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise InputError(f"--plots {plots_dir}: {blocker} is a file, expected a folder")
 
     from kdtool.bench import report
     from kdtool.bench.curves import write_plots

@@ -128,7 +128,7 @@ def read_subgroup_column(root: str | os.PathLike, split: str, n: int, column: st
         )
     cells: dict[int, str] = {}
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             fields = list(reader.fieldnames or [])
             name = column if column in fields else next((f for f in fields if f.lower() == column.lower()), None)

@@ -272,6 +272,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
     fd = load_data(plan, options.data)
     if "val" not in fd.arrays:
         raise InputError(f"{fd.root}: the check needs the validation split")
+    targets = prepare(fd, options, plan.sources)  # a refused operating point stops before anything is made
     out = Path(options.out) if options.out else plan.default_out
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +289,7 @@ def export_models(target: str, options: ExportOptions) -> ExportResult:
         modes,
         out,
         representative,
-        prepare(fd, options, plan.sources),
+        targets,
         versions(),
         teacher_float32_from_files(plan, out),
         fd.x("val"),

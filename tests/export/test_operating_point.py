@@ -239,3 +239,10 @@ def test_out_of_fold_logits_that_cannot_be_used_are_one_line(tiny, tmp_path):
     assert "listed in run.json (student_alone) but the file is missing" in refused(run)
     # nothing to fit: the logits are not read at all
     assert _export(run, tiny["data"], tmp_path / "plain").exit_code == 0
+
+
+def test_a_refused_operating_point_leaves_no_output_folder(tiny, tmp_path):
+    out = tmp_path / "never"
+    result = _export(tiny["path"], tiny["data"], out, "--min-recall", "df=0.5")
+    assert result.exit_code == 2 and len(_lines(result)) == 1, result.output
+    assert "df" in result.output and not out.exists()
