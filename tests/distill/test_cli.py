@@ -23,8 +23,8 @@ from kdtool.distill.config import DEFAULTS, LIST_FIELDS, DistillConfig, list_to_
 
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs the [train] extra")
 # the tests that train models (tiny ones, still seconds to minutes each on 2 cores) are marked slow
-#: DistillConfig options of `kdtool distill` are named after its fields; these three are not fields
-NOT_FIELDS = ("config", "list_teachers", "fresh")
+#: DistillConfig options of `kdtool distill` are named after its fields; these are not fields
+NOT_FIELDS = ("config", "list_teachers", "list_students", "fresh")
 
 
 def resolved(*args: str) -> DistillConfig:
