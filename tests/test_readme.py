@@ -21,6 +21,7 @@ DOCS = (
     "docs/data.md",
     "docs/model-card.md",
     "docs/operating-points.md",
+    "docs/students.md",
 )
 MAX_README_LINES = 250
 
