@@ -137,16 +137,17 @@ def test_readme_and_performance_quote_the_same_numbers():
     readme = README.read_text()
     perf = (ROOT / "docs" / "performance.md").read_text()
     section = re.search(r"## What the default student achieves\n(.*?)\n## ", readme, flags=re.S).group(1)
-    rows = [r for r in section.splitlines() if r.startswith("| ") and "±" in r]
+    interval = r"\d+\.\d \[\d+\.\d, \d+\.\d\]"
+    rows = [r for r in section.splitlines() if r.startswith("| ") and re.search(interval, r)]
     assert len(rows) == 2, "the README's table should have the distilled student and the student alone"
-    perf_rows = [r for r in perf.splitlines() if r.startswith("| ") and "±" in r]
-    for row, label in zip(rows, ("distilled student, export defaults", "student alone, export defaults"), strict=True):
-        values = re.findall(r"\d+\.\d ± \d+\.\d", row)
-        assert len(values) == 5
+    perf_rows = [r for r in perf.splitlines() if r.startswith("| ") and re.search(interval, r)]
+    for row, label in zip(rows, ("distilled student", "student alone"), strict=True):
+        values = re.findall(interval, row)
+        assert len(values) == 6
         match = [r for r in perf_rows if r.startswith(f"| {label} |")]
         assert match, f"docs/performance.md has no row {label!r}"
         assert all(v in match[0] for v in values), f"README row {row!r} differs from docs/performance.md"
-    assert "seeds" in section and "test split" in section and "lesion" in section
+    assert "seed" in section and "test split" in section and "lesion" in section and "95% intervals" in section
 
 
 @pytest.mark.slow
