@@ -84,14 +84,13 @@ def check_output_path(path: str | None, flag: str) -> None:
 
 
 def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> None:
-    from kdtool.bench import compare
+    from kdtool.bench import compare, pareto_plot
 
     records = compare.load_results(files)
-    for rec, front in zip(records, compare.pareto_flags(records), strict=True):
-        rec["pareto"] = front
+    compare.mark_fronts(records)  # pareto_latency, pareto_size, pareto: per device
     _emit(records, compare.compare_table(records), json_path, csv_path)
     if plot:
-        _written, note = compare.plot_pareto(records, compare.pareto_path(out, json_path))
+        _written, note = pareto_plot.plot_pareto(records, compare.pareto_path(out, json_path))
         click.echo(note, err=True)
 
 

@@ -1,21 +1,35 @@
-"""``kdtool bench --compare``: merge bench JSON files from several devices, flag the Pareto front, plot it.
+"""``kdtool bench --compare``: merge bench JSONs from several devices, find each device's frontiers, plot them.
 
-A result is on the Pareto front (``pareto`` true) when no other result has at
-least the accuracy, at most the size and at most the median latency, and is
-better in one; emulated results and those without latency are never on it.
-The plot (``pareto.png``) needs matplotlib, imported only here and lazily.
+The question it answers is a deployer's: on my device, within my latency budget, which student is best?
 
-The table shows a metric's 95% interval beside it (``0.652 [0.61, 0.69]``)
-where the JSON carries one (``ci95``, ``calibration.ece_ci95``): accuracy,
-balanced accuracy and the class of concern's sensitivity, plus the ECE when
-records have ``calibration``; below it, each model's operating point.
-Results written before kdtool had these keys show the bare numbers.
+Frontiers. Records are grouped by the device they were measured on (:func:`device_group`: host, machine,
+CPU, and the batch size when it is not 1). Within each group a result is on the *latency frontier*
+(``pareto_latency``) when no other result of the group has at least its balanced accuracy and at most its
+median latency, better in one; on the *size frontier* (``pareto_size``) likewise against ``size_bytes``
+(the int8 or float file). ``pareto`` is true when a result is on either frontier of a measured device.
+Balanced accuracy is the frontier metric; when any record lacks it (bench JSONs older than the key) every
+frontier uses plain accuracy instead, and the table says so (:func:`frontier_metric`).
+
+Emulated results (``emulated`` true, e.g. arm64 under qemu) keep their accuracy, which is the device's,
+but not their timings. They form their own group, marked ``[emulated]``: its latency frontier ranks the
+models against each other only (qemu slows some instructions more than others, so even that order is
+approximate); it gets no latency budgets and its results never have ``pareto`` true.
+
+Below the table, per device: the latency frontier in order of latency, the size frontier, and for each
+budget of :data:`LATENCY_BUDGETS_MS` the most accurate result whose median latency fits (:func:`best_within`),
+with its 95% interval when the record has one. ``pareto.png`` (:func:`kdtool.bench.pareto_plot.plot_pareto`)
+shows the same: the metric against median latency and against size, one
+colour per device, each frontier as a step line, the budgets as faint lines. It needs matplotlib, imported
+lazily: without it the plot is one note line.
+
+The table shows a metric's 95% interval beside it (``0.652 [0.61, 0.69]``) where the JSON carries one
+(``ci95``, ``calibration.ece_ci95``); results written before kdtool had these keys show the bare numbers.
 
 Example:
     >>> records = load_results(["pi4.json", "x86.json"])            # doctest: +SKIP
     >>> print(compare_table(records))                               # doctest: +SKIP
-    >>> plot_pareto(records, pareto_path("reports/", None))         # doctest: +SKIP
-    (PosixPath('reports/pareto.png'), 'wrote reports/pareto.png')
+    >>> mark_fronts(records)                                        # doctest: +SKIP
+    'balanced_accuracy'
 """
 
 from __future__ import annotations
@@ -29,6 +43,9 @@ from kdtool.errors import InputError
 
 REQUIRED_KEYS = ("model", "size_bytes", "accuracy", "latency_ms", "device")
 MAX_RESULT_BYTES = 64 * 2**20
+#: median-latency budgets (ms) for which the best model of each device is named
+LATENCY_BUDGETS_MS = (1.0, 5.0, 20.0)
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
 
 
 def load_results(paths: Sequence[str | Path]) -> list[dict]:
@@ -77,22 +94,106 @@ def load_results(paths: Sequence[str | Path]) -> list[dict]:
     return merged
 
 
-def _median_ms(rec: dict) -> float | None:
-    v = (rec.get("latency_ms") or {}).get("median")
-    return float(v) if isinstance(v, (int, float)) and not rec.get("emulated") else None
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
-def pareto_flags(records: Sequence[dict]) -> list[bool]:
-    """Non-dominated results in (accuracy up, size down, median latency down).
+def _latency(rec: dict) -> float | None:
+    """Median latency in ms, emulated or not (None without timings, e.g. ``--runs 0``)."""
+    return _num((rec.get("latency_ms") or {}).get("median"))
+
+
+def _size(rec: dict) -> float | None:
+    return _num(rec.get("size_bytes"))
+
+
+def frontier_metric(records: Sequence[dict]) -> str:
+    """The metric every frontier uses: ``balanced_accuracy``, or ``accuracy`` when any record lacks it.
+
+    One metric for all records: a front that mixed balanced accuracy with plain accuracy would rank an
+    old result by a number that is higher on imbalanced data.
 
     Args:
         records: bench records.
 
     Returns:
-        One flag per record: True when no other result has at least its accuracy,
-        at most its size and at most its median latency, and is better in one.
-        Emulated results and results without latency are never on the front and
-        take no part in it.
+        ``"balanced_accuracy"`` or ``"accuracy"``.
+
+    Example:
+        >>> frontier_metric([{"balanced_accuracy": 0.6, "accuracy": 0.7}]), frontier_metric([{"accuracy": 0.7}])
+        ('balanced_accuracy', 'accuracy')
+    """
+    return "balanced_accuracy" if all(_num(r.get("balanced_accuracy")) is not None for r in records) else "accuracy"
+
+
+def device_group(rec: dict) -> str:
+    """The device a result was measured on, as the frontiers group it.
+
+    Args:
+        rec: a bench record.
+
+    Returns:
+        :func:`kdtool.bench.report.device_label` (``[emulated]`` included), plus ``, batch N`` when the
+        batch is not 1: a batch's latency is not one image's.
+
+    Example:
+        >>> device_group({"device": {"hostname": "pi", "machine": "aarch64"}, "batch": 8, "emulated": True})
+        'pi aarch64 [emulated], batch 8'
+    """
+    batch = rec.get("batch")
+    return device_label(rec) + (f", batch {batch}" if batch not in (None, 1) else "")
+
+
+def _front_2d(points: Sequence[tuple[float, float] | None]) -> list[bool]:
+    """Non-dominated (cost down, value up) points; None is never on it; equal points are both on it."""
+    return [
+        p is not None
+        and not any(q is not None and q != p and q[0] <= p[0] and q[1] >= p[1] for q in points)
+        for p in points
+    ]  # fmt: skip
+
+
+def front_flags(records: Sequence[dict], against: str, metric: str | None = None) -> list[bool]:
+    """Each record's place on its device's frontier of ``metric`` against latency or size.
+
+    Args:
+        records: bench records, from any number of devices (:func:`device_group`).
+        against: ``"latency"`` (median ms) or ``"size"`` (``size_bytes``).
+        metric: the record key to maximise; default :func:`frontier_metric`.
+
+    Returns:
+        One flag per record: True when no other record of the same device has at least its metric and
+        at most its cost, and is better in one. Records without the metric or the cost are never on it.
+        Emulated devices get flags too (their own group; the latency order is relative only).
+
+    Example:
+        >>> def rec(host, bacc, ms, size=100):
+        ...     return {"device": {"hostname": host}, "balanced_accuracy": bacc, "size_bytes": size,
+        ...             "latency_ms": {"median": ms}}
+        >>> recs = [rec("pi", 0.7, 8.0), rec("pi", 0.6, 2.0), rec("pc", 0.7, 1.0), rec("pc", 0.6, 2.0)]
+        >>> front_flags(recs, "latency")  # the 0.6 model is on the Pi's frontier, not the PC's
+        [True, True, True, False]
+    """
+    if against not in ("latency", "size"):
+        raise ValueError(f"against must be 'latency' or 'size', not {against!r}")
+    metric = metric or frontier_metric(records)
+    cost = _latency if against == "latency" else _size
+    flags = [False] * len(records)
+    for idx in by_group(records).values():
+        pts = [(c, v) if None not in (c := cost(records[i]), v := _num(records[i].get(metric))) else None for i in idx]
+        for i, on in zip(idx, _front_2d(pts), strict=True):
+            flags[i] = on
+    return flags
+
+
+def pareto_flags(records: Sequence[dict]) -> list[bool]:
+    """``pareto``: on its device's latency or size frontier (:func:`front_flags`), and not emulated.
+
+    Args:
+        records: bench records.
+
+    Returns:
+        One flag per record: the results worth considering on a measured device.
 
     Example:
         >>> def rec(acc, size, ms):
@@ -100,21 +201,58 @@ def pareto_flags(records: Sequence[dict]) -> list[bool]:
         >>> pareto_flags([rec(0.9, 100, 2.0), rec(0.8, 200, 3.0), rec(0.7, 50, 2.5)])
         [True, False, True]
     """
-    pts = []
-    for r in records:
-        lat, acc, size = _median_ms(r), r.get("accuracy"), r.get("size_bytes")
-        pts.append((acc, size, lat) if None not in (lat, acc, size) else None)
-    flags = []
-    for i, p in enumerate(pts):
-        if p is None:
-            flags.append(False)
-            continue
-        dominated = any(
-            q is not None and j != i and q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] and q != p
-            for j, q in enumerate(pts)
-        )
-        flags.append(not dominated)
-    return flags
+    lat, size = front_flags(records, "latency"), front_flags(records, "size")
+    return [(a or b) and not r.get("emulated") for r, a, b in zip(records, lat, size, strict=True)]
+
+
+def mark_fronts(records: Sequence[dict]) -> str:
+    """Add ``pareto_latency``, ``pareto_size`` and ``pareto`` to each record, in place.
+
+    Args:
+        records: merged bench records (:func:`load_results`).
+
+    Returns:
+        The metric the frontiers used (:func:`frontier_metric`).
+
+    Example:
+        >>> recs = [{"accuracy": 0.8, "size_bytes": 10, "latency_ms": {"median": 1.0}}]
+        >>> mark_fronts(recs), recs[0]["pareto_latency"], recs[0]["pareto"]
+        ('accuracy', True, True)
+    """
+    metric = frontier_metric(records)
+    lat, size = front_flags(records, "latency", metric), front_flags(records, "size", metric)
+    for r, a, b in zip(records, lat, size, strict=True):
+        r.update(pareto_latency=a, pareto_size=b, pareto=(a or b) and not r.get("emulated"))
+    return metric
+
+
+def best_within(records: Sequence[dict], budget_ms: float, metric: str | None = None) -> dict | None:
+    """The most accurate result of one device whose median latency fits a budget.
+
+    Ties go to the lower median latency, then the smaller file, then the model name, so the pick is
+    always on the latency frontier.
+
+    Args:
+        records: results of ONE device (:func:`device_group`).
+        budget_ms: the budget; a median equal to it fits.
+        metric: the record key to maximise; default :func:`frontier_metric`.
+
+    Returns:
+        That record, or None when none fits (or none has a latency and the metric).
+
+    Example:
+        >>> def rec(m, bacc, ms):
+        ...     return {"model": m, "balanced_accuracy": bacc, "size_bytes": 1, "latency_ms": {"median": ms}}
+        >>> recs = [rec("a", 0.6, 0.8), rec("b", 0.7, 4.0), rec("c", 0.7, 3.0)]
+        >>> best_within(recs, 1.0)["model"], best_within(recs, 5.0)["model"], best_within(recs, 0.5)
+        ('a', 'c', None)
+    """
+    metric = metric or frontier_metric(records)
+    timed = [(r, _latency(r)) for r in records if _num(r.get(metric)) is not None]
+    fits = [r for r, ms in timed if ms is not None and ms <= budget_ms]
+    if not fits:
+        return None
+    return min(fits, key=lambda r: (-_num(r[metric]), _latency(r), _size(r) or 0.0, str(r.get("model"))))
 
 
 def interval_cell(value, interval, ends: str = ".2f") -> str:
@@ -150,36 +288,113 @@ def _concern(rec: dict) -> tuple[str | None, float | None, list | None]:
     return None, None, None
 
 
-def compare_table(records: Sequence[dict]) -> str:
-    """One table over results from several devices.
+def by_group(records: Sequence[dict]) -> dict[str, list[int]]:
+    """Record indices per :func:`device_group`, in order of first appearance.
+
+    Example:
+        >>> by_group([{"device": {"hostname": "pi"}}, {"device": {"hostname": "pc"}}, {"device": {"hostname": "pi"}}])
+        {'pi': [0, 2], 'pc': [1]}
+    """
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(device_group(r), []).append(i)
+    return groups
+
+
+def frontier_lines(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BUDGETS_MS) -> list[str]:
+    """Per device: its latency frontier in order of latency, its size frontier, and the pick per budget.
+
+    Args:
+        records: merged bench records.
+        budgets: median-latency budgets in ms.
+
+    Returns:
+        Text lines: a heading, then per device its name, ``by latency:`` (one line naming the frontier,
+        fastest first), ``by size:``, and one line per budget (``none fits`` when nothing does; emulated
+        devices get no budgets).
+
+    Example:
+        >>> recs = [{"model": "a", "accuracy": 0.7, "balanced_accuracy": 0.6, "size_bytes": 2048,
+        ...          "latency_ms": {"median": 3.0}, "device": {"hostname": "pi"}}]
+        >>> print("\\n".join(frontier_lines(recs, budgets=(1, 5))))
+        frontiers of balanced accuracy, per device (fastest or smallest first), and the pick per latency budget:
+        pi
+          by latency: a (0.600, 3.00 ms)
+          by size: a (0.600, 2.0 KiB)
+          <= 1 ms: none fits (fastest: a, 3.00 ms)
+          <= 5 ms: a, balanced accuracy 0.6000, median 3.00 ms, 2.0 KiB
+    """
+    metric = frontier_metric(records)
+    name = METRIC_NAMES[metric]
+    lat, size = front_flags(records, "latency", metric), front_flags(records, "size", metric)
+    lines = [f"frontiers of {name}, per device (fastest or smallest first), and the pick per latency budget:"]
+    for group, idx in by_group(records).items():
+        recs = [records[i] for i in idx]
+        emulated = any(r.get("emulated") for r in recs)
+        lines.append(group + (" (latency relative only)" if emulated else ""))
+        on_lat = sorted((records[i] for i in idx if lat[i]), key=lambda r: (_latency(r), -_num(r[metric])))
+        on_size = sorted((records[i] for i in idx if size[i]), key=lambda r: (_size(r), -_num(r[metric])))
+        lat_items = [f"{r['model']} ({r[metric]:.3f}, {_latency(r):.2f} ms)" for r in on_lat]
+        lines.append("  by latency: " + (" < ".join(lat_items) or "no median latency measured"))
+        size_items = [f"{r['model']} ({r[metric]:.3f}, {fmt_bytes(r['size_bytes'])})" for r in on_size]
+        lines.append("  by size: " + (" < ".join(size_items) or "-"))
+        if emulated:
+            lines.append("  budgets: none picked, emulated latency is not the device's")
+            continue
+        if not on_lat:
+            continue
+        fastest = min(on_lat, key=_latency)
+        for b in budgets:
+            best = best_within(recs, b, metric)
+            if best is None:
+                lines.append(f"  <= {b:g} ms: none fits (fastest: {fastest['model']}, {_latency(fastest):.2f} ms)")
+                continue
+            cell = interval_cell(best[metric], (best.get("ci95") or {}).get(metric))
+            lines.append(f"  <= {b:g} ms: {best['model']}, {name} {cell}, median {_latency(best):.2f} ms, "
+                         f"{fmt_bytes(best.get('size_bytes'))}")  # fmt: skip
+    return lines
+
+
+def _marks(lat: bool, size: bool, emulated: bool) -> str:
+    marks = ("L" if lat else "") + ("S" if size else "")
+    return marks.lower() if emulated else marks
+
+
+def compare_table(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BUDGETS_MS) -> str:
+    """One table over results from several devices, then each device's frontiers and budget picks.
 
     Args:
         records: merged bench records (:func:`load_results`).
+        budgets: median-latency budgets in ms for :func:`frontier_lines`.
 
     Returns:
-        The table, ``*`` marking the Pareto front (:func:`pareto_flags`), intervals beside the metrics
-        whose records carry them (:func:`interval_cell`), an ``ECE`` column when any record has
-        ``calibration``; then notes: what the intervals are, each model's operating point, emulated rows.
+        The table: intervals beside the metrics whose records carry them (:func:`interval_cell`), an
+        ``ECE`` column when any record has ``calibration``, and a ``pareto`` column marking each result's
+        frontiers on its device (``L`` latency, ``S`` size, ``LS`` both; :func:`front_flags`); then notes
+        (the frontier metric, what the intervals are, operating points, emulated rows), then
+        :func:`frontier_lines`.
 
     Example:
         >>> print(compare_table(load_results(["pi4.json", "x86.json"])))  # doctest: +SKIP
     """
-    flags = pareto_flags(records)
+    metric = frontier_metric(records)
+    lat_front, size_front = front_flags(records, "latency", metric), front_flags(records, "size", metric)
     concerns = {c for c in (_concern(r)[0] for r in records) if c}
     one_concern = len(concerns) <= 1
     sens_header = f"{next(iter(concerns), 'mel')}.sens" if one_concern else "concern.sens"
     with_ece = any((r.get("calibration") or {}).get("ece") is not None for r in records)
     header = ["model", "device", "runtime", "thr", "batch", "acc", "bal.acc", sens_header]
-    header += (["ECE"] if with_ece else []) + ["size", "median ms", "p90 ms", "img/s", "pareto"]
+    header += (["ECE"] if with_ece else []) + ["size", "median ms", "p90 ms", "img/s"]
+    header.append("pareto" if metric == "balanced_accuracy" else "pareto(acc)")
     rows = []
-    for r, front in zip(records, flags, strict=True):
+    for r, on_lat, on_size in zip(records, lat_front, size_front, strict=True):
         lat, ci95 = r.get("latency_ms") or {}, r.get("ci95") or {}
         name, sens, sens_ci = _concern(r)
         sens_cell = interval_cell(sens, sens_ci)
         if not one_concern and name:
             sens_cell = f"{name} {sens_cell}"
         row = [
-            r["model"], device_label(r), f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
+            r["model"], device_group(r), f"{r.get('runtime') or '-'} {r.get('runtime_version') or ''}".strip(),
             fmt_number(r.get("threads"), "d"), fmt_number(r.get("batch"), "d"),
             interval_cell(r.get("accuracy"), ci95.get("accuracy")),
             interval_cell(r.get("balanced_accuracy"), ci95.get("balanced_accuracy")), sens_cell,
@@ -189,11 +404,17 @@ def compare_table(records: Sequence[dict]) -> str:
             row.append(interval_cell(cal.get("ece"), cal.get("ece_ci95"), ".3f"))
         row += [
             fmt_bytes(r.get("size_bytes")), fmt_number(lat.get("median"), ".3f"), fmt_number(lat.get("p90"), ".3f"),
-            fmt_number(r.get("images_per_second"), ".1f"), "*" if front else "",
+            fmt_number(r.get("images_per_second"), ".1f"), _marks(on_lat, on_size, bool(r.get("emulated"))),
         ]  # fmt: skip
         rows.append(row)
     lines = [render_table(header, rows, left=3)]
-    notes = []
+    notes = [f"pareto: L on its device's frontier of {METRIC_NAMES[metric]} against median latency, S against size"
+             + ("; l, s: the same on an emulated device (its own group, latency relative only)"
+                if any(r.get("emulated") for r in records) else "")]  # fmt: skip
+    if metric == "accuracy":
+        lacking = sum(_num(r.get("balanced_accuracy")) is None for r in records)
+        notes.append(f"frontiers use accuracy, not balanced accuracy: {lacking} result(s) lack balanced accuracy "
+                     "(bench JSONs from an older kdtool; bench again for balanced accuracy)")  # fmt: skip
     if any(r.get("ci95") for r in records):
         groups = {(r.get("bootstrap") or {}).get("groups") for r in records if r.get("ci95")}
         unit = "lesions" if groups == {"lesion_id"} else "images" if groups == {"image"} else "images or lesions"
@@ -205,9 +426,9 @@ def compare_table(records: Sequence[dict]) -> str:
     if points:
         notes.append("operating points set at export: " + "; ".join(points))
     if any(r.get("emulated") for r in records):
-        notes.append("[emulated] rows ran under qemu: their latency figures are meaningless and take no part in "
-                     "the Pareto front.")  # fmt: skip
-    return "\n".join(lines + ([""] + notes if notes else []))
+        notes.append("[emulated] rows ran under qemu: their latency is not the device's; they form their own device, "
+                     "whose latency frontier ranks its models relative to each other only (no budgets)")  # fmt: skip
+    return "\n".join(lines + [""] + notes + [""] + frontier_lines(records, budgets))
 
 
 def pareto_path(out: str | Path | None, json_path: str | Path | None) -> Path:
@@ -234,87 +455,3 @@ def pareto_path(out: str | Path | None, json_path: str | Path | None) -> Path:
     if json_path is not None and str(json_path) != "-":
         return Path(json_path).resolve().parent / "pareto.png"
     return Path.cwd() / "pareto.png"
-
-
-def plot_pareto(records: Sequence[dict], path: str | Path) -> tuple[Path | None, str]:
-    """Accuracy vs size and accuracy vs median latency, Pareto fronts drawn; matplotlib lazily.
-
-    Args:
-        records: merged results.
-        path: the PNG to write (its folder is created).
-
-    Returns:
-        (path written or None, a one-line note for the user).
-
-    Example:
-        >>> plot_pareto(records, "reports/pareto.png")[1]  # doctest: +SKIP
-        'wrote reports/pareto.png'
-    """
-    try:
-        # Figure without pyplot: no global backend state, PNG through Agg.
-        from matplotlib.figure import Figure  # optional, lazy
-        from matplotlib.ticker import FuncFormatter
-    except ImportError:
-        return None, "matplotlib is not installed: no pareto.png (pip install matplotlib)"
-    path = Path(path)
-    flags = pareto_flags(records)
-    devices = list(dict.fromkeys(device_label(r) for r in records))
-    colours = {d: f"C{i % 10}" for i, d in enumerate(devices)}
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    ax_size, ax_lat = fig.subplots(1, 2, sharey=True)
-
-    def front_line(ax, pts):
-        # 2-D front: sort by cost, keep points that raise the best accuracy so far.
-        best, xs, ys = -1.0, [], []
-        for x, y in sorted(pts):
-            if y > best:
-                best = y
-                xs.append(x)
-                ys.append(y)
-        if xs:
-            ax.step(xs, ys, where="post", color="0.4", linestyle="--", linewidth=1, label="Pareto front")
-
-    size_pts, lat_pts, n_emulated, seen = [], [], 0, set()
-    for r, front in zip(records, flags, strict=True):
-        acc, size, lat = r.get("accuracy"), r.get("size_bytes"), _median_ms(r)
-        if acc is None:
-            continue
-        name, colour = r["model"], colours[device_label(r)]
-        if size and (name, size, acc) not in seen:  # size does not depend on the device: one point per model
-            seen.add((name, size, acc))
-            ax_size.scatter(size / 1024, acc, color="C0", s=50, zorder=3)
-            ax_size.annotate(name, (size / 1024, acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
-            size_pts.append((size / 1024, acc))
-        if lat is not None:
-            ax_lat.scatter(lat, acc, color=colour, edgecolors="black" if front else colour, s=160 if front else 50,
-                           zorder=3, marker="*" if front else "o", label=device_label(r))  # fmt: skip
-            ax_lat.annotate(name, (lat, acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
-            lat_pts.append((lat, acc))
-        elif r.get("emulated"):
-            n_emulated += 1
-    front_line(ax_size, size_pts)
-    front_line(ax_lat, lat_pts)
-    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
-    ax_size.set_xscale("log")
-    ax_size.xaxis.set_major_formatter(plain)
-    ax_size.xaxis.set_minor_formatter(plain)
-    ax_size.set_xlabel("model size (KiB, log)")
-    ax_size.set_ylabel("accuracy")
-    ax_size.set_title("accuracy vs size")
-    if lat_pts:
-        ax_lat.set_xscale("log")
-        ax_lat.xaxis.set_major_formatter(plain)
-    ax_lat.set_xlabel("median latency (ms, log)")
-    title = "accuracy vs latency (* = Pareto over accuracy, size, latency)"
-    if n_emulated:
-        title += f"\n{n_emulated} emulated result(s) left out: emulated timings are meaningless"
-    ax_lat.set_title(title, fontsize=9)
-    handles, labels = ax_lat.get_legend_handles_labels()
-    if handles:
-        uniq = dict(zip(labels, handles, strict=True))
-        ax_lat.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")
-    for ax in (ax_size, ax_lat):
-        ax.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path, f"wrote {path}"
