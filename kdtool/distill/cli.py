@@ -115,8 +115,15 @@ def _option(name: str, help: str, decl: str | None = None, **kwargs):
 )
 @cloup.option_group(
     "Student",
-    _option(
-        "student", "Student design, a registered name (see --list-students); the options below shape the vgg students."
+    cloup.option(
+        "--student",
+        "--students",
+        "student",
+        default=DEFAULTS.student,
+        show_default=True,
+        metavar="NAME[,NAME..]",
+        help="Student design(s), registered names (see --list-students); several are each trained alone and "
+        "distilled from one teacher pass.",
     ),
     cloup.option(
         "--list-students",
@@ -202,6 +209,7 @@ def distill_command(
       kdtool distill --config recipe.toml
       kdtool distill --list-students --data FData
       kdtool distill --data FData --student resnet8
+      kdtool distill --data FData --students vgg-small,resnet8,mobilenetv2-0.35
       kdtool distill --config models/run.json --out models2
 
     \b

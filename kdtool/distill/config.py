@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from kdtool.distill.balance import BALANCE_MODES, KD_BALANCE_MODES
 from kdtool.distill.student import DEFAULT_CONVS_PER_BLOCK, DEFAULT_DENSE_UNITS, DEFAULT_DROPOUT, DEFAULT_FILTERS
-from kdtool.distill.students import DEFAULT_STUDENT, STUDENTS, list_students, parse_student
+from kdtool.distill.students import DEFAULT_STUDENT, STUDENTS, list_students, parse_students
 from kdtool.distill.teachers import parse_teachers
 from kdtool.errors import InputError
 
@@ -82,7 +82,8 @@ class DistillConfig:
         temperature: KD temperature.
         teacher_logits: ``cached`` or ``online``.
         ensemble: also distil one student from the mean of all teachers' soft targets.
-        student: a registered student (:data:`kdtool.distill.students.STUDENTS`).
+        student: a registered student (:data:`kdtool.distill.students.STUDENTS`), or several
+            comma-separated: each is trained alone and distilled from the same teachers' cached logits.
         student_filters, student_dense, student_dropout, student_convs: the vgg students' architecture
             (``student_convs``: Conv-BN-ReLU units per block before its pooling); the other students
             have a fixed design and refuse values other than the defaults.
@@ -144,8 +145,17 @@ class DistillConfig:
     calibration_folds: int = 0
     kd_balance: str = "none"
 
+    def students(self) -> list[str]:
+        """The registered students this run trains (``student`` names one, or several comma-separated).
+
+        Example:
+            >>> DistillConfig(student="vgg-small, resnet8").students()
+            ['vgg-small', 'resnet8']
+        """
+        return parse_students(self.student)
+
     def check_student(self) -> None:
-        """Refuse an unknown student, or vgg options given to a student of fixed design (one line, exit code 2).
+        """Refuse an unknown student, or vgg options when no listed student is a vgg one (one line, exit code 2).
 
         Example:
             >>> DistillConfig(student="resnet8", student_dense=64).check_student()  # doctest: +ELLIPSIS
@@ -153,20 +163,25 @@ class DistillConfig:
             ...
             kdtool.errors.InputError: --student resnet8 has a fixed design and ignores --student-dense; drop it ...
         """
-        self.student = parse_student(self.student)
-        if STUDENTS[self.student].family == "vgg":
+        names = self.students()
+        self.student = ",".join(names)
+        if any(STUDENTS[n].family == "vgg" for n in names):
             return
         given = [option_name(f) for f in VGG_FIELDS if tuple_or_value(getattr(self, f)) != getattr(DEFAULTS, f)]
         if given:
             vgg = ", ".join(n for n in list_students() if STUDENTS[n].family == "vgg")
             them = "them" if len(given) > 1 else "it"
+            has = "has a fixed design" if len(names) == 1 else "have fixed designs"
             raise InputError(
-                f"--student {self.student} has a fixed design and ignores {', '.join(given)}; "
+                f"--student {self.student} {has} and ignores {', '.join(given)}; "
                 f"drop {them} or choose a vgg student ({vgg})"
             )
 
-    def student_recipe(self) -> dict:
-        """The keyword arguments :func:`kdtool.distill.students.create_student` takes for this run's student.
+    def student_recipe(self, student: str | None = None) -> dict:
+        """The keyword arguments :func:`kdtool.distill.students.create_student` takes for one student.
+
+        Args:
+            student: a registered name (default: the run's first student).
 
         Returns:
             The vgg options for a vgg student, else ``{}``.
@@ -175,7 +190,7 @@ class DistillConfig:
             >>> DistillConfig().student_recipe()["filters"], DistillConfig(student="resnet8").student_recipe()
             ((24, 40, 80), {})
         """
-        if STUDENTS[parse_student(self.student)].family != "vgg":
+        if STUDENTS[student or self.students()[0]].family != "vgg":
             return {}
         return {
             "filters": tuple(self.student_filters),

@@ -293,8 +293,10 @@ def keep_better_phase(
     return head + best
 
 
-def new_student(cfg: DistillConfig, fd: FData, name: str):
+def new_student(cfg: DistillConfig, fd: FData, name: str, student: str | None = None):
     """A fresh student for ``fd``, seeded with ``cfg.seed``: every student of a run starts from the same weights.
+
+    ``student`` is one of the run's registered students (default: its first).
 
     Example:
         >>> new_student(DistillConfig(), load_fdata("FData"), "student_alone").count_params()  # doctest: +SKIP
@@ -304,8 +306,9 @@ def new_student(cfg: DistillConfig, fd: FData, name: str):
 
     from kdtool.distill.students import create_student
 
+    student = student or cfg.students()[0]
     keras.utils.set_random_seed(cfg.seed)
-    return create_student(cfg.student, fd.image_shape, fd.num_classes, name=name, **cfg.student_recipe())
+    return create_student(student, fd.image_shape, fd.num_classes, name=name, **cfg.student_recipe(student))
 
 
 def distil_student(
@@ -317,6 +320,7 @@ def distil_student(
     teacher_models: list,
     cached: tuple[np.ndarray, np.ndarray] | None,
     kd: tuple[float, float] | None = None,
+    student_design: str | None = None,
 ) -> tuple[object, dict]:
     """Train one student: alone (the baseline), from cached teacher logits, or online.
 
@@ -332,6 +336,7 @@ def distil_student(
         teacher_models: the frozen teachers, used with ``--teacher-logits online``.
         cached: ``(train logits, val logits)`` with cached logits, else None.
         kd: ``(temperature, alpha)`` instead of the run's (a sweep point).
+        student_design: which of the run's registered students (default: its first).
 
     Returns:
         (the student, ``{"history", "seconds", "record"}``), ``record`` holding its KD settings
@@ -352,7 +357,8 @@ def distil_student(
         y_fit, y_val = pack_targets(y_tr, cached[0]), pack_targets(y_va, cached[1])
     fit_data = training_batches(run, x_tr, y_fit)
     with strategy.scope():
-        student = new_student(cfg, fd, name)
+        student_design = student_design or cfg.students()[0]
+        student = new_student(cfg, fd, name, student_design)
         if role == "baseline":
             compile_classifier(
                 student, cfg.learning_rate, cfg.lr_schedule, cfg.epochs, len(fit_data), offset=logit_offset(run)
@@ -385,6 +391,7 @@ def distil_student(
     history, best = fit_model(run, name, trainer, fit_data, (x_va, y_val), cfg.epochs)
     baseline = role == "baseline"
     record = {
+        "student": student_design,
         "teacher_logits": None if baseline else cfg.teacher_logits,
         "temperature": None if baseline else temperature,
         "alpha": None if baseline else alpha,

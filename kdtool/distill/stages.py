@@ -3,13 +3,18 @@
 First the student alone (the baseline, no teacher); then per teacher architecture its
 ``--teacher-seeds`` fine-tuned teachers and the student(s) distilled from them (one per
 (T, alpha) point of a sweep); with ``--ensemble``, one more student from the mean of all
-teachers' soft targets. :func:`train_models` trains what is missing and records each model in
+teachers' soft targets. With several students (``--student a,b``) each of them is trained
+alone and distilled from the same teachers, fine-tuned and cached once; their names end in
+the student's name (``student_alone_resnet8``, ``student_efficientnet_lite0_resnet8``).
+:func:`train_models` trains what is missing and records each model in
 run.json as it finishes; ``kdtool distill --calibration-folds`` trains the same models on each fold.
 
 Example:
     >>> cfg = DistillConfig(teachers=["efficientnet_lite0", "vgg16"], ensemble=True)
     >>> stage_count(cfg)  # the student alone, 2 teachers, 2 students, the ensemble student
     6
+    >>> stage_count(DistillConfig(student="vgg-small,resnet8"))  # 2 students alone, 1 teacher, 2 distilled
+    5
     >>> train_models(run, strategy, print)  # doctest: +SKIP
 """
 
@@ -24,6 +29,7 @@ import numpy as np
 from kdtool.distill.config import DistillConfig
 from kdtool.distill.fit import distil_student, train_teacher
 from kdtool.distill.outputs import finish_model
+from kdtool.distill.students import model_suffix
 from kdtool.distill.targets import fixed_views, mean_soft_targets, teacher_logits
 
 if TYPE_CHECKING:
@@ -71,7 +77,23 @@ def stage_count(cfg: DistillConfig) -> int:
         >>> stage_count(DistillConfig(teachers=["vgg16"], teacher_seeds=3, temperatures=(1, 2, 4)))
         7
     """
-    return 1 + (cfg.teacher_seeds + len(sweep_grid(cfg))) * len(cfg.teachers) + int(cfg.ensemble)
+    per_student = 1 + len(sweep_grid(cfg)) * len(cfg.teachers) + int(cfg.ensemble)
+    return cfg.teacher_seeds * len(cfg.teachers) + per_student * len(cfg.students())
+
+
+def student_names(cfg: DistillConfig) -> dict[str, str]:
+    """``{student: suffix}``: the suffix each of the run's students adds to its models' names.
+
+    One student keeps today's names (no suffix); several each end in their own name.
+
+    Example:
+        >>> student_names(DistillConfig(student="vgg-small,mobilenetv2-0.35"))
+        {'vgg-small': '_vgg_small', 'mobilenetv2-0.35': '_mobilenetv2_035'}
+        >>> student_names(DistillConfig())
+        {'vgg-small': ''}
+    """
+    students = cfg.students()
+    return {s: model_suffix(s) if len(students) > 1 else "" for s in students}
 
 
 def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
@@ -90,17 +112,22 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
     run.views = fixed_views(cfg, run.fd)
     grid = sweep_grid(cfg)
     swept = len(grid) > 1
-    stage("student_alone (baseline, no teacher)")
-    if not run.done("student_alone"):
-        _distil(run, strategy, "student_alone", "baseline", None, [], None)
-    else:
-        click.echo("  already done, skipped")
+    suffixes = student_names(cfg)
+    for student, sfx in suffixes.items():
+        stage(f"student_alone{sfx} (baseline, no teacher)")
+        if not run.done(f"student_alone{sfx}"):
+            _distil(run, strategy, f"student_alone{sfx}", "baseline", None, [], None, student=student)
+        else:
+            click.echo("  already done, skipped")
     online = cfg.teacher_logits == "online"
     teacher_models, cached_all = [], []
     for arch in cfg.teachers:
-        snames = {kd: student_name(arch, kd, swept) for kd in grid}
+        snames = {
+            (student, kd): student_name(arch, kd, swept) + sfx for student, sfx in suffixes.items() for kd in grid
+        }
         need_cached = not online and (
-            not all(run.done(s) for s in snames.values()) or (cfg.ensemble and not run.done("student_ensemble"))
+            not all(run.done(s) for s in snames.values())
+            or (cfg.ensemble and not all(run.done(f"student_ensemble{sfx}") for sfx in suffixes.values()))
         )
         members, member_logits = [], []
         for tname, seed in teacher_instances(cfg, arch):
@@ -134,22 +161,27 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
         if online:  # cached KD needs no teacher past its logits: let it go
             teacher_models += [t for _, t in members]
         cached_all.append(cached)
-        for kd, sname in snames.items():
+        for (student, kd), sname in snames.items():
             stage(f"{sname}: distil from {label}" + (f" (T={kd[0]:g}, alpha={kd[1]:g})" if swept else ""))
             if run.done(sname):
                 click.echo("  already done, skipped")
             else:
-                _distil(run, strategy, sname, "student", label, [t for _, t in members], cached, kd)
+                teachers = [t for _, t in members]
+                _distil(run, strategy, sname, "student", label, teachers, cached, kd, student=student)
         if swept:
-            _report_sweep(run, arch, snames)
+            for student, sfx in suffixes.items():
+                points = {kd: name for (s, kd), name in snames.items() if s == student}
+                _report_sweep(run, arch, points, sfx)
     if cfg.ensemble:
         label = "+".join(t for a in cfg.teachers for t, _ in teacher_instances(cfg, a))
-        stage(f"student_ensemble: distil from the mean of {len(cfg.teachers)} teacher architectures")
-        if run.done("student_ensemble"):
-            click.echo("  already done, skipped")
-        else:
-            cached = None if online else mean_soft_targets(cached_all, cfg.temperature)
-            _distil(run, strategy, "student_ensemble", "ensemble", label, teacher_models, cached)
+        cached = None if online or None in cached_all else mean_soft_targets(cached_all, cfg.temperature)
+        for student, sfx in suffixes.items():
+            stage(f"student_ensemble{sfx}: distil from the mean of {len(cfg.teachers)} teacher architectures")
+            if run.done(f"student_ensemble{sfx}"):
+                click.echo("  already done, skipped")
+            else:
+                name = f"student_ensemble{sfx}"
+                _distil(run, strategy, name, "ensemble", label, teacher_models, cached, student=student)
 
 
 def _distil(
@@ -161,13 +193,14 @@ def _distil(
     teacher_models: list,
     cached,
     kd: tuple[float, float] | None = None,
+    student: str | None = None,
 ) -> dict:
     """Train one student (:func:`kdtool.distill.fit.distil_student`), then save and record it."""
-    student, info = distil_student(run, strategy, name, role, teacher_label, teacher_models, cached, kd)
-    return finish_model(run, name, role, teacher_label, student, info["history"], info["seconds"], info["record"])
+    model, info = distil_student(run, strategy, name, role, teacher_label, teacher_models, cached, kd, student)
+    return finish_model(run, name, role, teacher_label, model, info["history"], info["seconds"], info["record"])
 
 
-def _report_sweep(run: Run, arch: str, snames: dict) -> None:
+def _report_sweep(run: Run, arch: str, snames: dict, suffix: str = "") -> None:
     """Pick the sweep point with the best validation balanced accuracy; run.json, table and heatmap."""
     from kdtool.distill.plots import plot_sweep
 
@@ -190,15 +223,15 @@ def _report_sweep(run: Run, arch: str, snames: dict) -> None:
             }
         )
     best = max(points, key=lambda p: p["val_balanced_accuracy"])
-    run.doc.setdefault("sweep", {})[f"teacher_{arch}"] = {"best": best, "points": points}
+    run.doc.setdefault("sweep", {})[f"teacher_{arch}{suffix}"] = {"best": best, "points": points}
     run.save()
-    plot_sweep(temps, alphas, scores, run.out / f"sweep_{arch}.png", f"KD sweep, teacher_{arch}")
-    click.echo(f"  sweep over {len(points)} (T, alpha) pairs for teacher_{arch} (val balanced accuracy, %):")
+    plot_sweep(temps, alphas, scores, run.out / f"sweep_{arch}{suffix}.png", f"KD sweep, teacher_{arch}{suffix}")
+    click.echo(f"  sweep over {len(points)} (T, alpha) pairs for teacher_{arch}{suffix} (val balanced accuracy, %):")
     click.echo("  " + "T \\ alpha".ljust(10) + "".join(f"{a:>8g}" for a in alphas))
     for i, t in enumerate(temps):
         click.echo("  " + f"{t:<10g}" + "".join(f"{100 * v:>8.1f}" for v in scores[i]))
     click.echo(
         f"  best: {best['name']} (T={best['temperature']:g}, alpha={best['alpha']:g}, "
         f"val balanced accuracy {100 * best['val_balanced_accuracy']:.1f}%); heatmap "
-        f"{run.out / f'sweep_{arch}.png'}"
+        f"{run.out / f'sweep_{arch}{suffix}.png'}"
     )

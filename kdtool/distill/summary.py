@@ -17,7 +17,7 @@ columns empty. The ranking reads validation numbers only; test numbers are repor
 Example:
     >>> SUMMARY_COLUMNS[:4]
     ['rank', 'name', 'role', 'teacher']
-    >>> summary_columns(["nv", "mel"])[6:9]
+    >>> summary_columns(["nv", "mel"])[7:10]
     ['val_accuracy', 'val_accuracy_ci95_low', 'val_accuracy_ci95_high']
     >>> rows = write_summary(run)  # doctest: +SKIP
     >>> print_summary(rows)        # doctest: +SKIP
@@ -51,6 +51,7 @@ SUMMARY_COLUMNS = [
     "name",
     "role",
     "teacher",
+    "student",
     "params",
     "size_bytes",
     "val_accuracy",
@@ -84,6 +85,29 @@ INTERVAL_COLUMNS = {
 
 #: The role of the student trained alone, which every other model is compared with.
 ALONE_ROLE = "baseline"
+
+
+def alone_of(model: dict, models: Sequence[dict]) -> str | None:
+    """The name of the student alone ``model`` is compared with: the one of the same student design.
+
+    A model of no design (a teacher), or of a design trained only with a teacher, is compared with the
+    run's first student alone; records written before kdtool kept ``student`` all share one design.
+
+    Args:
+        model: a run.json record or a summary row (``name``, ``role``, ``student``).
+        models: all of them.
+
+    Returns:
+        The student alone's name, or None when the run has none.
+
+    Example:
+        >>> runs = [{"name": n, "role": "baseline", "student": s} for n, s in (("a", "x"), ("b", "y"))]
+        >>> alone_of({"name": "s", "role": "student", "student": "y"}, runs), alone_of({"name": "t"}, runs)
+        ('b', 'a')
+    """
+    alones = [m for m in models if m.get("role") == ALONE_ROLE]
+    same = [m for m in alones if (m.get("student") or "") == (model.get("student") or "")]
+    return (same or alones or [{"name": None}])[0]["name"]
 
 
 def _with_interval(column: str) -> list[str]:
@@ -147,6 +171,7 @@ def summary_rows(records, extras: dict[str, dict] | None = None) -> list[dict]:
                 "name": rec["name"],
                 "role": rec["role"],
                 "teacher": rec["teacher"] or "",
+                "student": rec.get("student") or "",
                 "params": rec["params"],
                 "size_bytes": rec["size_bytes"],
                 "val_accuracy": val["accuracy"],
@@ -243,7 +268,6 @@ def interval_columns(
     splits = [s for s in ("val", "test") if s in fd.splits]
     labels = {s: fd.labels(s) for s in splits}
     logits = {rec["name"]: {s: saved_logits(out, rec, s, (len(labels[s]), k)) for s in splits} for rec in records}
-    alone = next((rec["name"] for rec in records if rec.get("role") == ALONE_ROLE), None)
     mel = melanoma_index(names)
     table: dict[str, dict] = {}
     for rec in records:
@@ -263,6 +287,7 @@ def interval_columns(
                         _put(cols, f"sensitivity_at_specificity_{s:g}", ivs[f"sensitivity_at_specificity_{s:g}"])
                 for c in names:
                     _put(cols, f"roc_auc_{c}", ivs[f"roc_auc_{c}"])
+            alone = alone_of(rec, records)
             ref = logits[alone][split] if alone is not None else None
             if ref is not None and name != alone:
                 prefix = "" if split == "val" else f"{split}_"
@@ -369,9 +394,9 @@ def interval_lines(rows: Sequence[dict]) -> list[str]:
         f"{shown[0].get('bootstrap_resamples')} resamples, seed {SEED}" + ("; mel sens Clopper-Pearson" if mel else ""),
         *_table(header, table),
     ]
-    alone = next((r["name"] for r in rows if r.get("role") == ALONE_ROLE), "the student alone")
     for r in shown:
         if r.get("balanced_accuracy_minus_alone") is not None:
+            alone = alone_of(r, rows) or "the student alone"
             lines.append(
                 f"{r['name']} minus {alone}: {_cell(r, 'balanced_accuracy_minus_alone', '+')} points of balanced "
                 "accuracy (validation, paired bootstrap)"

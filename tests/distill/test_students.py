@@ -162,3 +162,58 @@ def test_int8_tflite_has_builtin_ops_only(name):
     from kdtool.distill.students.profile import int8_size_estimate
 
     assert abs(int8_size_estimate(model) - len(data)) <= 0.03 * len(data)  # the estimate's measured accuracy
+
+
+def test_several_students_parse_in_order_once_and_suffix_their_names():
+    from kdtool.distill.stages import stage_count, student_names
+    from kdtool.distill.students import model_suffix, parse_students
+
+    assert parse_students(" resnet8, vgg-small ,resnet8") == ["resnet8", "vgg-small"]
+    with pytest.raises(InputError, match="names no student"):
+        parse_students(" , ")
+    with pytest.raises(InputError, match="unknown student 'vgg'"):
+        parse_students("resnet8,vgg")
+    assert model_suffix("mobilenetv2-0.35") == "_mobilenetv2_035"
+    cfg = DistillConfig(student="resnet8,mobilenetv2-0.35", student_dense=64)
+    with pytest.raises(InputError, match="--student resnet8,mobilenetv2-0.35 have fixed designs and ignores"):
+        cfg.check_student()
+    DistillConfig(student="resnet8,vgg-small", student_dense=64).check_student()  # shapes the vgg one
+    cfg = DistillConfig(student="resnet8,vgg-small", teachers=["a", "b"], ensemble=True)
+    assert stage_count(cfg) == 2 + 2 * (1 + 2 + 1)  # 2 teachers; per student: alone, 2 distilled, ensemble
+    assert student_names(cfg) == {"resnet8": "_resnet8", "vgg-small": "_vgg_small"}
+
+
+@needs_tf
+def test_several_students_from_one_teacher_pass(tmp_path, monkeypatch):
+    """--students a,b: the teacher is fine-tuned and cached once, each student trains alone and distilled,
+    summary.csv names each row's student and compares it with the student alone of the same design."""
+    import csv
+    import json
+
+    from conftest import register_tinynet
+
+    register_tinynet(monkeypatch)
+    data = write_fdata(tmp_path / "FData", n=(32, 12, 12), k=3)
+    out = tmp_path / "run"
+    args = ["distill", "--data", str(data), "--out", str(out), "--teachers", "tinynet", "--image-size", "8"]
+    args += ["--weights", "imagenet", "--epochs", "1", "--teacher-epochs", "1", "--batch-size", "16"]
+    args += ["--students", "vgg-small,resnet8", "--student-filters", "4,8", "--student-dense", "8"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    models = {m["name"]: m for m in json.loads((out / "run.json").read_text())["models"]}
+    assert set(models) == {
+        "student_alone_vgg_small",
+        "student_alone_resnet8",
+        "teacher_tinynet",
+        "student_tinynet_vgg_small",
+        "student_tinynet_resnet8",
+    }
+    assert result.output.count("teacher_tinynet: fine-tune") == 1
+    assert models["student_tinynet_resnet8"]["student"] == models["student_alone_resnet8"]["student"] == "resnet8"
+    assert models["student_alone_vgg_small"]["params"] < models["student_alone_resnet8"]["params"]  # filters 4,8
+    rows = {r["name"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["student_tinynet_resnet8"]["student"] == "resnet8" and rows["teacher_tinynet"]["student"] == ""
+    assert "student_tinynet_resnet8 minus student_alone_resnet8:" in result.output
+    assert "student_tinynet_vgg_small minus student_alone_vgg_small:" in result.output
+    rerun = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 5, rerun.output

@@ -12,6 +12,8 @@ Example:
     ['mobilenetv2-0.35', 'resnet8', 'vgg-small', 'vgg-wide']
     >>> parse_student("ResNet8")
     'resnet8'
+    >>> parse_students("vgg-small, resnet8")
+    ['vgg-small', 'resnet8']
     >>> model = create_student("resnet8", (32, 32, 3), 7)  # doctest: +SKIP
 """
 
@@ -131,6 +133,44 @@ def parse_student(value: str) -> str:
     if name not in STUDENTS:
         raise InputError(f"unknown student {value!r}; choose from: {', '.join(list_students())}")
     return name
+
+
+def parse_students(value: str) -> list[str]:
+    """Check ``--student`` when it names one or several students, comma-separated.
+
+    Args:
+        value: the names given (``"vgg-small,resnet8"``).
+
+    Returns:
+        The registered names in the order given, each once.
+
+    Raises:
+        InputError: an empty list, or one line naming an unknown student and the valid choices.
+
+    Example:
+        >>> parse_students("resnet8,VGG-small,resnet8")
+        ['resnet8', 'vgg-small']
+    """
+    names = [parse_student(v) for v in str(value).split(",") if v.strip()]
+    if not names:
+        raise InputError(f"--student names no student; choose from: {', '.join(list_students())}")
+    return list(dict.fromkeys(names))
+
+
+def model_suffix(student: str) -> str:
+    """The suffix a run with several students gives each model's name: letters, digits and ``_`` only.
+
+    Args:
+        student: a registered name.
+
+    Returns:
+        ``_<name>`` with every other character turned into ``_`` (dots dropped).
+
+    Example:
+        >>> model_suffix("mobilenetv2-0.35"), model_suffix("resnet8")
+        ('_mobilenetv2_035', '_resnet8')
+    """
+    return "_" + "".join(c if c.isalnum() else "_" for c in student.replace(".", ""))
 
 
 def create_student(student: str, input_shape: Sequence[int], num_classes: int, name: str = "student", **recipe):
