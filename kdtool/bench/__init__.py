@@ -19,7 +19,8 @@ Modules:
     subgroups: --by COLUMN, every metric per value of an image_ids.csv column, and the worst group.
     tables: table cells and fixed-width tables.
     report: the main table, JSON (keys documented there), CSV.
-    compare: --compare, the Pareto front and pareto.png.
+    compare: --compare, each device's frontiers and the pick per latency budget.
+    pareto_plot: pareto.png, the frontiers drawn.
     predict: image files -> top-k classes.
     cli: the click commands.
 """

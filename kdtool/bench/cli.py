@@ -143,8 +143,8 @@ def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> No
 @click.option(
     "--compare",
     is_flag=True,
-    help="Treat the arguments as bench JSON files (from several devices, say) and merge them into one "
-    "table and a pareto.png.",
+    help="Treat the arguments as bench JSON files (from several devices, say): one table, each device's "
+    "accuracy frontiers, the best model per latency budget, and a pareto.png.",
 )
 @click.option(
     "--out",

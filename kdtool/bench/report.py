@@ -96,7 +96,9 @@ kdtool_version                kdtool's version
 created                       UTC time of the run, ISO 8601
 ============================  ================================================================
 
-``kdtool bench --compare`` (:mod:`kdtool.bench.compare`) adds ``pareto``.
+``kdtool bench --compare`` (:mod:`kdtool.bench.compare`) adds ``pareto_latency`` and ``pareto_size`` (on its
+device's frontier of balanced accuracy against median latency / size) and ``pareto`` (on either, on a measured
+device; never for emulated results).
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,
@@ -355,7 +357,7 @@ def flatten(rec: dict) -> dict:
     worst = sub.get("worst") or {}
     row.update(by=sub.get("column"), worst_group=worst.get("value"),
                worst_group_balanced_accuracy=worst.get("balanced_accuracy"), worst_group_n=worst.get("n"))  # fmt: skip
-    for k in ("pareto", "source"):  # added by --compare
+    for k in ("pareto", "pareto_latency", "pareto_size", "source"):  # added by --compare
         if k in rec:
             row[k] = rec[k]
     for name, m in (rec.get("per_class") or {}).items():
