@@ -2,8 +2,8 @@
 
 ``fit_resumable`` trains with two callbacks, in this order at every epoch end:
 
-1. :class:`EpochLog` rewrites ``epochs.csv`` atomically with this epoch's logs
-   (one row per epoch; a re-run epoch replaces its row);
+1. :class:`EpochLog` rewrites ``epochs.csv`` atomically with this epoch's logs and its
+   ``epoch_seconds`` (one row per epoch; a re-run epoch replaces its row);
 2. :class:`EpochBackup` saves weights and optimizer state atomically and then
    records the epoch in ``state.json``.
 
@@ -24,6 +24,7 @@ import csv
 import io
 import random
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -72,8 +73,13 @@ class EpochLog(keras.callbacks.Callback):
     def __init__(self, path: Path):
         super().__init__()
         self.path = Path(path)
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = {**(logs or {}), "epoch_seconds": time.perf_counter() - self.started}
         rows = []
         if self.path.exists():
             with open(self.path, newline="") as fh:

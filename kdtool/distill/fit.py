@@ -27,6 +27,8 @@ import numpy as np
 from kdtool.data import FData
 from kdtool.distill.balance import class_weights
 from kdtool.distill.config import LR_SCHEDULES, DistillConfig
+from kdtool.distill.students.profile import count_macs
+from kdtool.distill.timing import TRAINING_PASSES, fit_seconds, record_phase
 
 if TYPE_CHECKING:
     from kdtool.distill.run_folder import Run
@@ -258,7 +260,10 @@ def train_teacher(run: Run, strategy, arch: str, name: str, seed: int) -> tuple[
         "best_epoch": best,
         "seed": seed,
     }
-    return model, {"history": history, "seconds": time.perf_counter() - t0, "record": record}
+    seconds = fit_seconds(history, time.perf_counter() - t0)
+    epochs = len(next(iter(history.values()), []))
+    record_phase(run, "fine-tune", name, seconds, train.n * epochs, count_macs(model), TRAINING_PASSES)
+    return model, {"history": history, "seconds": seconds, "record": record}
 
 
 def keep_better_phase(
@@ -397,4 +402,7 @@ def distil_student(
         "alpha": None if baseline else alpha,
         "best_epoch": best,
     }
-    return student, {"history": history, "seconds": time.perf_counter() - t0, "record": record}
+    seconds = fit_seconds(history, time.perf_counter() - t0)
+    epochs = len(next(iter(history.values()), []))
+    record_phase(run, "train", name, seconds, fit_data.n * epochs, count_macs(student), TRAINING_PASSES)
+    return student, {"history": history, "seconds": seconds, "record": record}

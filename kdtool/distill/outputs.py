@@ -23,12 +23,15 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdtool.data import atomic_save_npy, atomic_write_text, safe_load_npy, sha256_file
+from kdtool.distill.students.profile import count_macs
+from kdtool.distill.timing import record_phase
 from kdtool.errors import InputError, RuntimeFailure
 
 if TYPE_CHECKING:
@@ -217,6 +220,7 @@ def finish_model(
     from kdtool.figures import plot_reliability, plot_roc
 
     fd, out = run.fd, run.out
+    t0 = time.perf_counter()
     folder = out / name
     folder.mkdir(exist_ok=True)
     splits = [split for split in ("val", "test") if split in fd.splits]
@@ -254,6 +258,8 @@ def finish_model(
         "predictions": predictions,
         **(extra or {}),
     }
+    images = sum(len(fd.labels(split)) for split in splits)
+    record_phase(run, "evaluate", name, time.perf_counter() - t0, images, count_macs(model))
     run.add(rec)
     drop_backup(out / ".backup" / name)
     return rec

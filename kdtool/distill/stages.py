@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,9 @@ from kdtool.distill.config import DistillConfig
 from kdtool.distill.fit import distil_student, train_teacher
 from kdtool.distill.outputs import finish_model
 from kdtool.distill.students import model_suffix
+from kdtool.distill.students.profile import count_macs
 from kdtool.distill.targets import fixed_views, mean_soft_targets, teacher_logits
+from kdtool.distill.timing import record_phase
 
 if TYPE_CHECKING:
     from kdtool.distill.run_folder import Run
@@ -153,7 +156,11 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
             teacher.trainable = False
             members.append((tname, teacher))
             if need_cached:
+                t0 = time.perf_counter()
                 member_logits.append(teacher_logits(teacher, run))
+                views = len(run.views) if run.views is not None else 1
+                images = views * len(run.fd.labels("train")) + len(run.fd.labels("val"))
+                record_phase(run, "cache logits", tname, time.perf_counter() - t0, images, count_macs(teacher))
         label = "+".join(t for t, _ in members)
         cached = None
         if need_cached:

@@ -36,6 +36,7 @@ from kdtool.distill.config import DistillConfig
 from kdtool.distill.run_folder import Run
 from kdtool.distill.stages import stage_count, train_models
 from kdtool.distill.summary import print_summary, write_summary
+from kdtool.distill.timing import phase_lines, record_phase
 from kdtool.errors import InputError
 
 
@@ -136,7 +137,9 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         train_models(run, strategy, stage)
         if folds:
             out_of_fold_logits(run, strategy, stage)
+        t0 = time.perf_counter()
         rows = write_summary(run)
+        record_phase(run, "summary", "", time.perf_counter() - t0)
         run.doc["total_seconds"] = round(time.perf_counter() - t_start, 2)
         run.save("FINISHED")
     except KeyboardInterrupt:
@@ -150,5 +153,6 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         run.save("FAILED", error=f"{type(exc).__name__}: {exc}")
         raise
     print_summary(rows)
+    click.echo("\n" + "\n".join(phase_lines(run.doc.get("phases", []))))
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
     return rows

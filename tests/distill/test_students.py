@@ -215,5 +215,14 @@ def test_several_students_from_one_teacher_pass(tmp_path, monkeypatch):
     assert rows["student_tinynet_resnet8"]["student"] == "resnet8" and rows["teacher_tinynet"]["student"] == ""
     assert "student_tinynet_resnet8 minus student_alone_resnet8:" in result.output
     assert "student_tinynet_vgg_small minus student_alone_vgg_small:" in result.output
+    phases = json.loads((out / "run.json").read_text())["phases"]  # where the time went, one entry per phase
+    kinds = [p["phase"] for p in phases]
+    assert kinds.count("fine-tune") == kinds.count("cache logits") == kinds.count("summary") == 1
+    assert kinds.count("train") == 4 and kinds.count("evaluate") == 5
+    train = {p["model"]: p for p in phases if p["phase"] == "train"}
+    assert train["student_alone_resnet8"]["images"] == 32  # one epoch of 32 training images
+    assert train["student_alone_resnet8"]["gmacs_per_second"] > 0
+    assert models["student_alone_resnet8"]["train_seconds"] == train["student_alone_resnet8"]["seconds"]
+    assert "where the time went:" in result.output
     rerun = CliRunner().invoke(main, args, catch_exceptions=False)
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 5, rerun.output

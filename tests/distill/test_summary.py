@@ -29,7 +29,7 @@ def _fake_run(tmp_path: Path, n_val: int = 60, n_test: int = 30):
     out = tmp_path / "run"
     out.mkdir()
     warnings: list[str] = []
-    return SimpleNamespace(out=out, fd=fd, records={}, warn=warnings.append, warnings=warnings)
+    return SimpleNamespace(out=out, fd=fd, records={}, doc={}, warn=warnings.append, warnings=warnings)
 
 
 def _logits(labels: np.ndarray, wrong: np.ndarray, seed: int) -> np.ndarray:
