@@ -29,23 +29,23 @@ T_MIN, T_MAX = 0.05, 20.0
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities of ``logits / temperature``, computed stably.
+    """Class probabilities of ``logits / temperature``, computed stably in float64 (the one softmax of kdtool).
 
     Args:
-        logits: (N, K) logits.
+        logits: (..., K) logits.
         temperature: T > 0.
 
     Returns:
-        (N, K) float64 probabilities, each row summing to 1.
+        float64 probabilities of the same shape, each row summing to 1.
 
     Example:
         >>> softmax(np.array([[0.0, 0.0]])).tolist()
         [[0.5, 0.5]]
     """
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:

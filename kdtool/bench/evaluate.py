@@ -22,29 +22,11 @@ import numpy as np
 
 from kdtool.bench.tta import mean_over_views
 from kdtool.errors import InputError
+from kdtool.reliability import softmax
 from kdtool.tflite_model import LoadedModel, predict_scores
 
 __all__ = ["check_data_shape", "looks_like_probabilities", "mean_scores", "predict_proba", "softmax",
            "to_probabilities"]  # fmt: skip
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits.
-
-    Args:
-        z: (..., K) logits.
-
-    Returns:
-        float32 probabilities of the same shape, computed in float64.
-
-    Example:
-        >>> softmax(np.array([[0.0, 0.0], [1000.0, 0.0]]))
-        array([[0.5, 0.5],
-               [1. , 0. ]], dtype=float32)
-    """
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def looks_like_probabilities(scores: np.ndarray, tol: float = 0.02) -> bool:
@@ -78,7 +60,8 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
         >>> to_probabilities(np.array([[0.25, 0.75]]))
         array([[0.25, 0.75]], dtype=float32)
     """
-    return np.asarray(scores, dtype=np.float32) if looks_like_probabilities(scores) else softmax(scores)
+    probs = scores if looks_like_probabilities(scores) else softmax(scores)
+    return np.asarray(probs, dtype=np.float32)
 
 
 def check_data_shape(model: LoadedModel, image_shape: tuple[int, ...], num_classes: int, data_file: str) -> None:

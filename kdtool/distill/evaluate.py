@@ -40,7 +40,7 @@ from kdtool.metrics import (
     roc_auc_per_class,
     roc_points,
 )
-from kdtool.reliability import reliability_bins
+from kdtool.reliability import reliability_bins, softmax
 
 #: Specificities at which the class of concern's sensitivity is reported (as ``kdtool bench`` does).
 SPECIFICITIES = (0.8, 0.9, 0.95)
@@ -68,24 +68,6 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return np.asarray(model(x, training=False), dtype=np.float32)
     # compiled inference: about 2x faster than eager calls when caching teacher logits
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax.
-
-    Args:
-        logits: (N, K) logits.
-
-    Returns:
-        (N, K) probabilities.
-
-    Example:
-        >>> softmax(np.array([[0.0, 0.0]])).tolist()
-        [[0.5, 0.5]]
-    """
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def report_from_logits(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
