@@ -83,14 +83,27 @@ def check_output_path(path: str | None, flag: str) -> None:
         raise InputError(f"{flag} {p}: folder {p.parent} does not exist")
 
 
+def _check_plot_path(png: Path, out: str | None) -> None:
+    """Refuse, before anything prints, a pareto.png path that cannot be written (a file where a folder goes)."""
+    flag = f"--out {out}" if out else f"pareto.png {png}"
+    if png.is_dir():
+        raise InputError(f"{flag}: {png} is a folder, expected a .png file or a folder to hold pareto.png")
+    blocker = next((p for p in (png.parent, *png.parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError(f"{flag}: {blocker} is a file, expected a folder (or a path ending in .png)")
+
+
 def _compare(files: tuple[str, ...], json_path, csv_path, out, plot: bool) -> None:
     from kdtool.bench import compare, pareto_plot
 
+    png = compare.pareto_path(out, json_path)
+    if plot:
+        _check_plot_path(png, out)
     records = compare.load_results(files)
     compare.mark_fronts(records)  # pareto_latency, pareto_size, pareto: per device
     _emit(records, compare.compare_table(records), json_path, csv_path)
     if plot:
-        _written, note = pareto_plot.plot_pareto(records, compare.pareto_path(out, json_path))
+        _written, note = pareto_plot.plot_pareto(records, png)
         click.echo(note, err=True)
 
 

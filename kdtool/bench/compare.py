@@ -2,13 +2,15 @@
 
 The question it answers is a deployer's: on my device, within my latency budget, which student is best?
 
-Frontiers. Records are grouped by the device they were measured on (:func:`device_group`: host, machine,
-CPU, and the batch size when it is not 1). Within each group a result is on the *latency frontier*
-(``pareto_latency``) when no other result of the group has at least its balanced accuracy and at most its
-median latency, better in one; on the *size frontier* (``pareto_size``) likewise against ``size_bytes``
-(the int8 or float file). ``pareto`` is true when a result is on either frontier of a measured device.
-Balanced accuracy is the frontier metric; when any record lacks it (bench JSONs older than the key) every
-frontier uses plain accuracy instead, and the table says so (:func:`frontier_metric`).
+Frontiers. Records are grouped by the device they were measured on and how (:func:`device_group`: host,
+machine, CPU, the split, the threads, the batch size when it is not 1 and the TTA mode when there is one):
+a val bench and a test bench, or 1 and 4 threads, never share a frontier or a budget pick. Within each group
+a result is on the *latency frontier* (``pareto_latency``) when no other result of the group has at least
+its balanced accuracy and at most its median latency, better in one; on the *size frontier*
+(``pareto_size``) likewise against ``size_bytes`` (the int8 or float file). ``pareto`` is true when a
+result is on either frontier of a measured device. Balanced accuracy is the frontier metric; when any
+record lacks it (bench JSONs older than the key) every frontier uses plain accuracy instead, and the table
+says so (:func:`frontier_metric`).
 
 Emulated results (``emulated`` true, e.g. arm64 under qemu) keep their accuracy, which is the device's,
 but not their timings. They form their own group, marked ``[emulated]``: its latency frontier ranks the
@@ -17,10 +19,12 @@ approximate); it gets no latency budgets and its results never have ``pareto`` t
 
 Below the table, per device: the latency frontier in order of latency, the size frontier, and for each
 budget of :data:`LATENCY_BUDGETS_MS` the most accurate result whose median latency fits (:func:`best_within`),
-with its 95% interval when the record has one. ``pareto.png`` (:func:`kdtool.bench.pareto_plot.plot_pareto`)
-shows the same: the metric against median latency and against size, one
-colour per device, each frontier as a step line, the budgets as faint lines. It needs matplotlib, imported
-lazily: without it the plot is one note line.
+with its 95% interval when the record has one, and the split its metric is on. A pick on ``test`` is
+reporting only: to choose a model, bench the validation split (``--split val``) and pick there
+(docs/evaluation.md); the output says so under such picks. ``pareto.png``
+(:func:`kdtool.bench.pareto_plot.plot_pareto`) shows the same: the metric against median latency and
+against size, one colour per device, each frontier as a step line, the budgets as faint lines. It needs
+matplotlib, imported lazily: without it the plot is one note line.
 
 The table shows a metric's 95% interval beside it (``0.652 [0.61, 0.69]``) where the JSON carries one
 (``ci95``, ``calibration.ece_ci95``); results written before kdtool had these keys show the bare numbers.
@@ -39,6 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdtool.bench.report import device_label, fmt_bytes, fmt_number, operating_point_note, render_table
+from kdtool.bench.tables import concern_of, front_marks, interval_cell
 from kdtool.errors import InputError
 
 REQUIRED_KEYS = ("model", "size_bytes", "accuracy", "latency_ms", "device")
@@ -127,21 +132,28 @@ def frontier_metric(records: Sequence[dict]) -> str:
 
 
 def device_group(rec: dict) -> str:
-    """The device a result was measured on, as the frontiers group it.
+    """The device a result was measured on, and how, as the frontiers group it.
 
     Args:
         rec: a bench record.
 
     Returns:
-        :func:`kdtool.bench.report.device_label` (``[emulated]`` included), plus ``, batch N`` when the
-        batch is not 1: a batch's latency is not one image's.
+        :func:`kdtool.bench.report.device_label` (``[emulated]`` included), then where the record has them
+        the split (its metric is on that split's images), ``N threads``, ``batch N`` when the batch is not 1
+        (a batch's latency is not one image's) and ``tta MODE`` when the accuracy pass used test-time
+        augmentation (``none`` and older records without the key are one group).
 
     Example:
-        >>> device_group({"device": {"hostname": "pi", "machine": "aarch64"}, "batch": 8, "emulated": True})
-        'pi aarch64 [emulated], batch 8'
+        >>> device_group({"device": {"hostname": "pi", "machine": "aarch64"}, "split": "val", "threads": 4,
+        ...               "batch": 8, "tta": "flip", "emulated": True})
+        'pi aarch64 [emulated], val, 4 threads, batch 8, tta flip'
     """
-    batch = rec.get("batch")
-    return device_label(rec) + (f", batch {batch}" if batch not in (None, 1) else "")
+    split, threads, batch, tta = rec.get("split"), rec.get("threads"), rec.get("batch"), rec.get("tta")
+    parts = [device_label(rec), str(split) if split else None]
+    parts.append(f"{threads} thread{'' if threads == 1 else 's'}" if threads is not None else None)
+    parts.append(f"batch {batch}" if batch not in (None, 1) else None)
+    parts.append(f"tta {tta}" if tta not in (None, "none") else None)
+    return ", ".join(p for p in parts if p)
 
 
 def _front_2d(points: Sequence[tuple[float, float] | None]) -> list[bool]:
@@ -255,41 +267,14 @@ def best_within(records: Sequence[dict], budget_ms: float, metric: str | None = 
     return min(fits, key=lambda r: (-_num(r[metric]), _latency(r), _size(r) or 0.0, str(r.get("model"))))
 
 
-def interval_cell(value, interval, ends: str = ".2f") -> str:
-    """A metric and, when there is one, its 95% interval, for the compare table.
-
-    Args:
-        value: the metric (None: ``-``).
-        interval: ``[low, high]``, or None (older results, ``--bootstrap 0``).
-        ends: format of the interval's ends (``.3f`` for small numbers such as the ECE).
-
-    Returns:
-        ``0.652 [0.61, 0.69]``; ``0.6523`` (four decimals) without an interval, as before intervals existed.
-
-    Example:
-        >>> interval_cell(0.6523, [0.611, 0.688]), interval_cell(0.6523, None), interval_cell(None, [0.1, 0.2])
-        ('0.652 [0.61, 0.69]', '0.6523', '-')
-    """
-    if value is None:
-        return "-"
-    if not interval or None in interval:
-        return fmt_number(value, ".4f")
-    return f"{fmt_number(value, '.3f')} [{fmt_number(interval[0], ends)}, {fmt_number(interval[1], ends)}]"
-
-
-def _concern(rec: dict) -> tuple[str | None, float | None, list | None]:
-    """(class, sensitivity, its interval) of a record's class of concern; melanoma in older results."""
-    ci95 = rec.get("ci95") or {}
-    coc = rec.get("class_of_concern")
-    if coc:
-        return coc.get("name"), coc.get("sensitivity"), ci95.get("class_of_concern_sensitivity")
-    if rec.get("melanoma_sensitivity") is not None:
-        return "mel", rec["melanoma_sensitivity"], ci95.get("melanoma_sensitivity")
-    return None, None, None
-
-
 def by_group(records: Sequence[dict]) -> dict[str, list[int]]:
     """Record indices per :func:`device_group`, in order of first appearance.
+
+    Args:
+        records: bench records, from any number of devices.
+
+    Returns:
+        ``{group label: [indices into records]}``, the groups and their indices in the records' order.
 
     Example:
         >>> by_group([{"device": {"hostname": "pi"}}, {"device": {"hostname": "pc"}}, {"device": {"hostname": "pi"}}])
@@ -309,20 +294,21 @@ def frontier_lines(records: Sequence[dict], budgets: Sequence[float] = LATENCY_B
         budgets: median-latency budgets in ms.
 
     Returns:
-        Text lines: a heading, then per device its name, ``by latency:`` (one line naming the frontier,
-        fastest first), ``by size:``, and one line per budget (``none fits`` when nothing does; emulated
-        devices get no budgets).
+        Text lines: a heading, then per device (:func:`device_group`) its name, ``by latency:`` (one line
+        naming the frontier, fastest first), ``by size:``, and one line per budget naming the split of the
+        pick's metric (``none fits`` when nothing does; emulated devices get no budgets); under picks on the
+        test split, a note that choosing a model belongs on a validation bench.
 
     Example:
         >>> recs = [{"model": "a", "accuracy": 0.7, "balanced_accuracy": 0.6, "size_bytes": 2048,
-        ...          "latency_ms": {"median": 3.0}, "device": {"hostname": "pi"}}]
+        ...          "latency_ms": {"median": 3.0}, "device": {"hostname": "pi"}, "split": "val"}]
         >>> print("\\n".join(frontier_lines(recs, budgets=(1, 5))))
         frontiers of balanced accuracy, per device (fastest or smallest first), and the pick per latency budget:
-        pi
+        pi, val
           by latency: a (0.600, 3.00 ms)
           by size: a (0.600, 2.0 KiB)
           <= 1 ms: none fits (fastest: a, 3.00 ms)
-          <= 5 ms: a, balanced accuracy 0.6000, median 3.00 ms, 2.0 KiB
+          <= 5 ms: a, balanced accuracy on val 0.6000, median 3.00 ms, 2.0 KiB
     """
     metric = frontier_metric(records)
     name = METRIC_NAMES[metric]
@@ -343,21 +329,20 @@ def frontier_lines(records: Sequence[dict], budgets: Sequence[float] = LATENCY_B
             continue
         if not on_lat:
             continue
-        fastest = min(on_lat, key=_latency)
+        fastest, split = min(on_lat, key=_latency), recs[0].get("split")  # one split per group
+        picked = False
         for b in budgets:
             best = best_within(recs, b, metric)
             if best is None:
                 lines.append(f"  <= {b:g} ms: none fits (fastest: {fastest['model']}, {_latency(fastest):.2f} ms)")
                 continue
-            cell = interval_cell(best[metric], (best.get("ci95") or {}).get(metric))
-            lines.append(f"  <= {b:g} ms: {best['model']}, {name} {cell}, median {_latency(best):.2f} ms, "
-                         f"{fmt_bytes(best.get('size_bytes'))}")  # fmt: skip
+            picked, cell = True, interval_cell(best[metric], (best.get("ci95") or {}).get(metric))
+            lines.append(f"  <= {b:g} ms: {best['model']}, {name}{f' on {split}' if split else ''} {cell}, "
+                         f"median {_latency(best):.2f} ms, {fmt_bytes(best.get('size_bytes'))}")  # fmt: skip
+        if picked and split == "test":
+            lines.append("  (test picks are reporting only: to choose a model, pick on a validation bench, --split "
+                         "val; choosing on test breaks the evaluation protocol, docs/evaluation.md)")  # fmt: skip
     return lines
-
-
-def _marks(lat: bool, size: bool, emulated: bool) -> str:
-    marks = ("L" if lat else "") + ("S" if size else "")
-    return marks.lower() if emulated else marks
 
 
 def compare_table(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BUDGETS_MS) -> str:
@@ -379,7 +364,7 @@ def compare_table(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BU
     """
     metric = frontier_metric(records)
     lat_front, size_front = front_flags(records, "latency", metric), front_flags(records, "size", metric)
-    concerns = {c for c in (_concern(r)[0] for r in records) if c}
+    concerns = {c for c in (concern_of(r)[0] for r in records) if c}
     one_concern = len(concerns) <= 1
     sens_header = f"{next(iter(concerns), 'mel')}.sens" if one_concern else "concern.sens"
     with_ece = any((r.get("calibration") or {}).get("ece") is not None for r in records)
@@ -389,7 +374,7 @@ def compare_table(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BU
     rows = []
     for r, on_lat, on_size in zip(records, lat_front, size_front, strict=True):
         lat, ci95 = r.get("latency_ms") or {}, r.get("ci95") or {}
-        name, sens, sens_ci = _concern(r)
+        name, sens, sens_ci = concern_of(r)
         sens_cell = interval_cell(sens, sens_ci)
         if not one_concern and name:
             sens_cell = f"{name} {sens_cell}"
@@ -404,7 +389,7 @@ def compare_table(records: Sequence[dict], budgets: Sequence[float] = LATENCY_BU
             row.append(interval_cell(cal.get("ece"), cal.get("ece_ci95"), ".3f"))
         row += [
             fmt_bytes(r.get("size_bytes")), fmt_number(lat.get("median"), ".3f"), fmt_number(lat.get("p90"), ".3f"),
-            fmt_number(r.get("images_per_second"), ".1f"), _marks(on_lat, on_size, bool(r.get("emulated"))),
+            fmt_number(r.get("images_per_second"), ".1f"), front_marks(on_lat, on_size, bool(r.get("emulated"))),
         ]  # fmt: skip
         rows.append(row)
     lines = [render_table(header, rows, left=3)]

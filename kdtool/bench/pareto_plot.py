@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kdtool.bench.compare import LATENCY_BUDGETS_MS, METRIC_NAMES, by_group, front_flags, frontier_metric
 from kdtool.data import atomic_write_bytes
+from kdtool.errors import InputError, RuntimeFailure
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 MAX_NAME = 22
@@ -155,6 +156,10 @@ def draw_frontiers(
     Returns:
         (path written or None, a one-line note for the user; without matplotlib, no file and a note).
 
+    Raises:
+        InputError: ``path``'s folder, or a folder above it, is a file.
+        RuntimeFailure: another write failure (permission, full disk), in one line.
+
     Example:
         >>> draw_frontiers([], "pareto.png", "accuracy")[0]  # doctest: +SKIP
         PosixPath('pareto.png')
@@ -200,6 +205,11 @@ def draw_frontiers(
         (ax_lat if n_lat else ax_size).legend(handles, labels, fontsize=7, loc="best")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: cannot write the plot, {path.parent} is not a folder") from None
+    except OSError as exc:
+        raise RuntimeFailure(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     return path, f"wrote {path}"

@@ -97,8 +97,10 @@ created                       UTC time of the run, ISO 8601
 ============================  ================================================================
 
 ``kdtool bench --compare`` (:mod:`kdtool.bench.compare`) adds ``pareto_latency`` and ``pareto_size`` (on its
-device's frontier of balanced accuracy against median latency / size) and ``pareto`` (on either, on a measured
-device; never for emulated results).
+device group's frontier of balanced accuracy against median latency / size; of plain accuracy instead, for every
+record, when any merged record lacks ``balanced_accuracy``, as older bench JSONs do) and ``pareto`` (on either, on
+a measured device; never for emulated results). A device group is one host, CPU, split, thread count, batch and
+TTA mode (:func:`kdtool.bench.compare.device_group`).
 
 CSV (``--csv PATH``) has one row per model: the scalar keys above, the
 nested ones flattened (``macro_f1``, ``latency_median_ms``, ``machine``,

@@ -1,6 +1,8 @@
 """Table cells and plain fixed-width tables for the bench's printed output (numbers for people).
 
 :mod:`kdtool.bench.report` re-exports these names (``from kdtool.bench.report import fmt_number`` keeps working).
+The cells of ``kdtool bench --compare``'s table (:func:`interval_cell`, :func:`concern_of`,
+:func:`front_marks`) are here too.
 
 Example:
     >>> print(render_table(["model", "acc"], [["s.int8", fmt_number(0.912, ".2f")]]))
@@ -139,3 +141,67 @@ def pct_cell(value, interval, scale: float = 100.0, spec: str = ".1f") -> str:
     if interval:
         text += f" [{fmt_number(interval[0] * scale, spec)}, {fmt_number(interval[1] * scale, spec)}]"
     return text
+
+
+def interval_cell(value, interval, ends: str = ".2f") -> str:
+    """A metric and, when there is one, its 95% interval, for ``kdtool bench --compare``'s table.
+
+    Args:
+        value: the metric (None: ``-``).
+        interval: ``[low, high]``, or None (older results, ``--bootstrap 0``).
+        ends: format of the interval's ends (``.3f`` for small numbers such as the ECE).
+
+    Returns:
+        ``0.652 [0.61, 0.69]``; ``0.6523`` (four decimals) without an interval, as before intervals existed.
+
+    Example:
+        >>> interval_cell(0.6523, [0.611, 0.688]), interval_cell(0.6523, None), interval_cell(None, [0.1, 0.2])
+        ('0.652 [0.61, 0.69]', '0.6523', '-')
+    """
+    if value is None:
+        return "-"
+    if not interval or None in interval:
+        return fmt_number(value, ".4f")
+    return f"{fmt_number(value, '.3f')} [{fmt_number(interval[0], ends)}, {fmt_number(interval[1], ends)}]"
+
+
+def concern_of(rec: dict) -> tuple[str | None, float | None, list | None]:
+    """A record's class of concern, its sensitivity and that sensitivity's 95% interval.
+
+    Args:
+        rec: a bench record.
+
+    Returns:
+        ``(class, sensitivity, interval)``; melanoma's (``mel``) for results older than ``class_of_concern``;
+        ``(None, None, None)`` without either.
+
+    Example:
+        >>> concern_of({"melanoma_sensitivity": 0.5}), concern_of({})
+        (('mel', 0.5, None), (None, None, None))
+    """
+    ci95 = rec.get("ci95") or {}
+    coc = rec.get("class_of_concern")
+    if coc:
+        return coc.get("name"), coc.get("sensitivity"), ci95.get("class_of_concern_sensitivity")
+    if rec.get("melanoma_sensitivity") is not None:
+        return "mel", rec["melanoma_sensitivity"], ci95.get("melanoma_sensitivity")
+    return None, None, None
+
+
+def front_marks(lat: bool, size: bool, emulated: bool) -> str:
+    """The compare table's ``pareto`` cell.
+
+    Args:
+        lat: on its device's latency frontier.
+        size: on its device's size frontier.
+        emulated: an emulated result (lower case: its latency order is relative only).
+
+    Returns:
+        ``L``, ``S``, ``LS`` or ``""``; lower case when emulated.
+
+    Example:
+        >>> front_marks(True, True, False), front_marks(True, False, True), front_marks(False, False, False)
+        ('LS', 'l', '')
+    """
+    marks = ("L" if lat else "") + ("S" if size else "")
+    return marks.lower() if emulated else marks

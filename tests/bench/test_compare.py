@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from kdtool.bench.compare import compare_table, interval_cell, load_results
+from kdtool.bench.compare import compare_table, load_results
+from kdtool.bench.tables import concern_of, front_marks, interval_cell
 from kdtool.cli import main
 
 
@@ -37,6 +39,7 @@ def test_interval_cells():
     assert interval_cell(0.6523, [0.611, 0.688]) == "0.652 [0.61, 0.69]"
     assert interval_cell(0.6523, None) == "0.6523" and interval_cell(None, None) == "-"
     assert interval_cell(0.5, [None, None]) == "0.5000"
+    assert concern_of(_record("a", concern="bcc"))[:2] == ("bcc", 0.58) and front_marks(False, True, True) == "s"
 
 
 def test_compare_shows_intervals_ece_and_operating_points(tmp_path):
@@ -82,3 +85,27 @@ def test_several_classes_of_concern_name_theirs():
     table = compare_table([_record("a.tflite"), _record("b.tflite", concern="bcc")])
     head, _, a, b = table.splitlines()[:4]
     assert "concern.sens" in head and "mel 0.580 [0.43, 0.72]" in a and "bcc 0.580 [0.43, 0.72]" in b
+
+
+def test_out_is_checked_before_anything_prints(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([_record("a.tflite")]))
+    (tmp_path / "file").write_text("x")
+    for out, blocker in ((tmp_path / "file", "file"), (tmp_path / "file" / "p.png", "file"),
+                         (tmp_path / "file" / "sub", "file")):  # fmt: skip
+        r = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "a.json"), "--out", str(out)])
+        assert r.exit_code == 2, r.output
+        assert len(r.output.strip().splitlines()) == 1 and "--out" in r.output and blocker in r.output, r.output
+        assert "Traceback" not in r.output and "a.tflite" not in r.output  # no table before the error
+    (tmp_path / "dir.png").mkdir()
+    r = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "a.json"), "--out", str(tmp_path / "dir.png")])
+    assert r.exit_code == 2 and "is a folder" in r.output and "a.tflite" not in r.output, r.output
+
+
+def test_plot_write_failure_is_one_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    from kdtool.bench.pareto_plot import plot_pareto
+    from kdtool.errors import InputError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        plot_pareto([_record("a.tflite")], tmp_path / "file" / "pareto.png")

@@ -48,9 +48,9 @@ def test_frontier_is_per_device():
         (True, True, True), (True, False, True), (True, True, True), (False, False, False),
     ]  # fmt: skip
     lines = frontier_lines(recs)
-    pi = lines.index("pi aarch64 Cortex-A72")
+    pi = lines.index("pi aarch64 Cortex-A72, 1 thread")
     assert lines[pi + 1] == "  by latency: b (0.600, 2.00 ms) < a (0.700, 8.00 ms)"  # in order of latency
-    pc = lines.index("pc aarch64 Cortex-A72")
+    pc = lines.index("pc aarch64 Cortex-A72, 1 thread")
     assert lines[pc + 1] == "  by latency: a (0.700, 1.00 ms)"
 
 
@@ -110,7 +110,7 @@ def test_emulated_results_are_their_own_device_relative_only():
     # under qemu on the same machine: ten times slower; pooled with the host, the host's a would dominate both
     emu = [rec("a", 0.70, 30.0, emulated=True), rec("b", 0.60, 20.0, emulated=True)]
     recs = host + emu
-    assert compare.device_group(emu[0]) == "pi aarch64 Cortex-A72 [emulated]"
+    assert compare.device_group(emu[0]) == "pi aarch64 Cortex-A72 [emulated], 1 thread"
     assert front_flags(recs, "latency") == [True, True, True, True]
     assert compare._front_2d([(3.0, 0.7), (1.0, 0.6), (30.0, 0.7), (20.0, 0.6)]) == [True, True, False, False]
     mark_fronts(recs)
@@ -120,7 +120,7 @@ def test_emulated_results_are_their_own_device_relative_only():
     assert [_row(table, m, emulated=True)[-1] for m in ("a ", "b ")] == ["ls", "l"]  # lower case: relative only
     assert [_row(table, m)[-1] for m in ("a ", "b ")] == ["LS", "L"]
     lines = table.splitlines()
-    head = lines.index("pi aarch64 Cortex-A72 [emulated] (latency relative only)")
+    head = lines.index("pi aarch64 Cortex-A72 [emulated], 1 thread (latency relative only)")
     assert lines[head + 1] == "  by latency: b (0.600, 20.00 ms) < a (0.700, 30.00 ms)"
     assert "  budgets: none picked, emulated latency is not the device's" in lines[head:]
     assert sum(line.startswith("  <= 1 ms") for line in lines) == 1  # the measured device only
@@ -135,7 +135,7 @@ def test_table_marks_and_batch_groups():
     assert table.splitlines()[0].split()[-1] == "pareto"
     assert [_row(table, m)[-1] for m in ("ls ", "l ", "s ")] == ["LS", "L", "S"]
     assert _row(table, "none")[-1] == "-"  # the img/s column: no mark on a dominated result
-    assert "pi aarch64 Cortex-A72, batch 8" in table  # a batch's latency is its own group
+    assert "pi aarch64 Cortex-A72, 1 thread, batch 8" in table  # a batch's latency is its own group
     assert _row(table, "ls", "batch 8")[-1] == "LS"
 
 
@@ -160,7 +160,7 @@ def test_plot_groups_carry_the_fronts():
     recs[3]["balanced_accuracy"] = 0.5  # all have it: balanced accuracy stays the metric
     groups = pareto_plot.plot_groups(recs)
     assert [(g["label"], g["emulated"], len(g["points"])) for g in groups] == [
-        ("pi aarch64 Cortex-A72", False, 3), ("pi aarch64 Cortex-A72 [emulated]", True, 1),
+        ("pi aarch64 Cortex-A72, 1 thread", False, 3), ("pi aarch64 Cortex-A72 [emulated], 1 thread", True, 1),
     ]  # fmt: skip
     a, b, n = groups[0]["points"]
     assert a["interval"] == [0.65, 0.75] and b["interval"] is None and b["size_kib"] == 2.0
@@ -186,3 +186,28 @@ def test_plot_without_matplotlib_is_one_note(tmp_path, monkeypatch):
     path, note = pareto_plot.plot_pareto([rec("a.tflite", 0.7, 1.0)], tmp_path / "pareto.png")
     assert path is None and note.startswith("matplotlib is not installed") and "\n" not in note
     assert not (tmp_path / "pareto.png").exists()
+
+
+def test_groups_split_threads_and_tta_apart():
+    # same host: a val bench at 4 threads and a test bench at 1 thread are two groups, not one frontier
+    val = [rec("a", 0.70, 2.0, threads=4), rec("b", 0.60, 1.0, threads=4)]
+    test = [rec("a", 0.72, 8.0), rec("b", 0.65, 4.0)]
+    for r in val:
+        r["split"] = "val"
+    for r in test:
+        r["split"] = "test"
+    flip = dict(val[0], model="a_flip", tta="flip", latency_ms={"median": 4.0})
+    recs = val + test + [flip]
+    assert compare.device_group(val[0]) == "pi aarch64 Cortex-A72, val, 4 threads"
+    assert compare.device_group(test[0]) == "pi aarch64 Cortex-A72, test, 1 thread"
+    assert compare.device_group(flip) == "pi aarch64 Cortex-A72, val, 4 threads, tta flip"
+    assert compare.device_group(dict(val[0], tta="none")) == compare.device_group(val[0])  # none = no TTA
+    # pooled (the old behaviour), val's a at 2 ms would push test's b (4 ms, 0.65) off the latency front
+    assert front_flags(recs, "latency") == [True, True, True, True, True]
+    lines = frontier_lines(recs, budgets=(5.0,))
+    v, t = lines.index("pi aarch64 Cortex-A72, val, 4 threads"), lines.index("pi aarch64 Cortex-A72, test, 1 thread")
+    assert lines[v + 3] == "  <= 5 ms: a, balanced accuracy on val 0.7000, median 2.00 ms, 97.7 KiB"
+    assert lines[t + 3] == "  <= 5 ms: b, balanced accuracy on test 0.6500, median 4.00 ms, 97.7 KiB"  # not val's a
+    notes = [line for line in lines if "--split val" in line]
+    assert len(notes) == 1 and lines.index(notes[0]) == t + 4 and "docs/evaluation.md" in notes[0]
+    assert "tta flip" in lines[-4]  # its own group
