@@ -38,6 +38,7 @@ from kdtool.data import FData, atomic_save_npy, load_fdata, safe_load_npy, save_
 from kdtool.distill.run_folder import Run
 from kdtool.distill.stages import train_models
 from kdtool.distill.summary import write_summary
+from kdtool.distill.timing import record_phase
 from kdtool.errors import InputError
 from kdtool.folds import GROUPS_FILE, group_folds, read_groups
 from kdtool.roles import STUDENT_ROLES
@@ -166,6 +167,8 @@ def out_of_fold_logits(run: Run, strategy, stage) -> dict[str, np.ndarray]:
         train_models(sub, strategy, sub_stage)
         write_summary(sub, n_boot=0)  # fold runs: nobody reads their intervals
         sub.save("FINISHED")
+        fold_seconds = sum(p["seconds"] for p in sub.doc.get("phases", []))
+        record_phase(run, "calibration", f"fold {f + 1}/{k} (all its models)", fold_seconds)
         x_held = sub.fd.x("test")
         for name in pooled:
             pooled[name][folds == f] = predict_logits(sub.load_model(name), x_held)

@@ -148,6 +148,9 @@ class DistillConfig:
     def students(self) -> list[str]:
         """The registered students this run trains (``student`` names one, or several comma-separated).
 
+        Returns:
+            Their registered names in the order given, each once.
+
         Example:
             >>> DistillConfig(student="vgg-small, resnet8").students()
             ['vgg-small', 'resnet8']

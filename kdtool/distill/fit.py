@@ -260,9 +260,9 @@ def train_teacher(run: Run, strategy, arch: str, name: str, seed: int) -> tuple[
         "best_epoch": best,
         "seed": seed,
     }
-    seconds = fit_seconds(history, time.perf_counter() - t0)
-    epochs = len(next(iter(history.values()), []))
-    record_phase(run, "fine-tune", name, seconds, train.n * epochs, count_macs(model), TRAINING_PASSES)
+    seconds, timed = fit_seconds(history, time.perf_counter() - t0)
+    images = train.n * len(next(iter(history.values()), [])) if timed else 0  # unknown when not every epoch timed
+    record_phase(run, "fine-tune", name, seconds, images, count_macs(model), TRAINING_PASSES)
     return model, {"history": history, "seconds": seconds, "record": record}
 
 
@@ -301,7 +301,14 @@ def keep_better_phase(
 def new_student(cfg: DistillConfig, fd: FData, name: str, student: str | None = None):
     """A fresh student for ``fd``, seeded with ``cfg.seed``: every student of a run starts from the same weights.
 
-    ``student`` is one of the run's registered students (default: its first).
+    Args:
+        cfg: the run's configuration (seed, vgg options).
+        fd: the run's data (image shape, classes).
+        name: the Keras model's name.
+        student: one of the run's registered students (default: its first).
+
+    Returns:
+        The fresh, uncompiled student.
 
     Example:
         >>> new_student(DistillConfig(), load_fdata("FData"), "student_alone").count_params()  # doctest: +SKIP
@@ -402,7 +409,7 @@ def distil_student(
         "alpha": None if baseline else alpha,
         "best_epoch": best,
     }
-    seconds = fit_seconds(history, time.perf_counter() - t0)
-    epochs = len(next(iter(history.values()), []))
-    record_phase(run, "train", name, seconds, fit_data.n * epochs, count_macs(student), TRAINING_PASSES)
+    seconds, timed = fit_seconds(history, time.perf_counter() - t0)
+    images = fit_data.n * len(next(iter(history.values()), [])) if timed else 0
+    record_phase(run, "train", name, seconds, images, count_macs(student), TRAINING_PASSES)
     return student, {"history": history, "seconds": seconds, "record": record}

@@ -263,7 +263,7 @@ class Run:
         if fresh:  # epoch backups of an earlier run must not be resumed by a fresh one
             shutil.rmtree(self.out / ".backup", ignore_errors=True)
             shutil.rmtree(self.out / "calibration", ignore_errors=True)  # fold runs of the models retrained
-        first = {}
+        first, carried = {}, {}
         if self.path.exists() and not fresh:
             old = self._read_older()
             # the run continues in this folder: when and how it began stays on record
@@ -271,6 +271,9 @@ class Run:
                 "first_started": old.get("first_started", old.get("started")),
                 "first_command": old.get("first_command", old.get("command")),
             }
+            # so is the time its finished models took (kdtool.distill.timing); a phase run again replaces its entry
+            if isinstance(old.get("phases"), list):
+                carried["phases"] = [p for p in old["phases"] if isinstance(p, dict) and {"phase", "model"} <= set(p)]
         self.doc = {
             "kdtool_version": __version__,
             "status": "RUNNING",
@@ -290,6 +293,7 @@ class Run:
             "device": device(),
             "warnings": [],
             "models": [],
+            **carried,
         }
         self.save()
 

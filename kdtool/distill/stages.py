@@ -89,6 +89,12 @@ def student_names(cfg: DistillConfig) -> dict[str, str]:
 
     One student keeps today's names (no suffix); several each end in their own name.
 
+    Args:
+        cfg: the run's configuration.
+
+    Returns:
+        The registered names in the order given, each with its suffix.
+
     Example:
         >>> student_names(DistillConfig(student="vgg-small,mobilenetv2-0.35"))
         {'vgg-small': '_vgg_small', 'mobilenetv2-0.35': '_mobilenetv2_035'}

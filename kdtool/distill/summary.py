@@ -123,7 +123,8 @@ def summary_columns(class_names: Sequence[str]) -> list[str]:
     Returns:
         :data:`SUMMARY_COLUMNS` with ``_ci95_low``/``_ci95_high`` after each of :data:`INTERVAL_COLUMNS`,
         then ``class_of_concern`` and ``sensitivity_at_specificity_<s>`` (with a melanoma class),
-        ``roc_auc_<class>`` per class, the two ``*_minus_alone`` differences (each with its interval),
+        ``roc_auc_<class>`` per class, ``alone`` (the student alone each model is compared with), the two
+        ``*_minus_alone`` differences (each with its interval),
         ``bootstrap_groups`` (``lesion_id`` or ``image``) and ``bootstrap_resamples``.
 
     Example:
@@ -140,7 +141,8 @@ def summary_columns(class_names: Sequence[str]) -> list[str]:
             cols += _with_interval(f"sensitivity_at_specificity_{s:g}")
     for name in class_names:
         cols += _with_interval(f"roc_auc_{name}")
-    cols += _with_interval("balanced_accuracy_minus_alone") + _with_interval("test_balanced_accuracy_minus_alone")
+    cols += ["alone", *_with_interval("balanced_accuracy_minus_alone")]
+    cols += _with_interval("test_balanced_accuracy_minus_alone")
     return [*cols, "bootstrap_groups", "bootstrap_resamples"]
 
 
@@ -293,6 +295,7 @@ def interval_columns(
                 prefix = "" if split == "val" else f"{split}_"
                 diff = difference_to(labels[split], z, ref, names, groups.get(split), n_boot, seed)
                 _put(cols, f"{prefix}balanced_accuracy_minus_alone", diff)
+                cols["alone"] = alone
         if cols:
             cols["bootstrap_groups"] = "lesion_id" if groups.get("val") is not None else "image"
             cols["bootstrap_resamples"] = n_boot
@@ -396,7 +399,7 @@ def interval_lines(rows: Sequence[dict]) -> list[str]:
     ]
     for r in shown:
         if r.get("balanced_accuracy_minus_alone") is not None:
-            alone = alone_of(r, rows) or "the student alone"
+            alone = r.get("alone") or "the student alone"
             lines.append(
                 f"{r['name']} minus {alone}: {_cell(r, 'balanced_accuracy_minus_alone', '+')} points of balanced "
                 "accuracy (validation, paired bootstrap)"

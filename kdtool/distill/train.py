@@ -153,6 +153,6 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         run.save("FAILED", error=f"{type(exc).__name__}: {exc}")
         raise
     print_summary(rows)
-    click.echo("\n" + "\n".join(phase_lines(run.doc.get("phases", []))))
+    click.echo("\n" + "\n".join(phase_lines(run.doc.get("phases", []), run.doc.get("total_seconds"))))
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
     return rows

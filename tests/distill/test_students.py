@@ -224,5 +224,10 @@ def test_several_students_from_one_teacher_pass(tmp_path, monkeypatch):
     assert train["student_alone_resnet8"]["gmacs_per_second"] > 0
     assert models["student_alone_resnet8"]["train_seconds"] == train["student_alone_resnet8"]["seconds"]
     assert "where the time went:" in result.output
+    assert rows["student_tinynet_resnet8"]["alone"] == "student_alone_resnet8"
+    assert rows["teacher_tinynet"]["alone"] == "student_alone_vgg_small"  # no design: the first student alone
+    assert "teacher_tinynet minus student_alone_vgg_small:" in result.output
     rerun = CliRunner().invoke(main, args, catch_exceptions=False)
     assert rerun.exit_code == 0 and rerun.output.count("already done, skipped") == 5, rerun.output
+    again = json.loads((out / "run.json").read_text())["phases"]  # the finished models' time stays on record
+    assert [p for p in again if p["phase"] == "train"] == [p for p in phases if p["phase"] == "train"]
