@@ -325,6 +325,35 @@ def fit_resumable(
     return history, None
 
 
+def seed_backup(source: Path, backup_dir: Path) -> bool:
+    """Start ``backup_dir`` as a copy of ``source``'s files (a multi-worker run's chief backup), if it holds one.
+
+    Subfolders (a teacher's ``head`` phase) are not copied: their own fit seeds them.
+
+    Args:
+        source: the chief's backup folder of this model.
+        backup_dir: this worker's own backup folder (created).
+
+    Returns:
+        Whether there was a backup to copy.
+
+    Example:
+        >>> import tempfile
+        >>> a, b = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp()) / "m"
+        >>> _ = (a / "state.json").write_text("{}")
+        >>> seed_backup(a, b), sorted(p.name for p in b.iterdir())
+        (True, ['state.json'])
+    """
+    source, backup_dir = Path(source), Path(backup_dir)
+    if not (source / "state.json").is_file():
+        return False
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        if f.is_file() and ".tmp" not in f.name:
+            shutil.copy2(f, backup_dir / f.name)
+    return True
+
+
 def drop_backup(backup_dir: Path) -> None:
     """Remove a model's backup folder after the model itself is safely saved."""
     shutil.rmtree(backup_dir, ignore_errors=True)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdtool.data import FData
+from kdtool.distill.cluster import is_multi_worker
 from kdtool.intervals import (
     Interval,
     bootstrap_intervals,
@@ -52,6 +53,9 @@ SEED = 0
 def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of ``model`` on float32 [0, 1] images, batched, in inference mode.
 
+    Under a multi-worker strategy each process predicts on its own (no collective), so the chief can
+    evaluate alone and every worker computes the same cached teacher logits.
+
     Args:
         model: a Keras model returning logits.
         x: (N, H, W, 3) float32 images.
@@ -66,6 +70,11 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """
     if len(x) <= batch_size:  # one eager call: predict()'s set-up costs more than it saves
         return np.asarray(model(x, training=False), dtype=np.float32)
+    if is_multi_worker(getattr(model, "_distribute_strategy", None)):
+        # predict() would shard x across the workers and gather: every worker would have to call it at once.
+        # Each worker (the chief alone, for its outputs) predicts locally, with its own copy of the weights.
+        parts = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts).astype(np.float32)
     # compiled inference: about 2x faster than eager calls when caching teacher logits
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 

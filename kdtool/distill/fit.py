@@ -144,6 +144,9 @@ def progress_verbosity() -> int:
 def fit_model(run: Run, name: str, model, batches, validation_data, epochs: int) -> tuple[dict, int | None]:
     """Fit with per-epoch backups under ``out/.backup/<name>``: a killed run resumes there.
 
+    A non-chief worker of a multi-worker run starts from a copy of the chief's backup and writes its
+    own into its temporary folder (``run.backup_root``), so every worker resumes from the same epoch.
+
     Validation balanced accuracy is scored every epoch (history.csv); the best epoch is kept only
     with ``--select-best`` (and ``--patience`` may stop early).
 
@@ -161,9 +164,11 @@ def fit_model(run: Run, name: str, model, batches, validation_data, epochs: int)
     Example:
         >>> history, best = fit_model(run, "student_alone", student, batches, (x_val, y_val), 120)  # doctest: +SKIP
     """
-    from kdtool.distill.checkpoint import fit_resumable, resumed_epochs
+    from kdtool.distill.checkpoint import fit_resumable, resumed_epochs, seed_backup
 
-    backup = run.out / ".backup" / name
+    backup = run.backup_root / name
+    if not run.writer:  # a worker resumes where the chief's backup says, as the chief does
+        seed_backup(run.out / ".backup" / name, backup)
     done = resumed_epochs(backup)
     if done:
         click.echo(f"  resuming {name} after epoch {done}/{epochs}")
@@ -244,9 +249,7 @@ def train_teacher(run: Run, strategy, arch: str, name: str, seed: int) -> tuple[
             )
         history, best = fit_model(run, name, model, train, val, cfg.teacher_epochs - head)
     if head:
-        best = keep_better_phase(
-            model, run.out / ".backup" / name / "head", head, head_history, head_best, history, best
-        )
+        best = keep_better_phase(model, run.backup_root / name / "head", head, head_history, head_best, history, best)
         history = {
             k: list(head_history.get(k, [])) + list(history.get(k, []))
             for k in dict.fromkeys([*head_history, *history])

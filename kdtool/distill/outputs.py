@@ -198,7 +198,7 @@ def saved_logits(out: Path, rec: dict, split: str, shape: tuple[int, int]) -> np
 
 def finish_model(
     run: Run, name: str, role: str, teacher: str | None, model, history: dict, seconds: float, extra: dict | None = None
-) -> dict:
+) -> dict | None:
     """Evaluate a trained model, write its files, record it in run.json and drop its epoch backups.
 
     Args:
@@ -212,9 +212,14 @@ def finish_model(
         extra: more fields for its record (settings it trained with, kept epoch).
 
     Returns:
-        The model's record, as run.json keeps it.
+        The model's record, as run.json keeps it; None on a non-chief worker of a multi-worker run,
+        which only drops its own epoch backups (the chief writes the model's files and record).
     """
     from kdtool.distill.checkpoint import drop_backup
+
+    if not run.writer:
+        drop_backup(run.backup_root / name)
+        return None
     from kdtool.distill.evaluate import predict_logits, report_from_logits, threshold_free
     from kdtool.distill.plots import plot_confusion, plot_curves
     from kdtool.figures import plot_reliability, plot_roc
@@ -261,5 +266,5 @@ def finish_model(
     images = sum(len(fd.labels(split)) for split in splits)
     record_phase(run, "evaluate", name, time.perf_counter() - t0, images, count_macs(model))
     run.add(rec)
-    drop_backup(out / ".backup" / name)
+    drop_backup(run.backup_root / name)
     return rec

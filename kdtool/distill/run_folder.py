@@ -29,8 +29,10 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -46,6 +48,9 @@ from kdtool.distill.config import (
     option_name,
 )
 from kdtool.errors import InputError, RuntimeFailure
+
+if TYPE_CHECKING:
+    from kdtool.distill.cluster import Cluster
 
 
 def removed_settings_used(old: dict) -> list[str]:
@@ -190,10 +195,16 @@ class Run:
     the same configuration and data is continued: its models whose files still match their
     SHA-256 count as done, and when and how the run first began stays on record.
 
+    In a multi-worker run (``cluster``) only the chief writes the folder. Every other worker reads it
+    (the same finished models are skipped on every worker) but writes nothing there: ``save`` does
+    nothing, and its epoch backups go to a temporary folder of its own (``backup_root``), removed by
+    :meth:`close`. ``--out`` must then be one folder every worker sees (a shared file system).
+
     Args:
         cfg: the run's configuration (``cfg.out`` is the folder).
         fd: the run's data.
         fresh: start over: ignore an older run.json and drop its epoch backups and fold runs.
+        cluster: this process's place in a multi-worker run (:mod:`kdtool.distill.cluster`), or None.
 
     Raises:
         InputError: the folder holds an unreadable run.json, or a run with another configuration,
@@ -206,8 +217,13 @@ class Run:
         'RUNNING'
     """
 
-    def __init__(self, cfg: DistillConfig, fd: FData, fresh: bool):
+    def __init__(self, cfg: DistillConfig, fd: FData, fresh: bool, cluster: Cluster | None = None):
         self.cfg, self.fd = cfg, fd
+        self.cluster = cluster
+        self.writer = cluster is None or cluster.is_chief
+        self.scratch: Path | None = None
+        if not self.writer:
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"kdtool-{cluster.task_type}{cluster.index}-"))
         self.out = Path(cfg.out)
         self.path = self.out / "run.json"
         self.records: dict[str, dict] = {}
@@ -255,12 +271,23 @@ class Run:
                 self.records[rec["name"]] = rec
         return old
 
+    @property
+    def backup_root(self) -> Path:
+        """Where this process keeps its epoch backups: ``out/.backup``, or a worker's own temporary folder."""
+        return self.out / ".backup" if self.writer else self.scratch / ".backup"
+
+    def close(self) -> None:
+        """Remove a worker's temporary folder (nothing for the writer)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
     def _open(self, fresh: bool) -> None:
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RuntimeFailure(f"{self.out}: cannot create output folder ({exc.strerror})") from None
-        if fresh:  # epoch backups of an earlier run must not be resumed by a fresh one
+        if self.writer:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RuntimeFailure(f"{self.out}: cannot create output folder ({exc.strerror})") from None
+        if fresh and self.writer:  # epoch backups of an earlier run must not be resumed by a fresh one
             shutil.rmtree(self.out / ".backup", ignore_errors=True)
             shutil.rmtree(self.out / "calibration", ignore_errors=True)  # fold runs of the models retrained
         first, carried = {}, {}
@@ -321,7 +348,9 @@ class Run:
         return keras.saving.load_model(self.out / self.records[name]["file"], safe_mode=True, compile=False)
 
     def save(self, status: str | None = None, error: str | None = None) -> None:
-        """Write run.json atomically, with a final ``status`` (and ``error``) when given."""
+        """Write run.json atomically, with a final ``status`` (and ``error``) if given; a non-chief worker: nothing."""
+        if not self.writer:
+            return
         if status:
             self.doc["status"] = status
             self.doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -181,7 +181,7 @@ def train_models(run: Run, strategy, stage: Callable[[str], None]) -> None:
             else:
                 teachers = [t for _, t in members]
                 _distil(run, strategy, sname, "student", label, teachers, cached, kd, student=student)
-        if swept:
+        if swept and run.writer:  # the chief reports the sweep; the other workers have no records to read
             for student, sfx in suffixes.items():
                 points = {kd: name for (s, kd), name in snames.items() if s == student}
                 _report_sweep(run, arch, points, sfx)
@@ -207,7 +207,7 @@ def _distil(
     cached,
     kd: tuple[float, float] | None = None,
     student: str | None = None,
-) -> dict:
+) -> dict | None:
     """Train one student (:func:`kdtool.distill.fit.distil_student`), then save and record it."""
     model, info = distil_student(run, strategy, name, role, teacher_label, teacher_models, cached, kd, student)
     return finish_model(run, name, role, teacher_label, model, info["history"], info["seconds"], info["record"])

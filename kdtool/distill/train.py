@@ -14,6 +14,9 @@ Everything lands in ``out``: ``run.json`` (config, versions, data fingerprint, t
 ``safe_mode=True`` before they count as done; re-running the same command skips models already
 done (``fresh=True`` retrains them), and a killed run resumes from its last epoch.
 
+With ``--strategy multiworker`` every worker runs this same pipeline on its share of each batch
+(:mod:`kdtool.distill.cluster`); only the chief writes ``out`` (docs/distributed.md).
+
 Example:
     >>> cfg = DistillConfig(data="FData", out="models", teachers=["efficientnet_lite0"], epochs=2)  # doctest: +SKIP
     >>> rows = run_distill(cfg)                                                                     # doctest: +SKIP
@@ -23,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -32,6 +34,7 @@ import click
 
 from kdtool.data import load_fdata
 from kdtool.distill.calibration import out_of_fold_logits, plan_folds
+from kdtool.distill.cluster import agree, cluster_from_env, cluster_timeout, config_digest, start_multiworker
 from kdtool.distill.config import DistillConfig
 from kdtool.distill.run_folder import Run
 from kdtool.distill.stages import stage_count, train_models
@@ -52,7 +55,7 @@ def make_strategy(name: str):
         The strategy.
 
     Raises:
-        InputError: an unknown name, or ``multiworker`` without ``TF_CONFIG``.
+        InputError: an unknown name, or ``multiworker`` without ``TF_CONFIG`` or with a bad one.
 
     Example:
         >>> make_strategy("auto")  # doctest: +SKIP
@@ -60,6 +63,13 @@ def make_strategy(name: str):
     """
     import tensorflow as tf
 
+    if name == "multiworker":  # before anything lists devices: the strategy must set TensorFlow up first
+        from kdtool.distill.cluster import fix_keras_for_multiworker
+
+        cluster_from_env(name)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        fix_keras_for_multiworker()
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -67,10 +77,6 @@ def make_strategy(name: str):
         if gpus:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise InputError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise InputError(f"unknown --strategy {name!r}; choose auto, mirrored or multiworker")
 
 
@@ -93,7 +99,9 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     """Run the whole pipeline into ``cfg.out``.
 
     The data (and with ``calibration_folds`` their ``image_ids.csv``) are checked before TensorFlow
-    loads. SIGINT or SIGTERM marks run.json KILLED and exits 130 or 143; an error marks it FAILED.
+    loads, and so is ``TF_CONFIG`` with ``--strategy multiworker``. SIGINT or SIGTERM marks run.json
+    KILLED and exits 130 or 143; an error marks it FAILED. In a multi-worker run only the chief writes
+    ``out`` and prints the summary.
 
     Args:
         cfg: the run configuration.
@@ -109,21 +117,37 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         >>> rows = run_distill(DistillConfig(data="FData", epochs=2), fresh=True)  # doctest: +SKIP
     """
     cfg.check()
+    cluster = cluster_from_env(cfg.strategy)  # a bad TF_CONFIG is refused before any TensorFlow work
+    if cluster is not None:
+        cluster_timeout()
+        if cfg.calibration_folds:
+            raise InputError("--calibration-folds does not run with --strategy multiworker yet; run the folds apart")
     fd = load_fdata(cfg.data)  # validate before any TensorFlow work
     if cfg.calibration_folds:
         plan_folds(fd, cfg.calibration_folds, cfg.seed)  # a bad image_ids.csv is refused before any training
     from kdtool.train_extra import require_train_extra
 
+    strategy = dog = None
+    if cluster is not None:  # TensorFlow sets collectives up only before its first op
+        strategy, dog = start_multiworker(cluster)
     tf = require_train_extra("kdtool distill")
     # --seed makes a run repeatable on the same machine and versions: seeded weights, batches and
     # views, plus deterministic op kernels (run.json records versions and device to explain a difference).
     tf.config.experimental.enable_op_determinism()
-    run = Run(cfg, fd, fresh)
-    if run.doc["data"]["synthetic"]:
+    run = Run(cfg, fd, fresh, cluster)
+    if dog is not None:  # the chief marks run.json FAILED when the others never answer
+        dog.on_give_up = lambda line: run.save("FAILED", error=line)
+    if run.doc["data"]["synthetic"] and run.writer:
         run.warn(f"{fd.root} is SYNTHETIC data: use it to try the pipeline, never quote its accuracy")
     stop = _install_signal_handlers()
     try:
-        strategy = make_strategy(cfg.strategy)
+        if cluster is None:
+            strategy = make_strategy(cfg.strategy)
+        else:
+            agree(strategy, cluster, config_digest(run.doc["config"], run.doc["data"]["fingerprint"], fresh), dog)
+            run.doc["cluster"] = {"workers": cluster.num_workers, "replicas": strategy.num_replicas_in_sync}
+            replicas = strategy.num_replicas_in_sync
+            click.echo(f"{cluster.describe()}: {replicas} replicas in sync; the chief writes {run.out}")
         t_start = time.perf_counter()
         folds = cfg.calibration_folds
         total = stage_count(cfg) * (1 + folds) + int(folds > 0)
@@ -137,6 +161,9 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         train_models(run, strategy, stage)
         if folds:
             out_of_fold_logits(run, strategy, stage)
+        if not run.writer:
+            click.echo(f"{cluster.describe()}: done; the chief wrote {run.out}")
+            return []
         t0 = time.perf_counter()
         rows = write_summary(run)
         record_phase(run, "summary", "", time.perf_counter() - t0)
@@ -144,7 +171,8 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         run.save("FINISHED")
     except KeyboardInterrupt:
         run.save("KILLED", error=f"interrupted by {stop.get('signal', 'SIGINT')}")
-        click.secho("interrupted: run.json marked KILLED; re-run the same command to continue", fg="red", err=True)
+        marked = "run.json marked KILLED; " if run.writer else ""
+        click.secho(f"interrupted: {marked}re-run the same command to continue", fg="red", err=True)
         sys.exit(143 if stop.get("signal") == "SIGTERM" else 130)
     except click.ClickException as exc:
         run.save("FAILED", error=exc.format_message())
@@ -152,6 +180,8 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     except Exception as exc:
         run.save("FAILED", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        run.close()
     print_summary(rows)
     click.echo("\n" + "\n".join(phase_lines(run.doc.get("phases", []), run.doc.get("total_seconds"))))
     click.echo(f"\nwrote {run.out}/summary.csv, run.json and per-model folders")
