@@ -305,7 +305,8 @@ def fit_resumable(
     if state:
         initial, weights, saved_random = state
         if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            with model.distribute_strategy.scope():  # a distributed model's slots are distributed variables too
+                model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
     callbacks = [EpochLog(log), EpochBackup(backup_dir, x)]
     if saved_random is not None:

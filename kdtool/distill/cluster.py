@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import click
 
-from kdtool.errors import InputError
+from kdtool.errors import InputError, RuntimeFailure
 
 #: The task types that train (an evaluator or a parameter server has no part in a multiworker run).
 TRAINING_TASKS = ("chief", "worker")
@@ -317,16 +317,80 @@ def start_multiworker(cluster: Cluster):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
-        import tensorflow as tf
+        tf = _import_tensorflow_without_ops()
     except ImportError:
         dog.cancel()
         from kdtool.train_extra import require_train_extra
 
         require_train_extra("kdtool distill")  # its one line on how to install
         raise
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _register_timeout(cluster, timeout)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.OpError as exc:  # the coordination service gave up waiting for the others
+        dog.cancel()
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RuntimeFailure(f"{dog.line} ({reason})") from None
     fix_keras_for_multiworker()
     return strategy, dog
+
+
+def _import_tensorflow_without_ops():
+    """``import tensorflow`` with its C++ start-up lines kept off stderr, running no op (collectives come first)."""
+    import sys
+
+    if sys.modules.get("tensorflow") is not None:
+        return sys.modules["tensorflow"]
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2
+        import tensorflow as tf
+
+        return tf
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
+def _register_timeout(cluster: Cluster, timeout: float) -> None:
+    """Set TensorFlow's coordination service up as MultiWorkerMirroredStrategy would, with a timeout.
+
+    The strategy leaves the time a worker waits for the others to register unbounded, inside C++ code
+    that holds the interpreter (no Python timer or signal handler runs meanwhile; SIGTERM is ignored).
+    With ``cluster_register_timeout_in_ms`` the wait ends in an error instead. These are TensorFlow's
+    private modules: when they move, this does nothing and only the watchdog is left.
+    """
+    try:
+        from tensorflow.python.eager import context
+
+        try:
+            from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        except ImportError:  # older layouts
+            from tensorflow.tsl.protobuf import coordination_config_pb2
+    except ImportError:
+        return
+    ctx = context.context()
+    if ctx.coordination_service is not None:
+        return
+    leader = "chief" if cluster.jobs.get("chief") else "worker"
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.jobs[job]))
+        for job in TRAINING_TASKS
+        if cluster.jobs.get(job)
+    ]
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{leader}/replica:0/task:0",
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+    )
 
 
 def agree(strategy, cluster: Cluster, digest: str, dog: Watchdog | None = None) -> None:

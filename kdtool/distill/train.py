@@ -40,7 +40,7 @@ from kdtool.distill.run_folder import Run
 from kdtool.distill.stages import stage_count, train_models
 from kdtool.distill.summary import print_summary, write_summary
 from kdtool.distill.timing import phase_lines, record_phase
-from kdtool.errors import InputError
+from kdtool.errors import InputError, RuntimeFailure
 
 
 def make_strategy(name: str):
@@ -78,6 +78,39 @@ def make_strategy(name: str):
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     raise InputError(f"unknown --strategy {name!r}; choose auto, mirrored or multiworker")
+
+
+def lost_worker(exc: Exception, cluster, tf) -> str | None:
+    """The line for a multi-worker run that lost a worker mid-training (a collective failed), else None.
+
+    Args:
+        exc: what training raised.
+        cluster: the run's :class:`kdtool.distill.cluster.Cluster`, or None.
+        tf: the ``tensorflow`` module.
+
+    Returns:
+        One line saying what happened and how to resume, or None for any other error.
+
+    Example:
+        >>> lost_worker(ValueError("x"), None, None) is None
+        True
+    """
+    if cluster is None or tf is None:
+        return None
+    errors = (
+        tf.errors.UnavailableError,
+        tf.errors.AbortedError,
+        tf.errors.CancelledError,
+        tf.errors.DeadlineExceededError,
+    )
+    if not isinstance(exc, errors):
+        return None
+    unhealthy = [ln.strip() for ln in str(exc).splitlines() if ln.strip().startswith("/job:")]
+    who = f" ({', '.join(unhealthy[:4])} stopped answering)" if unhealthy else ""
+    return (
+        f"{cluster.describe()}: lost contact with a worker mid-training{who}; start every worker again with "
+        "the same command: the run resumes from the last epoch backup"
+    )
 
 
 def _install_signal_handlers() -> dict:
@@ -178,7 +211,10 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         run.save("FAILED", error=exc.format_message())
         raise
     except Exception as exc:
-        run.save("FAILED", error=f"{type(exc).__name__}: {exc}")
+        lost = lost_worker(exc, cluster, tf)
+        run.save("FAILED", error=lost or f"{type(exc).__name__}: {exc}")
+        if lost:
+            raise RuntimeFailure(lost) from None
         raise
     finally:
         run.close()
