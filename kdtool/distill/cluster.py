@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import click
@@ -268,21 +268,17 @@ class Watchdog:
 
     Example:
         >>> dog = Watchdog("gave up", 60.0)
-        >>> dog.on_give_up = print  # e.g. the chief marks run.json FAILED
         >>> dog.cancel()
     """
 
     def __init__(self, line: str, timeout: float):
         self.line = line
-        self.on_give_up: Callable[[str], None] | None = None
         self._timer = threading.Timer(timeout, self._fire)
         self._timer.daemon = True
         self._timer.start()
 
     def _fire(self) -> None:
         click.secho(self.line, fg="red", err=True)
-        if self.on_give_up is not None:
-            self.on_give_up(self.line)
         os._exit(1)
 
     def cancel(self) -> None:
@@ -307,23 +303,22 @@ def start_multiworker(cluster: Cluster):
         >>> strategy, dog = start_multiworker(parse_tf_config(os.environ["TF_CONFIG"]))  # doctest: +SKIP
     """
     timeout = cluster_timeout()
-    others = [a for t in TRAINING_TASKS for a in cluster.jobs.get(t, []) if a != cluster.address]
-    dog = Watchdog(
-        f"{cluster.describe()}: could not reach the other workers ({', '.join(others)}) within {timeout:g} s "
-        f"({TIMEOUT_ENV}); start every worker with the same TF_CONFIG cluster",
-        timeout,
-    )
     # the same defaults kdtool.train_extra.require_train_extra sets, read by TensorFlow when it loads
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         tf = _import_tensorflow_without_ops()
     except ImportError:
-        dog.cancel()
         from kdtool.train_extra import require_train_extra
 
         require_train_extra("kdtool distill")  # its one line on how to install
         raise
+    others = [a for t in TRAINING_TASKS for a in cluster.jobs.get(t, []) if a != cluster.address]
+    dog = Watchdog(  # started once TensorFlow has loaded (its import keeps stderr closed a while)
+        f"{cluster.describe()}: could not reach the other workers ({', '.join(others)}) within {timeout:g} s "
+        f"({TIMEOUT_ENV}); start every worker with the same TF_CONFIG cluster",
+        timeout,
+    )
     _register_timeout(cluster, timeout)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -333,6 +328,50 @@ def start_multiworker(cluster: Cluster):
         raise RuntimeFailure(f"{dog.line} ({reason})") from None
     fix_keras_for_multiworker()
     return strategy, dog
+
+
+def all_reduce_sum(strategy, cluster: Cluster, values):
+    """Sum a float32 array over every replica of the cluster (a collective: every worker must call it).
+
+    Args:
+        strategy: the multi-worker strategy.
+        cluster: this process's :class:`Cluster`.
+        values: this replica's float32 array.
+
+    Returns:
+        The sum, as numpy.
+
+    Raises:
+        RuntimeFailure: a worker stopped answering (one line, exit code 1).
+
+    Example:
+        >>> all_reduce_sum(strategy, cluster, np.ones(2, np.float32))  # doctest: +SKIP
+        array([2., 2.], dtype=float32)
+    """
+    import tensorflow as tf
+
+    @tf.function
+    def exchange():
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(values, tf.float32))
+
+    try:
+        return strategy.experimental_local_results(strategy.run(exchange))[0].numpy()
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RuntimeFailure(f"{cluster.describe()}: a worker stopped answering before training ({first})") from None
+
+
+def all_ok(strategy, cluster: Cluster, ok: bool) -> bool:
+    """Whether every worker reported ``ok`` (a collective: every worker must call it).
+
+    Example:
+        >>> all_ok(strategy, cluster, run_folder_is_usable)  # doctest: +SKIP
+        True
+    """
+    import numpy as np
+
+    total = all_reduce_sum(strategy, cluster, np.array([1.0 if ok else 0.0], np.float32))
+    return float(total[0]) == float(strategy.num_replicas_in_sync)
 
 
 def _import_tensorflow_without_ops():
@@ -409,17 +448,10 @@ def agree(strategy, cluster: Cluster, digest: str, dog: Watchdog | None = None) 
         >>> agree(strategy, cluster, config_digest(config, fd.fingerprint(), False), dog)  # doctest: +SKIP
     """
     import numpy as np
-    import tensorflow as tf
 
     raw = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8).astype(np.float32)
-
-    @tf.function
-    def exchange():
-        x = tf.constant(raw)
-        return tf.distribute.get_replica_context().all_reduce("SUM", tf.stack([x, x * x]))
-
     try:
-        result = strategy.experimental_local_results(strategy.run(exchange))[0].numpy()
+        result = all_reduce_sum(strategy, cluster, np.stack([raw, raw * raw]))
     finally:
         if dog is not None:
             dog.cancel()

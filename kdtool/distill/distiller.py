@@ -106,8 +106,19 @@ class Distiller(keras.Model):
         )
         if sample_weight is not None:
             sw = ops.cast(ops.reshape(sample_weight, (-1,)), per_sample.dtype)
-            return ops.sum(per_sample * sw) / ops.maximum(ops.sum(sw), 1e-12)
-        return ops.mean(per_sample)
+            loss = ops.sum(per_sample * sw) / ops.maximum(ops.sum(sw), 1e-12)
+        else:
+            loss = ops.mean(per_sample)
+        # as Keras' own losses are: each of N replicas' gradients is summed, so each takes 1/N of its mean
+        # (no-op on one replica; without it the logged loss was N times too large under tf.distribute)
+        return _scale_for_replicas(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y[:, : self.num_classes], y_pred, sample_weight)
+
+
+def _scale_for_replicas(loss):
+    """``loss`` divided by the strategy's replicas in sync, as Keras scales its compiled losses."""
+    from keras.src.losses.loss import scale_loss_for_distribution  # Keras' own helper; no public name
+
+    return scale_loss_for_distribution(loss)

@@ -34,9 +34,9 @@ import click
 
 from kdtool.data import load_fdata
 from kdtool.distill.calibration import out_of_fold_logits, plan_folds
-from kdtool.distill.cluster import agree, cluster_from_env, cluster_timeout, config_digest, start_multiworker
+from kdtool.distill.cluster import agree, all_ok, cluster_from_env, cluster_timeout, config_digest, start_multiworker
 from kdtool.distill.config import DistillConfig
-from kdtool.distill.run_folder import Run
+from kdtool.distill.run_folder import Run, config_doc
 from kdtool.distill.stages import stage_count, train_models
 from kdtool.distill.summary import print_summary, write_summary
 from kdtool.distill.timing import phase_lines, record_phase
@@ -78,6 +78,40 @@ def make_strategy(name: str):
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     raise InputError(f"unknown --strategy {name!r}; choose auto, mirrored or multiworker")
+
+
+def open_run_together(cfg: DistillConfig, fd, fresh: bool, cluster, strategy) -> Run:
+    """Open the run folder on every worker of a multi-worker run, the chief first.
+
+    The chief opens (checks and writes) it; then every worker learns whether it could, and only then
+    do the others read it, so each sees the run.json the chief wrote and skips the same finished models.
+
+    Args:
+        cfg, fd, fresh: as :func:`run_distill` has them.
+        cluster: this process's :class:`kdtool.distill.cluster.Cluster`.
+        strategy: the multi-worker strategy (for the collective).
+
+    Returns:
+        The :class:`kdtool.distill.run_folder.Run` (a non-chief one writes nothing).
+
+    Raises:
+        InputError: the chief refused the folder (its own line on the chief; on the others, one line
+            pointing at it).
+
+    Example:
+        >>> run = open_run_together(cfg, fd, False, cluster, strategy)  # doctest: +SKIP
+    """
+    run, refused = None, None
+    if cluster.is_chief:
+        try:
+            run = Run(cfg, fd, fresh, cluster)
+        except click.ClickException as exc:
+            refused = exc
+    if not all_ok(strategy, cluster, refused is None):
+        if refused is not None:
+            raise refused
+        raise InputError(f"{cluster.describe()}: the chief refused the run folder {cfg.out}; its log says why")
+    return run if run is not None else Run(cfg, fd, fresh, cluster)
 
 
 def lost_worker(exc: Exception, cluster, tf) -> str | None:
@@ -167,9 +201,11 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
     # --seed makes a run repeatable on the same machine and versions: seeded weights, batches and
     # views, plus deterministic op kernels (run.json records versions and device to explain a difference).
     tf.config.experimental.enable_op_determinism()
-    run = Run(cfg, fd, fresh, cluster)
-    if dog is not None:  # the chief marks run.json FAILED when the others never answer
-        dog.on_give_up = lambda line: run.save("FAILED", error=line)
+    if cluster is None:
+        run = Run(cfg, fd, fresh)
+    else:  # nothing is written before every worker has answered and runs the same command
+        agree(strategy, cluster, config_digest(config_doc(cfg), fd.fingerprint(), fresh), dog)
+        run = open_run_together(cfg, fd, fresh, cluster, strategy)
     if run.doc["data"]["synthetic"] and run.writer:
         run.warn(f"{fd.root} is SYNTHETIC data: use it to try the pipeline, never quote its accuracy")
     stop = _install_signal_handlers()
@@ -177,7 +213,6 @@ def run_distill(cfg: DistillConfig, fresh: bool = False) -> list[dict]:
         if cluster is None:
             strategy = make_strategy(cfg.strategy)
         else:
-            agree(strategy, cluster, config_digest(run.doc["config"], run.doc["data"]["fingerprint"], fresh), dog)
             run.doc["cluster"] = {"workers": cluster.num_workers, "replicas": strategy.num_replicas_in_sync}
             replicas = strategy.num_replicas_in_sync
             click.echo(f"{cluster.describe()}: {replicas} replicas in sync; the chief writes {run.out}")
