@@ -326,6 +326,8 @@ def start_multiworker(cluster: Cluster):
         dog.cancel()
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"{dog.line} ({reason})") from None
+    from kdtool.distill.keras_fix import fix_keras_for_multiworker
+
     fix_keras_for_multiworker()
     return strategy, dog
 
@@ -460,54 +462,3 @@ def agree(strategy, cluster: Cluster, digest: str, dog: Watchdog | None = None) 
             f"{cluster.describe()}: the workers run different commands (configuration, data or --fresh differ); "
             "start every worker with the same kdtool distill options and data"
         )
-
-
-def fix_keras_for_multiworker() -> None:
-    """Work around Keras 3's ``fit`` under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-
-    Two places in Keras' TensorFlow trainer all-reduce values that differ in shape across workers and
-    fail: the first batch it peeks at to build the model (a tuple of per-worker batches), and the
-    per-step logs (scalars reduced along an axis they do not have). Here the build uses this worker's
-    own batch (only its shapes matter), and the logs are averaged over all replicas with one
-    all-reduce. Only multi-worker strategies take the new paths; idempotent.
-
-    Example:
-        >>> fix_keras_for_multiworker()  # doctest: +SKIP
-    """
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if getattr(tf_trainer, "_kdtool_multiworker_fix", False):
-        return
-    reduce_per_replica = tf_trainer.reduce_per_replica
-    maybe_symbolic_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def local(value, strategy):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    def reduce_logs(values, strategy, reduction="auto"):
-        if reduction == "concat" or not is_multi_worker(strategy):
-            return reduce_per_replica(values, strategy, reduction=reduction)
-        op = "SUM" if reduction == "sum" else "MEAN"
-
-        def one(v):
-            return strategy.reduce(op, v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v
-
-        return tf.nest.map_structure(one, values)
-
-    def symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if strategy is None or not is_multi_worker(strategy):
-            return maybe_symbolic_build(self, iterator=iterator, data_batch=data_batch)
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(lambda v: local(v, strategy), next(it))
-                break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tf_trainer.reduce_per_replica = reduce_logs
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build
-    tf_trainer._kdtool_multiworker_fix = True

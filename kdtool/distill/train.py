@@ -64,7 +64,7 @@ def make_strategy(name: str):
     import tensorflow as tf
 
     if name == "multiworker":  # before anything lists devices: the strategy must set TensorFlow up first
-        from kdtool.distill.cluster import fix_keras_for_multiworker
+        from kdtool.distill.keras_fix import fix_keras_for_multiworker
 
         cluster_from_env(name)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
