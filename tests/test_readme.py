@@ -139,9 +139,13 @@ def test_readme_and_performance_quote_the_same_numbers():
     section = re.search(r"## What the default student achieves\n(.*?)\n## ", readme, flags=re.S).group(1)
     interval = r"\d+\.\d \[\d+\.\d, \d+\.\d\]"
     rows = [r for r in section.splitlines() if r.startswith("| ") and re.search(interval, r)]
-    assert len(rows) == 2, "the README's table should have the distilled student and the student alone"
+    labels = [r.split("|")[1].strip() for r in rows]
+    seeds = sorted({label.rsplit("seed ", 1)[-1] for label in labels})
+    assert len(seeds) >= 2, "the README's table should show at least two seeds"
+    want = [f"{model}, seed {seed}" for model in ("distilled student", "student alone") for seed in seeds]
+    assert labels == want, "the README's table: the distilled student, then the student alone, each per seed"
     perf_rows = [r for r in perf.splitlines() if r.startswith("| ") and re.search(interval, r)]
-    for row, label in zip(rows, ("distilled student", "student alone"), strict=True):
+    for row, label in zip(rows, labels, strict=True):
         values = re.findall(interval, row)
         assert len(values) == 6
         match = [r for r in perf_rows if r.startswith(f"| {label} |")]
