@@ -311,8 +311,8 @@ def test_every_student_starts_from_the_same_weights_and_trains_apart(tmp_path, m
     data = write_fdata(tmp_path / "FData", n=(48, 15, 15))
     initial, real = {}, fit.new_student
 
-    def spy(cfg, fd, name):
-        model = real(cfg, fd, name)
+    def spy(cfg, fd, name, student=None):
+        model = real(cfg, fd, name, student)
         initial[name] = model.get_weights()
         return model
 
