@@ -9,7 +9,7 @@ from __future__ import annotations
 from kdtool.errors import RuntimeFailure
 
 
-def require_train_extra(what: str = "this command"):
+def require_train_extra(what: str = "this command", warm_up: bool = True):
     """Import TensorFlow lazily, or fail in one line saying how to install it.
 
     Unless the environment already says otherwise, TensorFlow loads with its oneDNN kernels on
@@ -17,6 +17,7 @@ def require_train_extra(what: str = "this command"):
 
     Args:
         what: the command that needs TensorFlow, for the message.
+        warm_up: run one op after the import (False where collectives must be configured first).
 
     Returns:
         The ``tensorflow`` module.
@@ -33,7 +34,7 @@ def require_train_extra(what: str = "this command"):
     # user's own wins; TensorFlow reads it when it loads.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
-        tf = _import_tensorflow_quietly()
+        tf = _import_tensorflow_quietly(warm_up)
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeFailure(
             f"{what} needs TensorFlow, which is not installed: run  pip install 'kdtool[train]'  ({exc})"
@@ -41,8 +42,12 @@ def require_train_extra(what: str = "this command"):
     return tf
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with the C++ start-up chatter (absl/oneDNN lines) kept off stderr."""
+def _import_tensorflow_quietly(warm_up: bool = True):
+    """Import TensorFlow with the C++ start-up chatter (absl/oneDNN lines) kept off stderr.
+
+    ``warm_up`` runs one op so its oneDNN notice is swallowed too; multi-worker runs pass False, because
+    no op may run before their collectives are configured.
+    """
     import os
     import sys
 
@@ -60,7 +65,8 @@ def _import_tensorflow_quietly():
     try:
         import tensorflow as tf
 
-        tf.constant(0.0) + 1.0  # the first op prints the oneDNN notice once more
+        if warm_up:
+            tf.constant(0.0) + 1.0  # the first op prints the oneDNN notice once more
     finally:
         os.dup2(saved, 2)
         os.close(saved)

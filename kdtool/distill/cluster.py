@@ -303,16 +303,9 @@ def start_multiworker(cluster: Cluster):
         >>> strategy, dog = start_multiworker(parse_tf_config(os.environ["TF_CONFIG"]))  # doctest: +SKIP
     """
     timeout = cluster_timeout()
-    # the same defaults kdtool.train_extra.require_train_extra sets, read by TensorFlow when it loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    try:
-        tf = _import_tensorflow_without_ops()
-    except ImportError:
-        from kdtool.train_extra import require_train_extra
+    from kdtool.train_extra import require_train_extra
 
-        require_train_extra("kdtool distill")  # its one line on how to install
-        raise
+    tf = require_train_extra("kdtool distill", warm_up=False)  # no op may run before the collectives
     others = [a for t in TRAINING_TASKS for a in cluster.jobs.get(t, []) if a != cluster.address]
     dog = Watchdog(  # started once TensorFlow has loaded (its import keeps stderr closed a while)
         f"{cluster.describe()}: could not reach the other workers ({', '.join(others)}) within {timeout:g} s "
@@ -374,30 +367,6 @@ def all_ok(strategy, cluster: Cluster, ok: bool) -> bool:
 
     total = all_reduce_sum(strategy, cluster, np.array([1.0 if ok else 0.0], np.float32))
     return float(total[0]) == float(strategy.num_replicas_in_sync)
-
-
-def _import_tensorflow_without_ops():
-    """``import tensorflow`` with its C++ start-up lines kept off stderr, running no op (collectives come first)."""
-    import sys
-
-    if sys.modules.get("tensorflow") is not None:
-        return sys.modules["tensorflow"]
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2
-        import tensorflow as tf
-
-        return tf
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    return tf
 
 
 def _register_timeout(cluster: Cluster, timeout: float) -> None:
